@@ -1,0 +1,61 @@
+// The error model: setup calls throw shmlink::Error (a std::system_error that
+// says what was being done, to what, and why); every such call also has a
+// std::error_code& overload that never throws. Codes are errno values
+// (std::system_category) or shmlink::Errc (shmlink::error_category()).
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <system_error>
+
+namespace shmlink {
+
+/// Conditions that are not an errno. Values are stable: tools print them.
+enum class Errc {
+    invalid_argument = 1, ///< a caller's argument is out of its documented range
+    empty_file,           ///< attach: the file has no bytes
+    truncated,            ///< attach: the file is shorter than the segment header
+    bad_magic,            ///< attach: not a shmlink segment
+    version_too_new,      ///< attach: written by a newer layout version
+    version_unsupported,  ///< attach: layout version 0 or otherwise unknown
+    abi_mismatch,         ///< attach: byte order or struct sizes differ
+    corrupt_header,       ///< attach/refresh: a header field is out of range
+    size_mismatch,        ///< the header claims more bytes than the file holds
+    corrupt_directory,    ///< a directory entry is malformed or points outside the segment
+    not_a_segment,        ///< the fd is not a regular file or memfd
+    out_of_range,         ///< a bounds-checked access past the mapped size
+    shrink_refused,       ///< grow() to a smaller size
+    exceeds_maximum,      ///< grow()/create() past the maximum size
+    not_owner,            ///< a host-only call on an attached segment
+    not_found,            ///< no directory entry of that name
+    name_taken,           ///< a directory entry of that name exists
+    directory_full,       ///< every directory slot is used
+    no_space,             ///< the data area cannot hold the object; grow first
+    control_truncated,    ///< recvmsg: ancillary data (fds) were truncated (MSG_CTRUNC)
+    message_truncated,    ///< recvmsg: the payload did not fit the buffer (MSG_TRUNC)
+    too_many_fds,         ///< more fds than a message may carry
+    peer_closed,          ///< the other end of a socket hung up
+};
+
+const std::error_category& error_category() noexcept;
+std::error_code make_error_code(Errc e) noexcept;
+
+/// The exception thrown by setup calls. what() reads
+/// "<context>: <detail or the code's message>", e.g.
+/// "attach /dev/shm/demo: layout version 3 is newer than 1".
+class Error : public std::system_error {
+public:
+    Error(std::error_code code, std::string_view context, std::string_view detail = {});
+    const char* what() const noexcept override { return message_.c_str(); }
+
+private:
+    std::string message_;
+};
+
+/// errno as a std::error_code (system category).
+std::error_code errno_code() noexcept;
+
+} // namespace shmlink
+
+template <>
+struct std::is_error_code_enum<shmlink::Errc> : std::true_type {};

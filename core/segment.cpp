@@ -1,0 +1,672 @@
+#include "core/segment.hpp"
+
+#include "core/bounds.hpp"
+#include "core/layout.hpp"
+#include "core/log.hpp"
+#include "core/process.hpp"
+
+#include <fcntl.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+
+namespace shmlink {
+namespace {
+
+using layout::DirectoryEntry;
+using layout::SegmentHeader;
+
+constexpr std::size_t kDefaultMaxBytes = std::size_t{1} << 30;
+
+template <typename T>
+std::atomic_ref<T> shared(T& field) noexcept
+{
+    return std::atomic_ref<T>(field);
+}
+
+SegmentHeader& header_of(std::byte* base) noexcept { return *reinterpret_cast<SegmentHeader*>(base); }
+
+DirectoryEntry& entry_of(std::byte* base, std::uint32_t index) noexcept
+{
+    return reinterpret_cast<DirectoryEntry*>(base + layout::kDirectoryOffset)[index];
+}
+
+/// Makes the file at least `to` bytes long, allocating [from, to) when asked
+/// so that a full file system shows up here and not as SIGBUS later.
+std::error_code extend_file(const UniqueFd& fd, std::size_t from, std::size_t to, bool allocate) noexcept
+{
+    if (allocate) {
+        int rc;
+        do
+            rc = ::fallocate(fd.get(), 0, static_cast<off_t>(from), static_cast<off_t>(to - from));
+        while (rc != 0 && errno == EINTR);
+        if (rc == 0)
+            return {};
+        if (errno != EOPNOTSUPP && errno != ENOSYS)
+            return errno_code();
+    }
+    return ::ftruncate(fd.get(), static_cast<off_t>(to)) == 0 ? std::error_code{} : errno_code();
+}
+
+std::uint64_t random_nonce() noexcept
+{
+    std::uint64_t nonce = 0;
+    if (::getrandom(&nonce, sizeof(nonce), 0) != static_cast<ssize_t>(sizeof(nonce)))
+        nonce = static_cast<std::uint64_t>(::getpid()) * 0x9e3779b97f4a7c15ULL ^ static_cast<std::uint64_t>(::time(nullptr));
+    return nonce;
+}
+
+template <typename Result, typename Call>
+Result throwing(std::string_view context, Call&& call)
+{
+    std::error_code ec;
+    std::string detail;
+    Result result = call(ec, detail);
+    if (ec) {
+        logger().error("{}: {}", context, detail.empty() ? ec.message() : detail);
+        throw Error(ec, context, detail);
+    }
+    return result;
+}
+
+} // namespace
+
+Segment::Segment(Segment&& other) noexcept { *this = std::move(other); }
+
+Segment& Segment::operator=(Segment&& other) noexcept
+{
+    if (this != &other) {
+        release();
+        fd_ = std::move(other.fd_);
+        reservation_ = std::move(other.reservation_);
+        mapped_bytes_ = std::exchange(other.mapped_bytes_, 0);
+        path_ = std::move(other.path_);
+        other.path_.clear();
+        owner_ = std::exchange(other.owner_, false);
+        writable_ = std::exchange(other.writable_, false);
+        cleanup_ = std::exchange(other.cleanup_, Cleanup::keep);
+        allocate_backing_ = other.allocate_backing_;
+        map_ = other.map_;
+    }
+    return *this;
+}
+
+Segment::~Segment() { release(); }
+
+void Segment::release() noexcept
+{
+    if (owner_ && cleanup_ == Cleanup::unlink_on_close && !path_.empty() && fd_) {
+        // Remove the path only while it still names this segment's file: a
+        // newer segment created at the same path after ours is left alone.
+        struct stat ours {};
+        struct stat named {};
+        if (::fstat(fd_.get(), &ours) == 0 && ::stat(path_.c_str(), &named) == 0 && ours.st_dev == named.st_dev
+            && ours.st_ino == named.st_ino) {
+            ::unlink(path_.c_str());
+            logger().info("segment {} removed by its creator", path_.string());
+        }
+    }
+    reservation_.reset();
+    fd_.reset();
+    mapped_bytes_ = 0;
+    owner_ = false;
+}
+
+// ---- create ---------------------------------------------------------------
+
+Segment Segment::create(const std::filesystem::path& path, std::size_t size_bytes, const SegmentOptions& options)
+{
+    return throwing<Segment>("create " + path.string(), [&](std::error_code& ec, std::string& detail) {
+        return create_at(path, size_bytes, options, ec, detail);
+    });
+}
+
+Segment Segment::create(const std::filesystem::path& path, std::size_t size_bytes, const SegmentOptions& options,
+    std::error_code& ec) noexcept
+{
+    std::string detail;
+    return create_at(path, size_bytes, options, ec, detail);
+}
+
+Segment Segment::create_at(const std::filesystem::path& path, std::size_t size_bytes, const SegmentOptions& options,
+    std::error_code& ec, std::string& detail) noexcept
+{
+    ec.clear();
+    UniqueFd fd;
+    bool linked = false;
+    if (options.cleanup == Cleanup::unlink_now) {
+        const std::filesystem::path directory = path.has_parent_path() ? path.parent_path() : ".";
+        fd.reset(::open(directory.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, options.mode));
+        if (!fd && (errno == EOPNOTSUPP || errno == EISDIR)) {
+            // No O_TMPFILE on this file system: create, then unlink at once.
+            fd.reset(::open(path.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, options.mode));
+            if (fd)
+                ::unlink(path.c_str());
+        }
+    } else {
+        if (options.replace_existing && ::unlink(path.c_str()) != 0 && errno != ENOENT) {
+            ec = errno_code();
+            return {};
+        }
+        fd.reset(::open(path.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, options.mode));
+        linked = fd.valid();
+    }
+    if (!fd) {
+        ec = errno_code();
+        return {};
+    }
+    Segment segment = finish_create(std::move(fd), linked ? path : std::filesystem::path{}, size_bytes, options, ec, detail);
+    if (ec && linked)
+        ::unlink(path.c_str()); // leave nothing behind from a failed create
+    if (!ec)
+        logger().info("created segment {} ({} bytes, maximum {})", path.string(), segment.size_bytes(),
+            segment.max_size_bytes());
+    return segment;
+}
+
+Segment Segment::create_anonymous(std::size_t size_bytes, const SegmentOptions& options)
+{
+    return throwing<Segment>("create memfd segment", [&](std::error_code& ec, std::string& detail) {
+        return create_memfd(size_bytes, options, ec, detail);
+    });
+}
+
+Segment Segment::create_anonymous(std::size_t size_bytes, const SegmentOptions& options, std::error_code& ec) noexcept
+{
+    std::string detail;
+    return create_memfd(size_bytes, options, ec, detail);
+}
+
+Segment Segment::create_memfd(std::size_t size_bytes, const SegmentOptions& options, std::error_code& ec,
+    std::string& detail) noexcept
+{
+    UniqueFd fd = memfd_create(options.memfd_name, Memfd::cloexec | Memfd::allow_sealing, ec);
+    if (ec)
+        return {};
+    Segment segment = finish_create(std::move(fd), {}, size_bytes, options, ec, detail);
+    if (ec)
+        return {};
+    // No peer may shrink the file under the others (SIGBUS), nor add seals of
+    // its own (F_SEAL_GROW would stop the host from growing).
+    if (::fcntl(segment.fd_.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_SEAL) != 0) {
+        ec = errno_code();
+        return {};
+    }
+    logger().info("created memfd segment ({} bytes, maximum {})", segment.size_bytes(), segment.max_size_bytes());
+    return segment;
+}
+
+Segment Segment::finish_create(UniqueFd fd, std::filesystem::path path, std::size_t size_bytes,
+    const SegmentOptions& options, std::error_code& ec, std::string& detail) noexcept
+{
+    if (size_bytes == 0) {
+        ec = Errc::invalid_argument;
+        detail = "size must be greater than 0";
+        return {};
+    }
+    const std::size_t size = std::max<std::size_t>(round_up_to_pages(size_bytes), layout::kHeaderBytes);
+    const std::size_t max_size = options.max_size_bytes != 0 ? round_up_to_pages(options.max_size_bytes)
+                                                             : std::max(size, kDefaultMaxBytes);
+    if (size > max_size || max_size > layout::kMaxSegmentBytes) {
+        ec = Errc::exceeds_maximum;
+        detail = "size " + std::to_string(size) + " exceeds the maximum " + std::to_string(max_size);
+        return {};
+    }
+    if (::fchmod(fd.get(), options.mode) != 0) { // exact mode, whatever the umask
+        ec = errno_code();
+        return {};
+    }
+    if ((ec = extend_file(fd, 0, size, options.allocate_backing)))
+        return {};
+
+    Segment segment;
+    segment.fd_ = std::move(fd);
+    segment.path_ = std::move(path);
+    segment.owner_ = true;
+    segment.writable_ = true;
+    segment.cleanup_ = options.cleanup;
+    segment.allocate_backing_ = options.allocate_backing;
+    segment.map_ = options.map;
+    segment.reservation_ = reserve_address_space(max_size, ec);
+    if (ec || (ec = segment.map_extent(0, size)))
+        return {};
+    segment.mapped_bytes_ = size;
+
+    SegmentHeader& h = header_of(segment.base());
+    h.layout_version = layout::kLayoutVersion;
+    h.header_bytes = layout::kHeaderBytes;
+    h.abi_tag = layout::abi_tag();
+    h.max_size_bytes = max_size;
+    h.size_bytes = size;
+    h.generation = 0;
+    h.nonce = random_nonce();
+    h.creator_pid = static_cast<std::uint32_t>(::getpid());
+    h.creator_start_time = process_start_time(::getpid());
+    h.directory_offset = layout::kDirectoryOffset;
+    h.directory_capacity = layout::kDirectoryCapacity;
+    h.directory_count = 0;
+    h.data_used_bytes = layout::kHeaderBytes;
+    // release: pairs with the acquire load in attach's validation; the magic
+    // goes last so that a header with a good magic is a complete one.
+    shared(h.magic).store(layout::kMagic, std::memory_order_release);
+    return segment;
+}
+
+// ---- attach ---------------------------------------------------------------
+
+Segment Segment::attach(const std::filesystem::path& path, const AttachOptions& options)
+{
+    return throwing<Segment>("attach " + path.string(), [&](std::error_code& ec, std::string& detail) {
+        return attach_path(path, options, ec, detail);
+    });
+}
+
+Segment Segment::attach(const std::filesystem::path& path, const AttachOptions& options, std::error_code& ec) noexcept
+{
+    std::string detail;
+    return attach_path(path, options, ec, detail);
+}
+
+Segment Segment::attach_path(const std::filesystem::path& path, const AttachOptions& options, std::error_code& ec,
+    std::string& detail) noexcept
+{
+    UniqueFd fd(::open(path.c_str(), (options.read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC));
+    if (!fd) {
+        ec = errno_code();
+        return {};
+    }
+    return attach_fd(std::move(fd), path, options, ec, detail);
+}
+
+Segment Segment::attach(UniqueFd fd, const AttachOptions& options)
+{
+    const std::string context = "attach fd " + std::to_string(fd.get());
+    return throwing<Segment>(context, [&](std::error_code& ec, std::string& detail) {
+        return attach_fd(std::move(fd), {}, options, ec, detail);
+    });
+}
+
+Segment Segment::attach(UniqueFd fd, const AttachOptions& options, std::error_code& ec) noexcept
+{
+    std::string detail;
+    return attach_fd(std::move(fd), {}, options, ec, detail);
+}
+
+Segment Segment::attach_fd(UniqueFd fd, std::filesystem::path path, const AttachOptions& options,
+    std::error_code& ec, std::string& detail) noexcept
+{
+    ec.clear();
+    try {
+        struct stat st {};
+        if (!fd || ::fstat(fd.get(), &st) != 0) {
+            ec = fd ? errno_code() : std::make_error_code(std::errc::bad_file_descriptor);
+            return {};
+        }
+        if (!S_ISREG(st.st_mode)) {
+            ec = Errc::not_a_segment;
+            detail = "not a regular file or memfd";
+            return {};
+        }
+        const int access = ::fcntl(fd.get(), F_GETFL) & O_ACCMODE;
+        if (!options.read_only && access != O_RDWR) {
+            ec = std::make_error_code(std::errc::permission_denied);
+            detail = "the file is not open for reading and writing (attach read_only instead)";
+            return {};
+        }
+
+        // Validate a private copy of the header before mapping anything: a
+        // short or foreign file must never be touched through a mapping.
+        SegmentHeader copy {};
+        const auto file_bytes = static_cast<std::uint64_t>(st.st_size);
+        if (file_bytes >= sizeof(copy)) {
+            const ssize_t got = ::pread(fd.get(), &copy, sizeof(copy), 0);
+            if (got < 0) {
+                ec = errno_code();
+                return {};
+            }
+            if (static_cast<std::size_t>(got) != sizeof(copy)) {
+                ec = Errc::truncated;
+                detail = "file shrank while being read";
+                return {};
+            }
+        }
+        if ((ec = layout::validate_header(copy, file_bytes, detail)))
+            return {};
+
+        Segment segment;
+        segment.fd_ = std::move(fd);
+        segment.path_ = std::move(path);
+        segment.writable_ = !options.read_only;
+        segment.map_ = options.map;
+        segment.reservation_ = reserve_address_space(copy.max_size_bytes, ec);
+        if (ec || (ec = segment.map_extent(0, copy.size_bytes)))
+            return {};
+        segment.mapped_bytes_ = copy.size_bytes;
+        if ((ec = segment.validate_directory(detail)))
+            return {};
+        logger().info("attached segment {} ({} bytes, generation {})",
+            segment.path_.empty() ? "fd" : segment.path_.string(), segment.mapped_bytes_, segment.generation());
+        return segment;
+    } catch (const std::bad_alloc&) {
+        ec = std::make_error_code(std::errc::not_enough_memory);
+        return {};
+    }
+}
+
+std::error_code Segment::map_extent(std::size_t from, std::size_t to) noexcept
+{
+    const ProtFlags prot = writable_ ? Prot::read | Prot::write : ProtFlags(Prot::read);
+    const MapFlags flags = map_.populate ? Map::shared | Map::populate : MapFlags(Map::shared);
+    if (auto ec = map_fixed(reservation_, from, to - from, prot, flags, fd_, static_cast<off_t>(from)))
+        return ec;
+    const auto extent = reservation_.bytes().subspan(from, to - from);
+    if (map_.huge_pages)
+        (void)advise(extent, Advice::hugepage); // a hint: tmpfs without THP declines, and that is fine
+    if (map_.lock_memory) {
+        if (auto ec = lock(extent)) {
+            // Give the extent back to the reservation so the segment stays as it was.
+            (void)map_fixed(reservation_, from, to - from, Prot::none, Map::private_ | Map::anonymous | Map::noreserve,
+                UniqueFd{}, 0);
+            return ec;
+        }
+    }
+    return {};
+}
+
+// ---- grow and refresh -----------------------------------------------------
+
+void Segment::grow(std::size_t new_size_bytes)
+{
+    throwing<int>("grow " + (path_.empty() ? std::string("segment") : path_.string()) + " to "
+            + std::to_string(new_size_bytes),
+        [&](std::error_code& ec, std::string&) {
+            grow(new_size_bytes, ec);
+            return 0;
+        });
+}
+
+void Segment::grow(std::size_t new_size_bytes, std::error_code& ec) noexcept
+{
+    ec.clear();
+    if (!owner_) {
+        ec = Errc::not_owner;
+        return;
+    }
+    const std::size_t old_size = mapped_bytes_;
+    const std::size_t new_size = round_up_to_pages(new_size_bytes);
+    if (new_size == old_size)
+        return;
+    if (new_size < old_size) {
+        ec = Errc::shrink_refused;
+        return;
+    }
+    if (new_size > reservation_.size()) {
+        ec = Errc::exceeds_maximum;
+        return;
+    }
+    if ((ec = extend_file(fd_, old_size, new_size, allocate_backing_)))
+        return;
+    if ((ec = map_extent(old_size, new_size))) {
+        // Give the file back its old length where the seals allow; the header
+        // still says old_size, which is what every process trusts.
+        (void)::ftruncate(fd_.get(), static_cast<off_t>(old_size));
+        return;
+    }
+    mapped_bytes_ = new_size;
+    SegmentHeader& h = header_of(base());
+    // release: pairs with the acquire load of size_bytes in refresh(); the
+    // extent is in the file before any guest is told about it.
+    shared(h.size_bytes).store(new_size, std::memory_order_release);
+    const auto generation = shared(h.generation).fetch_add(1, std::memory_order_release) + 1;
+    logger().info("grew segment {} from {} to {} bytes (generation {})", path_.empty() ? "memfd" : path_.string(),
+        old_size, new_size, generation);
+}
+
+bool Segment::refresh()
+{
+    return throwing<bool>("refresh " + (path_.empty() ? std::string("segment") : path_.string()),
+        [&](std::error_code& ec, std::string&) { return refresh(ec); });
+}
+
+bool Segment::refresh(std::error_code& ec) noexcept
+{
+    ec.clear();
+    if (!valid()) {
+        ec = std::make_error_code(std::errc::bad_file_descriptor);
+        return false;
+    }
+    // acquire: pairs with the release store in grow().
+    const std::uint64_t size = shared(header_of(base()).size_bytes).load(std::memory_order_acquire);
+    if (size == mapped_bytes_)
+        return false;
+    // The header is peer-written: the new size must be sane and backed by the file.
+    if (size < mapped_bytes_ || size > reservation_.size() || size % page_size() != 0) {
+        ec = Errc::corrupt_header;
+        return false;
+    }
+    struct stat st {};
+    if (::fstat(fd_.get(), &st) != 0) {
+        ec = errno_code();
+        return false;
+    }
+    if (static_cast<std::uint64_t>(st.st_size) < size) {
+        ec = Errc::size_mismatch;
+        return false;
+    }
+    if ((ec = map_extent(mapped_bytes_, size)))
+        return false;
+    logger().debug("refreshed segment {} from {} to {} bytes", path_.string(), mapped_bytes_, size);
+    mapped_bytes_ = size;
+    return true;
+}
+
+std::uint64_t Segment::generation() const noexcept
+{
+    if (!valid())
+        return 0;
+    // acquire: pairs with the release fetch_add in grow().
+    return shared(header_of(base()).generation).load(std::memory_order_acquire);
+}
+
+SegmentInfo Segment::info() const noexcept
+{
+    SegmentInfo info;
+    if (!valid())
+        return info;
+    SegmentHeader& h = header_of(base());
+    info.layout_version = h.layout_version;
+    info.size_bytes = shared(h.size_bytes).load(std::memory_order_acquire);
+    info.max_size_bytes = h.max_size_bytes;
+    info.generation = shared(h.generation).load(std::memory_order_acquire);
+    info.nonce = h.nonce;
+    info.creator_pid = static_cast<pid_t>(h.creator_pid);
+    info.creator_start_time = h.creator_start_time;
+    info.directory_count = shared(h.directory_count).load(std::memory_order_acquire);
+    info.data_used_bytes = shared(h.data_used_bytes).load(std::memory_order_acquire);
+    return info;
+}
+
+bool Segment::creator_alive() const noexcept
+{
+    const SegmentInfo i = info();
+    return process_alive(i.creator_pid, i.creator_start_time);
+}
+
+// ---- directory ------------------------------------------------------------
+
+std::optional<ObjectInfo> Segment::entry(std::uint32_t index, std::error_code& ec, std::string& detail) const
+{
+    DirectoryEntry& shared_entry = entry_of(base(), index);
+    DirectoryEntry copy {};
+    // acquire: pairs with the release store of state in allocate(); the
+    // other fields are final once the entry is ready.
+    copy.state = shared(shared_entry.state).load(std::memory_order_acquire);
+    std::memcpy(copy.name, shared_entry.name, sizeof(copy.name));
+    copy.kind = shared_entry.kind;
+    copy.object_version = shared_entry.object_version;
+    copy.offset = shared_entry.offset;
+    copy.length = shared_entry.length;
+    if ((ec = layout::validate_entry(copy, index, mapped_bytes_, detail)))
+        return std::nullopt;
+    return ObjectInfo {std::string(copy.name, ::strnlen(copy.name, sizeof(copy.name))), copy.kind,
+        copy.object_version, copy.offset, copy.length};
+}
+
+std::error_code Segment::validate_directory(std::string& detail) const
+{
+    // acquire: pairs with the release store of directory_count in allocate().
+    const std::uint32_t count = shared(header_of(base()).directory_count).load(std::memory_order_acquire);
+    if (count > layout::kDirectoryCapacity) {
+        detail = "directory count " + std::to_string(count) + " exceeds its capacity";
+        return Errc::corrupt_directory;
+    }
+    std::error_code ec;
+    for (std::uint32_t i = 0; i < count && !ec; ++i)
+        entry(i, ec, detail);
+    return ec;
+}
+
+std::vector<ObjectInfo> Segment::objects(std::error_code& ec) const
+{
+    ec.clear();
+    std::vector<ObjectInfo> result;
+    if (!valid())
+        return result;
+    std::string detail;
+    const std::uint32_t count = shared(header_of(base()).directory_count).load(std::memory_order_acquire);
+    if (count > layout::kDirectoryCapacity) {
+        ec = Errc::corrupt_directory;
+        return result;
+    }
+    for (std::uint32_t i = 0; i < count; ++i) {
+        auto info = entry(i, ec, detail);
+        if (!info)
+            return {};
+        result.push_back(std::move(*info));
+    }
+    return result;
+}
+
+ObjectInfo Segment::find(std::string_view name)
+{
+    return throwing<ObjectInfo>("find '" + std::string(name) + "'", [&](std::error_code& ec, std::string&) {
+        auto found = find(name, ec);
+        return found ? std::move(*found) : ObjectInfo{};
+    });
+}
+
+std::optional<ObjectInfo> Segment::find(std::string_view name, std::error_code& ec) noexcept
+{
+    try {
+        refresh(ec); // an object may live in an extent grown since we last looked
+        if (ec)
+            return std::nullopt;
+        for (auto& object : objects(ec))
+            if (object.name == name)
+                return std::move(object);
+        if (!ec)
+            ec = Errc::not_found;
+    } catch (const std::bad_alloc&) {
+        ec = std::make_error_code(std::errc::not_enough_memory);
+    }
+    return std::nullopt;
+}
+
+ObjectInfo Segment::allocate(std::string_view name, std::uint16_t kind, std::uint16_t version, std::size_t length,
+    std::size_t alignment)
+{
+    return throwing<ObjectInfo>("allocate '" + std::string(name) + "'", [&](std::error_code& ec, std::string&) {
+        return allocate(name, kind, version, length, alignment, ec);
+    });
+}
+
+ObjectInfo Segment::allocate(std::string_view name, std::uint16_t kind, std::uint16_t version, std::size_t length,
+    std::size_t alignment, std::error_code& ec) noexcept
+{
+    ec.clear();
+    if (!owner_) {
+        ec = Errc::not_owner;
+        return {};
+    }
+    if (name.empty() || name.size() >= layout::kNameBytes || name.find('\0') != std::string_view::npos || length == 0
+        || alignment == 0 || (alignment & (alignment - 1)) != 0 || alignment > page_size()) {
+        ec = Errc::invalid_argument;
+        return {};
+    }
+    if (find(name, ec)) {
+        ec = Errc::name_taken;
+        return {};
+    }
+    if (ec != Errc::not_found)
+        return {};
+    ec.clear();
+    SegmentHeader& h = header_of(base());
+    const std::uint32_t count = shared(h.directory_count).load(std::memory_order_relaxed); // only we write it
+    if (count >= layout::kDirectoryCapacity) {
+        ec = Errc::directory_full;
+        return {};
+    }
+    const std::uint64_t used = shared(h.data_used_bytes).load(std::memory_order_relaxed); // only we write it
+    const std::uint64_t offset = (used + alignment - 1) / alignment * alignment;
+    if (!in_bounds(mapped_bytes_, offset, length)) {
+        ec = Errc::no_space;
+        return {};
+    }
+    DirectoryEntry& e = entry_of(base(), count);
+    std::memset(e.name, 0, sizeof(e.name));
+    std::memcpy(e.name, name.data(), name.size());
+    e.kind = kind;
+    e.object_version = version;
+    e.offset = offset;
+    e.length = length;
+    // release: pairs with the acquire load of state in entry().
+    shared(e.state).store(static_cast<std::uint32_t>(layout::EntryState::ready), std::memory_order_release);
+    shared(h.data_used_bytes).store(offset + length, std::memory_order_release);
+    // release: pairs with the acquire load of directory_count in objects().
+    shared(h.directory_count).store(count + 1, std::memory_order_release);
+    logger().debug("allocated '{}' kind {} at [{}, +{})", name, kind, offset, length);
+    return ObjectInfo {std::string(name), kind, version, offset, length};
+}
+
+// ---- bounded access -------------------------------------------------------
+
+std::span<std::byte> Segment::bytes() const noexcept { return {reservation_.data(), mapped_bytes_}; }
+
+std::span<std::byte> Segment::subspan(std::size_t offset, std::size_t length) const noexcept
+{
+    return checked_subspan(bytes(), offset, length);
+}
+
+std::error_code Segment::read_into(std::size_t offset, std::span<std::byte> out) const noexcept
+{
+    return copy_out(bytes(), offset, out);
+}
+
+std::error_code Segment::write_at(std::size_t offset, std::span<const std::byte> in) noexcept
+{
+    if (!writable_)
+        return std::make_error_code(std::errc::permission_denied);
+    return copy_in(bytes(), offset, in);
+}
+
+Snapshot Segment::snapshot(const SnapshotOptions& options) const
+{
+    return throwing<Snapshot>("snapshot " + path_.string(),
+        [&](std::error_code& ec, std::string&) { return snapshot(options, ec); });
+}
+
+Snapshot Segment::snapshot(const SnapshotOptions& options, std::error_code& ec) const noexcept
+{
+    if (!valid()) {
+        ec = std::make_error_code(std::errc::bad_file_descriptor);
+        return {};
+    }
+    return Snapshot::copy_of(fd_, bytes(), options, ec);
+}
+
+} // namespace shmlink

@@ -1,0 +1,198 @@
+// shmlink::Segment: a file-backed MAP_SHARED segment that a host creates and
+// guests attach to, by path or by fd. Its base address never moves: every
+// process reserves the maximum size of address space up front and maps the
+// file over its start; grow() and refresh() map only the new extent.
+#pragma once
+
+#include "core/error.hpp"
+#include "core/mmap.hpp"
+#include "core/snapshot.hpp"
+#include "core/unique_fd.hpp"
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <vector>
+
+namespace shmlink {
+
+/// What happens to a path-backed segment's file.
+enum class Cleanup {
+    keep,            ///< the file stays after everyone closes
+    unlink_on_close, ///< the creator's Segment removes it when it is destroyed (guests never do)
+    unlink_now,      ///< never visible in the file system (O_TMPFILE); lives while mapped or open
+};
+
+/// How a process maps the segment; each process chooses its own.
+struct MapOptions {
+    bool populate = false;    ///< prefault pages (MAP_POPULATE)
+    bool huge_pages = false;  ///< ask for transparent huge pages (MADV_HUGEPAGE; tmpfs may decline)
+    bool lock_memory = false; ///< mlock the mapped extent; grow() and refresh() lock new extents too
+};
+
+struct SegmentOptions {
+    /// Address space reserved in every process, the ceiling for grow().
+    /// 0 picks max(size, 1 GiB). Rounded up to whole pages.
+    std::size_t max_size_bytes = 0;
+    Cleanup cleanup = Cleanup::keep;
+    mode_t mode = 0600; ///< applied exactly (umask does not narrow it)
+    bool replace_existing = false; ///< remove a file already at the path instead of failing with EEXIST
+    /// Allocate the file's pages at create and grow (fallocate) so that a full
+    /// file system is an error then, rather than SIGBUS on first touch.
+    bool allocate_backing = true;
+    MapOptions map;
+    std::string memfd_name = "shmlink"; ///< create_anonymous(): the name /proc shows
+};
+
+struct AttachOptions {
+    bool read_only = false; ///< map PROT_READ only (write_at fails, allocate refused)
+    MapOptions map;
+};
+
+/// One named object in the directory, as validated.
+struct ObjectInfo {
+    std::string name;
+    std::uint16_t kind = 0;
+    std::uint16_t version = 0;
+    std::uint64_t offset = 0;
+    std::uint64_t length = 0;
+};
+
+/// The header's fields, read atomically where they change.
+struct SegmentInfo {
+    std::uint32_t layout_version = 0;
+    std::uint64_t size_bytes = 0;
+    std::uint64_t max_size_bytes = 0;
+    std::uint64_t generation = 0;
+    std::uint64_t nonce = 0;
+    pid_t creator_pid = 0;
+    std::uint64_t creator_start_time = 0;
+    std::uint32_t directory_count = 0;
+    std::uint64_t data_used_bytes = 0;
+};
+
+/// A mapped segment. Move-only; the destructor unmaps it and closes its fd
+/// (and, for the creator with Cleanup::unlink_on_close, removes the file).
+///
+/// Thread safety: data access (bytes(), read_into(), write_at()) from any
+/// thread; grow(), refresh() and allocate() from one thread at a time per
+/// Segment object. Pointers into the segment stay valid across grow() and
+/// refresh() for the Segment's lifetime.
+class Segment {
+public:
+    Segment() noexcept = default;
+    Segment(Segment&&) noexcept;
+    Segment& operator=(Segment&&) noexcept;
+    ~Segment();
+
+    /// Creates a segment file at `path` (O_EXCL unless replace_existing).
+    /// Errors: EEXIST, EACCES..., Errc::invalid_argument (size 0),
+    /// Errc::exceeds_maximum (size above the maximum).
+    static Segment create(const std::filesystem::path& path, std::size_t size_bytes, const SegmentOptions& options = {});
+    static Segment create(const std::filesystem::path& path, std::size_t size_bytes, const SegmentOptions& options,
+        std::error_code& ec) noexcept;
+
+    /// Creates a segment in an anonymous memfd, sealed against shrinking
+    /// (F_SEAL_SHRINK) and against further seals (F_SEAL_SEAL): no peer can
+    /// truncate it under the others. Guests attach through its fd().
+    static Segment create_anonymous(std::size_t size_bytes, const SegmentOptions& options = {});
+    static Segment create_anonymous(std::size_t size_bytes, const SegmentOptions& options, std::error_code& ec) noexcept;
+
+    /// Attaches to an existing segment. Everything is validated before it is
+    /// trusted: magic, version, ABI, sizes against fstat, the directory.
+    static Segment attach(const std::filesystem::path& path, const AttachOptions& options = {});
+    static Segment attach(const std::filesystem::path& path, const AttachOptions& options, std::error_code& ec) noexcept;
+    static Segment attach(UniqueFd fd, const AttachOptions& options = {});
+    static Segment attach(UniqueFd fd, const AttachOptions& options, std::error_code& ec) noexcept;
+
+    /// Creator only: grows the segment to `new_size_bytes` (rounded up to
+    /// pages) without moving it. Same size: no-op. Errors:
+    /// Errc::shrink_refused, Errc::exceeds_maximum, Errc::not_owner, ENOSPC.
+    /// A failed grow leaves the segment as it was.
+    void grow(std::size_t new_size_bytes);
+    void grow(std::size_t new_size_bytes, std::error_code& ec) noexcept;
+
+    /// Maps whatever the creator has grown since; true if it mapped a new
+    /// extent. Cheap (one atomic load) when nothing changed.
+    bool refresh();
+    bool refresh(std::error_code& ec) noexcept;
+
+    /// Creator only: reserves `length` bytes of the data area under `name`
+    /// (1..39 bytes) and publishes it in the directory. The bytes are zero.
+    /// `kind` and `version` are the caller's; core does not interpret them.
+    /// Errors: Errc::name_taken, Errc::directory_full, Errc::no_space (grow first).
+    ObjectInfo allocate(std::string_view name, std::uint16_t kind, std::uint16_t version, std::size_t length,
+        std::size_t alignment = 128);
+    ObjectInfo allocate(std::string_view name, std::uint16_t kind, std::uint16_t version, std::size_t length,
+        std::size_t alignment, std::error_code& ec) noexcept;
+
+    /// Looks an object up by name (refreshing first if the segment grew).
+    /// Throws Errc::not_found; the non-throwing form returns nullopt and sets ec.
+    ObjectInfo find(std::string_view name);
+    std::optional<ObjectInfo> find(std::string_view name, std::error_code& ec) noexcept;
+
+    /// Every published object, validated.
+    std::vector<ObjectInfo> objects(std::error_code& ec) const;
+
+    /// Bounds-checked access within the mapped size; Errc::out_of_range past it.
+    std::error_code read_into(std::size_t offset, std::span<std::byte> out) const noexcept;
+    std::error_code write_at(std::size_t offset, std::span<const std::byte> in) noexcept;
+    /// The sub-range, or an empty span when it is not within the mapped size.
+    std::span<std::byte> subspan(std::size_t offset, std::size_t length) const noexcept;
+    /// The whole mapped extent, header included.
+    std::span<std::byte> bytes() const noexcept;
+
+    /// A private copy of the mapped extent as it is now (see Snapshot).
+    Snapshot snapshot(const SnapshotOptions& options = {}) const;
+    Snapshot snapshot(const SnapshotOptions& options, std::error_code& ec) const noexcept;
+
+    [[nodiscard]] bool valid() const noexcept { return fd_.valid(); }
+    [[nodiscard]] bool is_owner() const noexcept { return owner_; }
+    [[nodiscard]] std::byte* base() const noexcept { return reservation_.data(); }
+    /// Bytes mapped in this process (the creator's size as of the last grow/refresh).
+    [[nodiscard]] std::size_t size_bytes() const noexcept { return mapped_bytes_; }
+    [[nodiscard]] std::size_t max_size_bytes() const noexcept { return reservation_.size(); }
+    /// The header's generation now (bumped by every grow).
+    [[nodiscard]] std::uint64_t generation() const noexcept;
+    [[nodiscard]] SegmentInfo info() const noexcept;
+    /// True while the creator process (pid and start time) is alive.
+    [[nodiscard]] bool creator_alive() const noexcept;
+    [[nodiscard]] const UniqueFd& fd() const noexcept { return fd_; }
+    /// The path this segment was created at or attached by; empty for memfd and unlinked ones.
+    [[nodiscard]] const std::filesystem::path& path() const noexcept { return path_; }
+
+private:
+    static Segment create_at(const std::filesystem::path& path, std::size_t size_bytes, const SegmentOptions& options,
+        std::error_code& ec, std::string& detail) noexcept;
+    static Segment create_memfd(std::size_t size_bytes, const SegmentOptions& options, std::error_code& ec,
+        std::string& detail) noexcept;
+    static Segment attach_path(const std::filesystem::path& path, const AttachOptions& options, std::error_code& ec,
+        std::string& detail) noexcept;
+    static Segment finish_create(UniqueFd fd, std::filesystem::path path, std::size_t size_bytes,
+        const SegmentOptions& options, std::error_code& ec, std::string& detail) noexcept;
+    static Segment attach_fd(UniqueFd fd, std::filesystem::path path, const AttachOptions& options,
+        std::error_code& ec, std::string& detail) noexcept;
+    std::error_code map_extent(std::size_t from, std::size_t to) noexcept;
+    std::error_code validate_directory(std::string& detail) const;
+    std::optional<ObjectInfo> entry(std::uint32_t index, std::error_code& ec, std::string& detail) const;
+    void release() noexcept;
+
+    UniqueFd fd_;
+    Mapping reservation_; // max_size_bytes of address space; the file is mapped over its start
+    std::size_t mapped_bytes_ = 0;
+    std::filesystem::path path_;
+    bool owner_ = false;
+    bool writable_ = false;
+    Cleanup cleanup_ = Cleanup::keep;
+    bool allocate_backing_ = true;
+    MapOptions map_;
+};
+
+} // namespace shmlink

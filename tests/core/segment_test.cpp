@@ -1,0 +1,688 @@
+// Tests of core/segment.hpp. Cross-process cases drive tests/helpers/guest,
+// a separate executable, through tests/support/child.hpp.
+#include "core/layout.hpp"
+#include "core/segment.hpp"
+#include "tests/support/child.hpp"
+#include "tests/support/leaks.hpp"
+#include "transport/fd_socket.hpp"
+
+#include <doctest/doctest.h>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <thread>
+
+using namespace shmlink;
+using shmlink::test::Child;
+
+namespace {
+
+std::span<const std::byte> text(const std::string& s) { return std::as_bytes(std::span(s)); }
+
+std::string read_text(const Segment& s, std::size_t offset, std::size_t length)
+{
+    std::string out(length, '\0');
+    REQUIRE_FALSE(s.read_into(offset, std::as_writable_bytes(std::span(out))));
+    return out;
+}
+
+/// The value of "key=..." in a helper's answer.
+std::string field(const std::string& answer, const std::string& key)
+{
+    const auto at = answer.find(key + "=");
+    REQUIRE(at != std::string::npos);
+    const auto start = at + key.size() + 1;
+    return answer.substr(start, answer.find(' ', start) - start);
+}
+
+std::string address(const Segment& s)
+{
+    char buffer[32];
+    std::snprintf(buffer, sizeof(buffer), "%p", static_cast<const void*>(s.base()));
+    return buffer;
+}
+
+Child start_guest(const std::vector<Child::PassFd>& pass = {})
+{
+    return Child::spawn({shmlink::test::guest_helper()}, pass);
+}
+
+bool exists(const std::string& path) { return ::access(path.c_str(), F_OK) == 0; }
+
+/// A file that holds exactly `bytes`.
+void write_file(const std::string& path, const std::string& bytes)
+{
+    const int fd = ::open(path.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);
+    REQUIRE(fd >= 0);
+    REQUIRE(::write(fd, bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size()));
+    ::close(fd);
+}
+
+/// Patches `value` into a file at `offset`.
+template <typename T>
+void patch(const std::string& path, off_t offset, T value)
+{
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+    REQUIRE(fd >= 0);
+    REQUIRE(::pwrite(fd, &value, sizeof(value), offset) == static_cast<ssize_t>(sizeof(value)));
+    ::close(fd);
+}
+
+/// The error attach() reports for `path`, from both the throwing and the non-throwing form.
+std::pair<std::error_code, std::string> attach_error(const std::string& path)
+{
+    std::error_code ec;
+    Segment s = Segment::attach(path, {}, ec);
+    CHECK_FALSE(s.valid());
+    try {
+        Segment::attach(path);
+        FAIL("attach did not throw");
+    } catch (const Error& e) {
+        CHECK(e.code() == ec);
+        return {ec, e.what()};
+    }
+    return {ec, ""};
+}
+
+} // namespace
+
+TEST_CASE("create: the file has the requested mode and size")
+{
+    const test::ResourceCount before;
+    const auto path = test::unique_shm_path("create");
+    {
+        SegmentOptions options;
+        options.mode = 0640;
+        Segment s = Segment::create(path, 10000, options);
+        struct stat st {};
+        REQUIRE(::stat(path.c_str(), &st) == 0);
+        CHECK((st.st_mode & 0777) == 0640);
+        CHECK(s.size_bytes() == 12288); // whole pages
+        CHECK(static_cast<std::size_t>(st.st_size) == s.size_bytes());
+        CHECK(s.max_size_bytes() == (std::size_t {1} << 30));
+        CHECK(s.is_owner());
+        CHECK(s.path() == path);
+        CHECK(s.generation() == 0);
+        CHECK(s.creator_alive());
+    }
+    {
+        Segment s = Segment::create(path, 4096, {.cleanup = Cleanup::keep, .replace_existing = true});
+        struct stat st {};
+        REQUIRE(::stat(path.c_str(), &st) == 0);
+        CHECK((st.st_mode & 0777) == 0600); // the default, whatever the umask
+    }
+    SUBCASE("an existing path is refused unless replace_existing")
+    {
+        std::error_code ec;
+        Segment s = Segment::create(path, 4096, {}, ec);
+        CHECK(ec == std::errc::file_exists);
+        CHECK_FALSE(s.valid());
+        CHECK_THROWS_AS(Segment::create(path, 4096), Error);
+    }
+    ::unlink(path.c_str());
+    SHMLINK_CHECK_NO_LEAKS(before);
+}
+
+TEST_CASE("create: zero size and a size above the maximum are refused, leaving no file")
+{
+    const test::ResourceCount before;
+    const auto path = test::unique_shm_path("refused");
+    std::error_code ec;
+    Segment zero = Segment::create(path, 0, {}, ec);
+    CHECK(ec == Errc::invalid_argument);
+    CHECK_FALSE(exists(path));
+    try {
+        Segment::create(path, 0);
+        FAIL("no throw");
+    } catch (const Error& e) {
+        CHECK(std::string(e.what()) == "create " + path + ": size must be greater than 0");
+    }
+
+    Segment big = Segment::create(path, 1 << 20, {.max_size_bytes = 1 << 16}, ec);
+    CHECK(ec == Errc::exceeds_maximum);
+    CHECK_FALSE(exists(path));
+    Segment anon = Segment::create_anonymous(0, {}, ec);
+    CHECK(ec == Errc::invalid_argument);
+    SHMLINK_CHECK_NO_LEAKS(before);
+}
+
+TEST_CASE("attach by path: a guest process sees the host's writes and the host sees the guest's")
+{
+    const test::ResourceCount before;
+    const auto path = test::unique_shm_path("path");
+    {
+        Segment host = Segment::create(path, 1 << 16, {.cleanup = Cleanup::unlink_on_close});
+        REQUIRE_FALSE(host.write_at(8192, text("hello-from-host")));
+        Child guest = start_guest();
+        const auto attached = guest.request("attach-path " + path);
+        REQUIRE(attached.rfind("ok", 0) == 0);
+        CHECK(field(attached, "size") == std::to_string(host.size_bytes()));
+        CHECK(guest.request("read 8192 15") == "ok hello-from-host");
+        CHECK(guest.request("write 9000 hello-from-guest") == "ok");
+        CHECK(read_text(host, 9000, 16) == "hello-from-guest");
+        CHECK(guest.wait() == 0);
+    }
+    CHECK_FALSE(exists(path));
+    SHMLINK_CHECK_NO_LEAKS(before);
+}
+
+TEST_CASE("attach by fd inherited across exec")
+{
+    const test::ResourceCount before;
+    {
+        Segment host = Segment::create_anonymous(1 << 16);
+        REQUIRE_FALSE(host.write_at(4096, text("inherited")));
+        Child guest = start_guest({{host.fd().get(), 7}});
+        REQUIRE(guest.request("attach-fd 7").rfind("ok", 0) == 0);
+        CHECK(guest.request("read 4096 9") == "ok inherited");
+        CHECK(guest.request("write 5000 back") == "ok");
+        CHECK(read_text(host, 5000, 4) == "back");
+        CHECK(guest.wait() == 0);
+    }
+    SHMLINK_CHECK_NO_LEAKS(before);
+}
+
+TEST_CASE("attach by fd received through a socketpair with SCM_RIGHTS")
+{
+    const test::ResourceCount before;
+    {
+        Segment host = Segment::create_anonymous(1 << 16);
+        REQUIRE_FALSE(host.write_at(4096, text("passed")));
+        int pair[2];
+        REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) == 0);
+        UniqueFd ours(pair[0]);
+        UniqueFd theirs(pair[1]);
+        Child guest = start_guest({{theirs.get(), 5}});
+        theirs.reset(); // the child has its copy
+        guest.send("recv-fd 5");
+        const std::byte tag[] = {std::byte {'S'}};
+        const BorrowedFd fds[] = {host.fd()};
+        REQUIRE_FALSE(send_with_fds(ours, tag, fds));
+        REQUIRE(guest.read_line().rfind("ok", 0) == 0);
+        CHECK(guest.request("read 4096 6") == "ok passed");
+        CHECK(guest.request("write 6000 seen") == "ok");
+        CHECK(read_text(host, 6000, 4) == "seen");
+        CHECK(guest.wait() == 0);
+    }
+    SHMLINK_CHECK_NO_LEAKS(before);
+}
+
+TEST_CASE("attach by fd: a file that is not a segment is refused with a clear error")
+{
+    const test::ResourceCount before;
+    const auto path = test::unique_shm_path("foreign");
+    write_file(path, std::string(8192, 'x'));
+    {
+        std::error_code ec;
+        Segment s = Segment::attach(UniqueFd(::open(path.c_str(), O_RDWR | O_CLOEXEC)), {}, ec);
+        CHECK(ec == Errc::bad_magic);
+        try {
+            Segment::attach(UniqueFd(::open(path.c_str(), O_RDWR | O_CLOEXEC)));
+            FAIL("no throw");
+        } catch (const Error& e) {
+            CHECK(std::string(e.what()).find("not a shmlink segment") != std::string::npos);
+        }
+        int pipe_fds[2];
+        REQUIRE(::pipe2(pipe_fds, O_CLOEXEC) == 0);
+        UniqueFd write_end(pipe_fds[1]);
+        Segment p = Segment::attach(UniqueFd(pipe_fds[0]), {}, ec);
+        CHECK(ec == Errc::not_a_segment);
+        Segment none = Segment::attach(UniqueFd(), {}, ec);
+        CHECK(ec == std::errc::bad_file_descriptor);
+
+        // The same refusal in a guest process that inherited the fd.
+        UniqueFd foreign(::open(path.c_str(), O_RDWR | O_CLOEXEC));
+        Child guest = start_guest({{foreign.get(), 8}});
+        CHECK(guest.request("attach-fd 8").find("not a shmlink segment") != std::string::npos);
+        CHECK(guest.wait() == 0);
+    }
+    ::unlink(path.c_str());
+    SHMLINK_CHECK_NO_LEAKS(before);
+}
+
+TEST_CASE("cleanup policies")
+{
+    const test::ResourceCount before;
+    const auto path = test::unique_shm_path("cleanup");
+    SUBCASE("keep leaves the file")
+    {
+        { Segment s = Segment::create(path, 4096, {.cleanup = Cleanup::keep}); }
+        CHECK(exists(path));
+        Segment again = Segment::attach(path);
+        CHECK(again.size_bytes() == 4096);
+        CHECK_FALSE(again.is_owner());
+        ::unlink(path.c_str());
+    }
+    SUBCASE("unlink_on_close removes it when the owner goes, not when a guest goes")
+    {
+        {
+            Segment owner = Segment::create(path, 4096, {.cleanup = Cleanup::unlink_on_close});
+            Child guest = start_guest();
+            REQUIRE(guest.request("attach-path " + path).rfind("ok", 0) == 0);
+            CHECK(guest.request("detach") == "ok");
+            CHECK(guest.wait() == 0);
+            { Segment local_guest = Segment::attach(path); }
+            CHECK(exists(path));
+        }
+        CHECK_FALSE(exists(path));
+    }
+    SUBCASE("unlink_on_close leaves a newer segment at the same path alone")
+    {
+        {
+            Segment old_owner = Segment::create(path, 4096, {.cleanup = Cleanup::unlink_on_close});
+            Segment newer = Segment::create(path, 4096, {.cleanup = Cleanup::keep, .replace_existing = true});
+        }
+        CHECK(exists(path));
+        ::unlink(path.c_str());
+    }
+    SUBCASE("unlink_now leaves no file but a working segment")
+    {
+        const auto entries = [] {
+            int n = 0;
+            DIR* dir = ::opendir("/dev/shm");
+            while (const dirent* e = ::readdir(dir))
+                n += std::strncmp(e->d_name, "shmlink-test-", 13) == 0;
+            ::closedir(dir);
+            return n;
+        };
+        const int files_before = entries();
+        Segment s = Segment::create(path, 1 << 16, {.cleanup = Cleanup::unlink_now});
+        CHECK_FALSE(exists(path));
+        CHECK(entries() == files_before);
+        CHECK(s.path().empty());
+        REQUIRE_FALSE(s.write_at(4096, text("unnamed")));
+        Child guest = start_guest({{s.fd().get(), 9}});
+        REQUIRE(guest.request("attach-fd 9").rfind("ok", 0) == 0);
+        CHECK(guest.request("read 4096 7") == "ok unnamed");
+        s.grow(1 << 17);
+        CHECK(guest.request("refresh").rfind("ok 1 ", 0) == 0);
+        CHECK(guest.wait() == 0);
+    }
+    SHMLINK_CHECK_NO_LEAKS(before);
+}
+
+TEST_CASE("grow while a guest process is attached: it remaps, nothing moves, data survives")
+{
+    const test::ResourceCount before;
+    const auto path = test::unique_shm_path("grow");
+    {
+        Segment host = Segment::create(path, 1 << 16, {.max_size_bytes = 64 << 20, .cleanup = Cleanup::unlink_on_close});
+        const std::string host_base = address(host);
+        REQUIRE_FALSE(host.write_at(4096, text("before-grow")));
+        Child guest = start_guest();
+        const auto attached = guest.request("attach-path " + path);
+        REQUIRE(attached.rfind("ok", 0) == 0);
+        const std::string guest_base = field(attached, "base");
+        CHECK(guest.request("refresh").rfind("ok 0 ", 0) == 0); // nothing to do yet
+
+        std::size_t size = host.size_bytes();
+        for (int round = 1; round <= 8; ++round) {
+            size *= 2;
+            host.grow(size);
+            CHECK(host.size_bytes() == size);
+            CHECK(host.generation() == static_cast<std::uint64_t>(round));
+            CHECK(address(host) == host_base);
+            const std::string tag = "after-grow-" + std::to_string(round);
+            REQUIRE_FALSE(host.write_at(size - 64, text(tag)));
+            // Out of the guest's reach until it refreshes.
+            CHECK(guest.request("read " + std::to_string(size - 64) + " " + std::to_string(tag.size())).rfind("error", 0) == 0);
+            const auto refreshed = guest.request("refresh");
+            REQUIRE(refreshed.rfind("ok 1 ", 0) == 0);
+            CHECK(field(refreshed, "base") == guest_base);
+            CHECK(field(refreshed, "size") == std::to_string(size));
+            CHECK(field(refreshed, "gen") == std::to_string(round));
+            CHECK(guest.request("read " + std::to_string(size - 64) + " " + std::to_string(tag.size())) == "ok " + tag);
+            CHECK(guest.request("read 4096 11") == "ok before-grow");
+            CHECK(guest.request("write " + std::to_string(size - 128) + " guest-" + std::to_string(round)) == "ok");
+            CHECK(read_text(host, size - 128, 7) == "guest-" + std::to_string(round));
+        }
+        CHECK(guest.wait() == 0);
+    }
+    SHMLINK_CHECK_NO_LEAKS(before);
+}
+
+TEST_CASE("grow: same size is a no-op, shrink and past-maximum are refused, guests may not grow")
+{
+    const test::ResourceCount before;
+    const auto path = test::unique_shm_path("grow-rules");
+    {
+        Segment host = Segment::create(path, 1 << 16, {.max_size_bytes = 1 << 20, .cleanup = Cleanup::unlink_on_close});
+        std::error_code ec;
+        host.grow(1 << 16, ec);
+        CHECK_FALSE(ec);
+        CHECK(host.generation() == 0);
+        host.grow(1 << 12, ec);
+        CHECK(ec == Errc::shrink_refused);
+        host.grow(2 << 20, ec);
+        CHECK(ec == Errc::exceeds_maximum);
+        CHECK_THROWS_AS(host.grow(2 << 20), Error);
+        CHECK(host.size_bytes() == 1 << 16);
+        CHECK(host.generation() == 0);
+        host.grow(1 << 20);
+        CHECK(host.size_bytes() == 1 << 20);
+
+        Segment guest = Segment::attach(path);
+        guest.grow(2 << 20, ec);
+        CHECK(ec == Errc::not_owner);
+        guest.allocate("x", 1, 1, 64, 64, ec);
+        CHECK(ec == Errc::not_owner);
+    }
+    SHMLINK_CHECK_NO_LEAKS(before);
+}
+
+TEST_CASE("grow: a failed grow leaves the segment as it was")
+{
+    const test::ResourceCount before;
+    const auto path = test::unique_shm_path("grow-fail");
+    {
+        Segment host = Segment::create(path, 1 << 16, {.cleanup = Cleanup::unlink_on_close});
+        REQUIRE_FALSE(host.write_at(4096, text("intact")));
+        // A file-size limit makes the file system refuse the new extent (EFBIG),
+        // as a full /dev/shm would (ENOSPC).
+        rlimit old_limit {};
+        ::getrlimit(RLIMIT_FSIZE, &old_limit);
+        auto old_handler = ::signal(SIGXFSZ, SIG_IGN);
+        rlimit limit = old_limit;
+        limit.rlim_cur = 1 << 17;
+        REQUIRE(::setrlimit(RLIMIT_FSIZE, &limit) == 0);
+        std::error_code ec;
+        host.grow(1 << 20, ec);
+        ::setrlimit(RLIMIT_FSIZE, &old_limit);
+        ::signal(SIGXFSZ, old_handler);
+        CHECK(ec == std::errc::file_too_large);
+        CHECK(host.size_bytes() == 1 << 16);
+        CHECK(host.generation() == 0);
+        CHECK(read_text(host, 4096, 6) == "intact");
+        struct stat st {};
+        REQUIRE(::stat(path.c_str(), &st) == 0);
+        CHECK(st.st_size == 1 << 16);
+        Segment guest = Segment::attach(path);
+        CHECK_FALSE(guest.refresh());
+        host.grow(1 << 20); // and the next grow works
+        CHECK(guest.refresh());
+    }
+    SHMLINK_CHECK_NO_LEAKS(before);
+}
+
+TEST_CASE("attach: every kind of bad file gets its own clear error and no crash")
+{
+    const test::ResourceCount before;
+    const auto path = test::unique_shm_path("bad");
+    const auto fresh_segment = [&] {
+        Segment s = Segment::create(path, 1 << 16, {.cleanup = Cleanup::keep, .replace_existing = true});
+        s.allocate("ring", 7, 1, 1024);
+    };
+
+    SUBCASE("empty file")
+    {
+        write_file(path, "");
+        auto [ec, what] = attach_error(path);
+        CHECK(ec == Errc::empty_file);
+        CHECK(what == "attach " + path + ": file is empty");
+    }
+    SUBCASE("file shorter than the header")
+    {
+        write_file(path, std::string(100, '\0'));
+        auto [ec, what] = attach_error(path);
+        CHECK(ec == Errc::truncated);
+        CHECK(what.find("100 bytes, shorter than the 4096-byte header") != std::string::npos);
+    }
+    SUBCASE("wrong magic")
+    {
+        fresh_segment();
+        patch<std::uint64_t>(path, 0, 0x1122334455667788ULL);
+        auto [ec, what] = attach_error(path);
+        CHECK(ec == Errc::bad_magic);
+    }
+    SUBCASE("a newer layout version")
+    {
+        fresh_segment();
+        patch<std::uint32_t>(path, offsetof(layout::SegmentHeader, layout_version), 3);
+        auto [ec, what] = attach_error(path);
+        CHECK(ec == Errc::version_too_new);
+        CHECK(what == "attach " + path + ": layout version 3 is newer than 1");
+    }
+    SUBCASE("an ABI tag of another byte order")
+    {
+        fresh_segment();
+        patch<std::uint64_t>(path, offsetof(layout::SegmentHeader, abi_tag), __builtin_bswap64(layout::abi_tag()));
+        CHECK(attach_error(path).first == Errc::abi_mismatch);
+    }
+    SUBCASE("header size larger than the file")
+    {
+        fresh_segment();
+        patch<std::uint64_t>(path, offsetof(layout::SegmentHeader, size_bytes), 1 << 20);
+        auto [ec, what] = attach_error(path);
+        CHECK(ec == Errc::size_mismatch);
+        CHECK(what.find("header says 1048576 bytes but the file has 65536") != std::string::npos);
+    }
+    SUBCASE("maximum size beyond what any segment may declare")
+    {
+        fresh_segment();
+        patch<std::uint64_t>(path, offsetof(layout::SegmentHeader, max_size_bytes), ~std::uint64_t {0} & ~0xfffULL);
+        CHECK(attach_error(path).first == Errc::corrupt_header);
+    }
+    SUBCASE("a directory entry pointing outside the segment")
+    {
+        fresh_segment();
+        patch<std::uint64_t>(path, layout::kDirectoryOffset + offsetof(layout::DirectoryEntry, offset), 1ULL << 40);
+        auto [ec, what] = attach_error(path);
+        CHECK(ec == Errc::corrupt_directory);
+        CHECK(what.find("directory entry 0 'ring'") != std::string::npos);
+    }
+    SUBCASE("a directory entry whose length overflows")
+    {
+        fresh_segment();
+        patch<std::uint64_t>(path, layout::kDirectoryOffset + offsetof(layout::DirectoryEntry, length), ~std::uint64_t {0});
+        CHECK(attach_error(path).first == Errc::corrupt_directory);
+    }
+    SUBCASE("a directory count above its capacity")
+    {
+        fresh_segment();
+        patch<std::uint32_t>(path, offsetof(layout::SegmentHeader, directory_count), 1000);
+        CHECK(attach_error(path).first == Errc::corrupt_directory);
+    }
+    SUBCASE("a directory name without its terminating NUL")
+    {
+        fresh_segment();
+        const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+        const std::string name(layout::kNameBytes, 'n');
+        REQUIRE(::pwrite(fd, name.data(), name.size(), layout::kDirectoryOffset) == static_cast<ssize_t>(name.size()));
+        ::close(fd);
+        CHECK(attach_error(path).first == Errc::corrupt_directory);
+    }
+    ::unlink(path.c_str());
+    SHMLINK_CHECK_NO_LEAKS(before);
+}
+
+TEST_CASE("memfd backing: a guest process cannot truncate it, and the host can still grow it")
+{
+    const test::ResourceCount before;
+    {
+        Segment host = Segment::create_anonymous(1 << 16);
+        CHECK(host.path().empty());
+        CHECK(::fcntl(host.fd().get(), F_GET_SEALS) == (F_SEAL_SHRINK | F_SEAL_SEAL));
+        Child guest = start_guest({{host.fd().get(), 6}});
+        REQUIRE(guest.request("attach-fd 6").rfind("ok", 0) == 0);
+        CHECK(guest.request("truncate 4096") == "error " + std::string(std::strerror(EPERM)));
+        host.grow(1 << 18);
+        CHECK(guest.request("refresh").rfind("ok 1 ", 0) == 0);
+        CHECK(guest.wait() == 0);
+    }
+    SHMLINK_CHECK_NO_LEAKS(before);
+}
+
+TEST_CASE("directory: allocate by name on the host, find by name in a guest")
+{
+    const test::ResourceCount before;
+    const auto path = test::unique_shm_path("dir");
+    {
+        Segment host = Segment::create(path, 1 << 16, {.cleanup = Cleanup::unlink_on_close});
+        const ObjectInfo a = host.allocate("alpha", 3, 2, 1000);
+        CHECK(a.offset % 128 == 0);
+        CHECK(a.offset >= layout::kHeaderBytes);
+        const ObjectInfo b = host.allocate("beta", 4, 1, 5000, 4096);
+        CHECK(b.offset % 4096 == 0);
+        CHECK(b.offset >= a.offset + a.length);
+        std::error_code ec;
+        host.allocate("alpha", 3, 2, 10, 64, ec);
+        CHECK(ec == Errc::name_taken);
+        host.allocate(std::string(40, 'n'), 3, 2, 10, 64, ec);
+        CHECK(ec == Errc::invalid_argument);
+        host.allocate("huge", 3, 2, 1 << 20, 64, ec);
+        CHECK(ec == Errc::no_space);
+        CHECK(host.find("missing", ec) == std::nullopt);
+        CHECK(ec == Errc::not_found);
+
+        Child guest = start_guest();
+        REQUIRE(guest.request("attach-path " + path).rfind("ok", 0) == 0);
+        CHECK(guest.request("find beta") == "ok " + std::to_string(b.offset) + " 5000");
+        // An object in an extent grown after the guest attached: find() refreshes.
+        host.grow(1 << 21);
+        const ObjectInfo c = host.allocate("gamma", 5, 1, 1 << 20);
+        CHECK(guest.request("find gamma") == "ok " + std::to_string(c.offset) + " " + std::to_string(1 << 20));
+        CHECK(guest.wait() == 0);
+
+        Segment local = Segment::attach(path);
+        auto all = local.objects(ec);
+        REQUIRE(all.size() == 3);
+        CHECK(all[0].name == "alpha");
+        CHECK(all[0].kind == 3);
+        CHECK(all[0].version == 2);
+        CHECK(all[2].name == "gamma");
+    }
+    SHMLINK_CHECK_NO_LEAKS(before);
+}
+
+TEST_CASE("directory: all slots used is a clear error")
+{
+    const test::ResourceCount before;
+    {
+        Segment host = Segment::create_anonymous(1 << 20);
+        for (std::uint32_t i = 0; i < layout::kDirectoryCapacity; ++i)
+            host.allocate("object-" + std::to_string(i), 1, 1, 64, 64);
+        std::error_code ec;
+        host.allocate("one-more", 1, 1, 64, 64, ec);
+        CHECK(ec == Errc::directory_full);
+    }
+    SHMLINK_CHECK_NO_LEAKS(before);
+}
+
+TEST_CASE("snapshot: a copy that does not follow later changes")
+{
+    const test::ResourceCount before;
+    const auto path = test::unique_shm_path("snap");
+    {
+        Segment host = Segment::create(path, 1 << 16, {.cleanup = Cleanup::unlink_on_close});
+        REQUIRE_FALSE(host.write_at(4096, text("version-one")));
+        for (const SnapshotOptions& options : {SnapshotOptions {}, SnapshotOptions {"/dev/shm"}}) {
+            Snapshot snap = host.snapshot(options);
+            CHECK(snap.size_bytes() == host.size_bytes());
+            REQUIRE_FALSE(host.write_at(4096, text("version-two")));
+            std::string seen(11, '\0');
+            REQUIRE_FALSE(snap.read_into(4096, std::as_writable_bytes(std::span(seen))));
+            CHECK(seen == "version-one");
+            CHECK(snap.read_into(snap.size_bytes() - 2, std::as_writable_bytes(std::span(seen))) == Errc::out_of_range);
+            REQUIRE_FALSE(host.write_at(4096, text("version-one")));
+        }
+        // A committed snapshot is a segment in its own right.
+        const auto copy_path = path + "-copy";
+        host.snapshot().commit(copy_path);
+        REQUIRE_FALSE(host.write_at(4096, text("version-two")));
+        Segment copy = Segment::attach(copy_path);
+        CHECK(read_text(copy, 4096, 11) == "version-one");
+        ::unlink(copy_path.c_str());
+    }
+    SHMLINK_CHECK_NO_LEAKS(before);
+}
+
+TEST_CASE("snapshot commit replaces the target atomically for a concurrent reader in another process")
+{
+    const test::ResourceCount before;
+    const auto target = test::unique_shm_path("commit-target");
+    {
+        Segment a = Segment::create_anonymous(1 << 18);
+        Segment b = Segment::create_anonymous(1 << 18);
+        std::memset(a.bytes().data() + 4096, 'A', a.size_bytes() - 4096);
+        std::memset(b.bytes().data() + 4096, 'B', b.size_bytes() - 4096);
+        const Snapshot snap_a = a.snapshot();
+        const Snapshot snap_b = b.snapshot();
+        snap_a.commit(target);
+
+        Child reader = start_guest();
+        reader.send("watch-file " + target + " 3000");
+        std::string answer;
+        for (int i = 0; answer.empty(); ++i) {
+            (i % 2 ? snap_a : snap_b).commit(target);
+            // Poll for the reader's answer between commits without blocking.
+            try {
+                answer = reader.read_line(std::chrono::milliseconds(0));
+            } catch (const std::runtime_error&) {
+            }
+            REQUIRE(i < 200000);
+        }
+        INFO(answer);
+        CHECK(answer.rfind("ok reads=3000 mixed=0", 0) == 0);
+        CHECK(reader.wait() == 0);
+    }
+    std::error_code ec;
+    Snapshot().commit(target + "-never", 0600, ec);
+    CHECK(ec == Errc::invalid_argument);
+    CHECK_FALSE(exists(target + "-never"));
+    ::unlink(target.c_str());
+    SHMLINK_CHECK_NO_LEAKS(before);
+}
+
+TEST_CASE("bounds: out-of-range read_into, write_at and subspan are errors")
+{
+    const test::ResourceCount before;
+    {
+        Segment s = Segment::create_anonymous(1 << 16);
+        std::byte buffer[16] {};
+        CHECK_FALSE(s.read_into(s.size_bytes() - 16, buffer));
+        CHECK(s.read_into(s.size_bytes() - 15, buffer) == Errc::out_of_range);
+        CHECK(s.read_into(~std::size_t {0}, buffer) == Errc::out_of_range);
+        CHECK(s.write_at(s.size_bytes(), buffer) == Errc::out_of_range);
+        CHECK(s.write_at(~std::size_t {0} - 4, buffer) == Errc::out_of_range);
+        CHECK_FALSE(s.write_at(s.size_bytes(), {}));
+        CHECK(s.subspan(s.size_bytes() - 8, 16).empty());
+        CHECK(s.subspan(8, ~std::size_t {0}).empty());
+        CHECK(s.subspan(4096, 16).size() == 16);
+
+        Segment reader = Segment::attach(UniqueFd(::fcntl(s.fd().get(), F_DUPFD_CLOEXEC, 0)), {.read_only = true});
+        CHECK(reader.write_at(4096, buffer) == std::errc::permission_denied);
+        CHECK_FALSE(reader.read_into(4096, buffer));
+    }
+    SHMLINK_CHECK_NO_LEAKS(before);
+}
+
+TEST_CASE("map options: populate, huge pages and mlock apply to created, attached and grown extents")
+{
+    const test::ResourceCount before;
+    {
+        SegmentOptions options;
+        options.map = {.populate = true, .huge_pages = true, .lock_memory = true};
+        std::error_code ec;
+        Segment s = Segment::create_anonymous(1 << 16, options, ec);
+        if (ec == std::errc::resource_unavailable_try_again || ec == std::errc::operation_not_permitted) {
+            MESSAGE("mlock not permitted here: " << ec.message());
+        } else {
+            REQUIRE_FALSE(ec);
+            s.grow(1 << 17);
+            Segment guest = Segment::attach(UniqueFd(::fcntl(s.fd().get(), F_DUPFD_CLOEXEC, 0)),
+                {.map = {.populate = true, .lock_memory = true}});
+            CHECK(guest.size_bytes() == 1 << 17);
+        }
+    }
+    SHMLINK_CHECK_NO_LEAKS(before);
+}

@@ -1,0 +1,176 @@
+#include "tests/support/child.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <stdexcept>
+#include <thread>
+
+namespace shmlink::test {
+namespace {
+
+[[noreturn]] void fail(const std::string& what) { throw std::runtime_error(what + ": " + std::strerror(errno)); }
+
+} // namespace
+
+Child Child::spawn(const std::vector<std::string>& argv, const std::vector<PassFd>& pass)
+{
+    int in[2];
+    int out[2];
+    if (::pipe2(in, O_CLOEXEC) != 0 || ::pipe2(out, O_CLOEXEC) != 0)
+        fail("pipe2");
+    std::vector<char*> args;
+    for (const auto& a : argv)
+        args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+
+    const pid_t pid = ::fork();
+    if (pid < 0)
+        fail("fork");
+    if (pid == 0) {
+        // Only async-signal-safe calls from here to exec.
+        ::dup2(in[0], 0);
+        ::dup2(out[1], 1);
+        // Move passed fds out of the way first, so that one passed fd's
+        // target number cannot clobber another passed fd.
+        int staged[16];
+        const std::size_t count = pass.size() < 16 ? pass.size() : 16;
+        for (std::size_t i = 0; i < count; ++i)
+            staged[i] = ::fcntl(pass[i].parent_fd, F_DUPFD, 100);
+        for (std::size_t i = 0; i < count; ++i)
+            ::dup2(staged[i], pass[i].child_fd); // dup2 clears FD_CLOEXEC on the target
+        ::execv(args[0], args.data());
+        ::_exit(127);
+    }
+    ::close(in[0]);
+    ::close(out[1]);
+    Child child;
+    child.pid_ = pid;
+    child.to_child_ = in[1];
+    child.from_child_ = out[0];
+    return child;
+}
+
+Child::Child(Child&& other) noexcept { *this = std::move(other); }
+
+Child& Child::operator=(Child&& other) noexcept
+{
+    std::swap(pid_, other.pid_);
+    std::swap(to_child_, other.to_child_);
+    std::swap(from_child_, other.from_child_);
+    std::swap(buffered_, other.buffered_);
+    return *this;
+}
+
+Child::~Child()
+{
+    if (pid_ > 0) {
+        ::kill(pid_, SIGKILL);
+        ::waitpid(pid_, nullptr, 0);
+    }
+    if (to_child_ >= 0)
+        ::close(to_child_);
+    if (from_child_ >= 0)
+        ::close(from_child_);
+}
+
+void Child::send(const std::string& line)
+{
+    const std::string data = line + "\n";
+    std::size_t done = 0;
+    while (done < data.size()) {
+        const ssize_t n = ::write(to_child_, data.data() + done, data.size() - done);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            fail("write to helper");
+        done += static_cast<std::size_t>(n);
+    }
+}
+
+std::string Child::read_line(std::chrono::milliseconds timeout)
+{
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+        if (auto eol = buffered_.find('\n'); eol != std::string::npos) {
+            std::string line = buffered_.substr(0, eol);
+            buffered_.erase(0, eol + 1);
+            return line;
+        }
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+        pollfd p {from_child_, POLLIN, 0};
+        const int rc = ::poll(&p, 1, static_cast<int>(std::max<std::chrono::milliseconds::rep>(left.count(), 0)));
+        if (rc < 0 && errno == EINTR)
+            continue;
+        if (rc < 0)
+            fail("poll");
+        if (rc == 0) {
+            if (std::chrono::steady_clock::now() >= deadline)
+                throw std::runtime_error("helper did not answer in time");
+            continue;
+        }
+        char chunk[4096];
+        const ssize_t n = ::read(from_child_, chunk, sizeof(chunk));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            throw std::runtime_error("helper closed its output (exited?)");
+        buffered_.append(chunk, static_cast<std::size_t>(n));
+    }
+}
+
+int Child::wait(std::chrono::milliseconds timeout)
+{
+    if (to_child_ >= 0) {
+        ::close(to_child_);
+        to_child_ = -1;
+    }
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    int status = 0;
+    for (;;) {
+        const pid_t got = ::waitpid(pid_, &status, WNOHANG);
+        if (got == pid_)
+            break;
+        if (got < 0)
+            fail("waitpid");
+        if (std::chrono::steady_clock::now() > deadline) {
+            ::kill(pid_, SIGKILL);
+            ::waitpid(pid_, &status, 0);
+            pid_ = -1;
+            throw std::runtime_error("helper did not exit in time");
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    pid_ = -1;
+    return status;
+}
+
+void Child::kill(int signal)
+{
+    if (pid_ > 0)
+        ::kill(pid_, signal);
+}
+
+std::string guest_helper()
+{
+    const char* path = std::getenv("SHMLINK_GUEST_HELPER");
+    if (path == nullptr)
+        throw std::runtime_error("SHMLINK_GUEST_HELPER is not set (run the tests through meson test)");
+    return path;
+}
+
+std::string unique_shm_path(const std::string& tag)
+{
+    static std::atomic<int> counter {0};
+    return "/dev/shm/shmlink-test-" + std::to_string(::getpid()) + "-" + tag + "-" + std::to_string(counter++);
+}
+
+} // namespace shmlink::test

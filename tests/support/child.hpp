@@ -1,0 +1,60 @@
+// Test support: a helper process started with fork + exec, driven line by
+// line over its stdin/stdout, with chosen fds passed down at fixed numbers.
+// Every read has a timeout, so a stuck helper fails the test instead of hanging it.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace shmlink::test {
+
+class Child {
+public:
+    /// An fd of ours to appear in the child as `child_fd` (>= 3).
+    struct PassFd {
+        int parent_fd;
+        int child_fd;
+    };
+
+    /// Starts `argv` (argv[0] is the program's path).
+    static Child spawn(const std::vector<std::string>& argv, const std::vector<PassFd>& pass = {});
+
+    Child() = default;
+    Child(Child&& other) noexcept;
+    Child& operator=(Child&& other) noexcept;
+    Child(const Child&) = delete;
+    Child& operator=(const Child&) = delete;
+    ~Child(); ///< kills the child if it still runs, and reaps it
+
+    void send(const std::string& line);
+    /// One line from the child's stdout, without the newline; throws on timeout or EOF.
+    std::string read_line(std::chrono::milliseconds timeout = std::chrono::seconds(30));
+    std::string request(const std::string& line, std::chrono::milliseconds timeout = std::chrono::seconds(30))
+    {
+        send(line);
+        return read_line(timeout);
+    }
+
+    /// Closes its stdin and waits for it; returns the wait status.
+    int wait(std::chrono::milliseconds timeout = std::chrono::seconds(30));
+    void kill(int signal);
+    [[nodiscard]] pid_t pid() const { return pid_; }
+
+private:
+    pid_t pid_ = -1;
+    int to_child_ = -1;
+    int from_child_ = -1;
+    std::string buffered_;
+};
+
+/// The helper executable (tests/helpers/guest), from the test's environment.
+std::string guest_helper();
+
+/// A fresh path under /dev/shm for this test; removed by the caller or by the segment's cleanup.
+std::string unique_shm_path(const std::string& tag);
+
+} // namespace shmlink::test
