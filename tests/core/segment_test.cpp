@@ -620,8 +620,9 @@ TEST_CASE("snapshot commit replaces the target atomically for a concurrent reade
         snap_a.commit(target);
 
         Child reader = start_guest();
-        reader.send("watch-file " + target + " 3000");
+        reader.send("watch-file " + target + " 1000");
         std::string answer;
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
         for (int i = 0; answer.empty(); ++i) {
             (i % 2 ? snap_a : snap_b).commit(target);
             // Poll for the reader's answer between commits without blocking.
@@ -629,10 +630,10 @@ TEST_CASE("snapshot commit replaces the target atomically for a concurrent reade
                 answer = reader.read_line(std::chrono::milliseconds(0));
             } catch (const std::runtime_error&) {
             }
-            REQUIRE(i < 200000);
+            REQUIRE(std::chrono::steady_clock::now() < deadline);
         }
         INFO(answer);
-        CHECK(answer.rfind("ok reads=3000 mixed=0", 0) == 0);
+        CHECK(answer.rfind("ok reads=1000 mixed=0", 0) == 0);
         CHECK(reader.wait() == 0);
     }
     std::error_code ec;

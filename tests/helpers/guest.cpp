@@ -5,12 +5,12 @@
 #include "core/segment.hpp"
 #include "transport/fd_socket.hpp"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <iostream>
 #include <sstream>
 #include <string>
@@ -106,8 +106,11 @@ std::string run(Segment& segment, const std::string& line)
         int mixed = 0, reads = 0;
         std::vector<int> seen(256, 0);
         for (int i = 0; i < count; ++i) {
-            std::ifstream file(path, std::ios::binary);
-            std::string data((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+            std::string data;
+            shmlink::UniqueFd file(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+            char chunk[65536];
+            for (ssize_t n; file && (n = ::read(file.get(), chunk, sizeof(chunk))) > 0;)
+                data.append(chunk, static_cast<std::size_t>(n));
             if (data.size() <= 4096)
                 continue;
             ++reads;
