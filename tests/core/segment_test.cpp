@@ -99,7 +99,8 @@ std::pair<std::error_code, std::string> attach_error(const std::string& path)
 TEST_CASE("create: the file has the requested mode and size")
 {
     const test::ResourceCount before;
-    const auto path = test::unique_shm_path("create");
+    const test::ShmPath path_file("create");
+    const std::string& path = path_file.path;
     {
         SegmentOptions options;
         options.mode = 0640;
@@ -136,7 +137,8 @@ TEST_CASE("create: the file has the requested mode and size")
 TEST_CASE("create: zero size and a size above the maximum are refused, leaving no file")
 {
     const test::ResourceCount before;
-    const auto path = test::unique_shm_path("refused");
+    const test::ShmPath path_file("refused");
+    const std::string& path = path_file.path;
     std::error_code ec;
     Segment zero = Segment::create(path, 0, {}, ec);
     CHECK(ec == Errc::invalid_argument);
@@ -159,7 +161,8 @@ TEST_CASE("create: zero size and a size above the maximum are refused, leaving n
 TEST_CASE("attach by path: a guest process sees the host's writes and the host sees the guest's")
 {
     const test::ResourceCount before;
-    const auto path = test::unique_shm_path("path");
+    const test::ShmPath path_file("path");
+    const std::string& path = path_file.path;
     {
         Segment host = Segment::create(path, 1 << 16, {.cleanup = Cleanup::unlink_on_close});
         REQUIRE_FALSE(host.write_at(8192, text("hello-from-host")));
@@ -220,7 +223,8 @@ TEST_CASE("attach by fd received through a socketpair with SCM_RIGHTS")
 TEST_CASE("attach by fd: a file that is not a segment is refused with a clear error")
 {
     const test::ResourceCount before;
-    const auto path = test::unique_shm_path("foreign");
+    const test::ShmPath path_file("foreign");
+    const std::string& path = path_file.path;
     write_file(path, std::string(8192, 'x'));
     {
         std::error_code ec;
@@ -253,7 +257,8 @@ TEST_CASE("attach by fd: a file that is not a segment is refused with a clear er
 TEST_CASE("cleanup policies")
 {
     const test::ResourceCount before;
-    const auto path = test::unique_shm_path("cleanup");
+    const test::ShmPath path_file("cleanup");
+    const std::string& path = path_file.path;
     SUBCASE("keep leaves the file")
     {
         { Segment s = Segment::create(path, 4096, {.cleanup = Cleanup::keep}); }
@@ -314,7 +319,8 @@ TEST_CASE("cleanup policies")
 TEST_CASE("grow while a guest process is attached: it remaps, nothing moves, data survives")
 {
     const test::ResourceCount before;
-    const auto path = test::unique_shm_path("grow");
+    const test::ShmPath path_file("grow");
+    const std::string& path = path_file.path;
     {
         Segment host = Segment::create(path, 1 << 16, {.max_size_bytes = 64 << 20, .cleanup = Cleanup::unlink_on_close});
         const std::string host_base = address(host);
@@ -354,7 +360,8 @@ TEST_CASE("grow while a guest process is attached: it remaps, nothing moves, dat
 TEST_CASE("grow: same size is a no-op, shrink and past-maximum are refused, guests may not grow")
 {
     const test::ResourceCount before;
-    const auto path = test::unique_shm_path("grow-rules");
+    const test::ShmPath path_file("grow-rules");
+    const std::string& path = path_file.path;
     {
         Segment host = Segment::create(path, 1 << 16, {.max_size_bytes = 1 << 20, .cleanup = Cleanup::unlink_on_close});
         std::error_code ec;
@@ -383,7 +390,8 @@ TEST_CASE("grow: same size is a no-op, shrink and past-maximum are refused, gues
 TEST_CASE("grow: a failed grow leaves the segment as it was")
 {
     const test::ResourceCount before;
-    const auto path = test::unique_shm_path("grow-fail");
+    const test::ShmPath path_file("grow-fail");
+    const std::string& path = path_file.path;
     {
         Segment host = Segment::create(path, 1 << 16, {.cleanup = Cleanup::unlink_on_close});
         REQUIRE_FALSE(host.write_at(4096, text("intact")));
@@ -417,7 +425,8 @@ TEST_CASE("grow: a failed grow leaves the segment as it was")
 TEST_CASE("attach: every kind of bad file gets its own clear error and no crash")
 {
     const test::ResourceCount before;
-    const auto path = test::unique_shm_path("bad");
+    const test::ShmPath path_file("bad");
+    const std::string& path = path_file.path;
     const auto fresh_segment = [&] {
         Segment s = Segment::create(path, 1 << 16, {.cleanup = Cleanup::keep, .replace_existing = true});
         s.allocate("ring", 7, 1, 1024);
@@ -525,7 +534,8 @@ TEST_CASE("memfd backing: a guest process cannot truncate it, and the host can s
 TEST_CASE("directory: allocate by name on the host, find by name in a guest")
 {
     const test::ResourceCount before;
-    const auto path = test::unique_shm_path("dir");
+    const test::ShmPath path_file("dir");
+    const std::string& path = path_file.path;
     {
         Segment host = Segment::create(path, 1 << 16, {.cleanup = Cleanup::unlink_on_close});
         const ObjectInfo a = host.allocate("alpha", 3, 2, 1000);
@@ -581,7 +591,8 @@ TEST_CASE("directory: all slots used is a clear error")
 TEST_CASE("snapshot: a copy that does not follow later changes")
 {
     const test::ResourceCount before;
-    const auto path = test::unique_shm_path("snap");
+    const test::ShmPath path_file("snap");
+    const std::string& path = path_file.path;
     {
         Segment host = Segment::create(path, 1 << 16, {.cleanup = Cleanup::unlink_on_close});
         REQUIRE_FALSE(host.write_at(4096, text("version-one")));
@@ -609,7 +620,8 @@ TEST_CASE("snapshot: a copy that does not follow later changes")
 TEST_CASE("snapshot commit replaces the target atomically for a concurrent reader in another process")
 {
     const test::ResourceCount before;
-    const auto target = test::unique_shm_path("commit-target");
+    const test::ShmPath target_file("commit-target");
+    const std::string& target = target_file.path;
     {
         Segment a = Segment::create_anonymous(1 << 18);
         Segment b = Segment::create_anonymous(1 << 18);

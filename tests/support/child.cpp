@@ -167,10 +167,12 @@ std::string guest_helper()
     return path;
 }
 
-std::string unique_shm_path(const std::string& tag)
+ShmPath::ShmPath(const std::string& tag)
 {
     static std::atomic<int> counter {0};
-    return "/dev/shm/shmlink-test-" + std::to_string(::getpid()) + "-" + tag + "-" + std::to_string(counter++);
+    path = "/dev/shm/shmlink-test-" + std::to_string(::getpid()) + "-" + tag + "-" + std::to_string(counter++);
 }
+
+ShmPath::~ShmPath() { ::unlink(path.c_str()); }
 
 } // namespace shmlink::test

@@ -54,7 +54,14 @@ private:
 /// The helper executable (tests/helpers/guest), from the test's environment.
 std::string guest_helper();
 
-/// A fresh path under /dev/shm for this test; removed by the caller or by the segment's cleanup.
-std::string unique_shm_path(const std::string& tag);
+/// A fresh path under /dev/shm for one test, removed when it goes out of
+/// scope (also when the test fails half-way).
+struct ShmPath {
+    explicit ShmPath(const std::string& tag);
+    ~ShmPath();
+    ShmPath(const ShmPath&) = delete;
+    ShmPath& operator=(const ShmPath&) = delete;
+    std::string path;
+};
 
 } // namespace shmlink::test
