@@ -61,6 +61,8 @@ std::error_code validate_entry(const DirectoryEntry& e, std::uint32_t index, std
         return fail(Errc::corrupt_directory, detail, where + " has no valid name");
     if (e.state != static_cast<std::uint32_t>(EntryState::ready))
         return fail(Errc::corrupt_directory, detail, where + " is counted but not ready");
+    if (e.length == 0 || e.offset % kMinAlignment != 0)
+        return fail(Errc::corrupt_directory, detail, where + " has a zero length or a misaligned offset");
     if (e.offset < kHeaderBytes || e.offset > size_bytes || e.length > size_bytes - e.offset)
         return fail(Errc::corrupt_directory, detail,
             where + " '" + std::string(e.name, name_length) + "' [" + std::to_string(e.offset) + ", +"

@@ -20,6 +20,8 @@ inline constexpr std::uint32_t kHeaderBytes = 4096;
 inline constexpr std::uint32_t kDirectoryOffset = 256;
 inline constexpr std::uint32_t kDirectoryCapacity = 60;
 inline constexpr std::size_t kNameBytes = 40;
+/// Every object's offset is a multiple of this, so atomics inside it can be aligned.
+inline constexpr std::uint64_t kMinAlignment = 8;
 /// Largest maximum size a segment may declare (1 TiB of address space).
 inline constexpr std::uint64_t kMaxSegmentBytes = 1ULL << 40;
 

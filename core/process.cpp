@@ -6,8 +6,8 @@
 
 #include <cerrno>
 #include <charconv>
+#include <cstdio>
 #include <cstring>
-#include <string>
 
 #include "core/unique_fd.hpp"
 
@@ -15,8 +15,9 @@ namespace shmlink {
 
 std::uint64_t process_start_time(pid_t pid) noexcept
 {
-    const std::string path = "/proc/" + std::to_string(pid) + "/stat";
-    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    char path[32];
+    std::snprintf(path, sizeof(path), "/proc/%d/stat", static_cast<int>(pid)); // no allocation: noexcept
+    UniqueFd fd(::open(path, O_RDONLY | O_CLOEXEC));
     if (!fd)
         return 0;
     char buffer[1024];

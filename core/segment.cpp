@@ -11,6 +11,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <new>
+#include <type_traits>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -61,6 +63,20 @@ std::uint64_t random_nonce() noexcept
     return nonce;
 }
 
+/// Runs `body`, turning an allocation failure into ENOMEM: the noexcept
+/// overloads build paths and messages, and must not terminate for that.
+template <typename Body>
+auto guarded(std::error_code& ec, Body&& body) noexcept -> decltype(body())
+{
+    try {
+        return body();
+    } catch (const std::bad_alloc&) {
+        ec = std::make_error_code(std::errc::not_enough_memory);
+        if constexpr (!std::is_void_v<decltype(body())>)
+            return {};
+    }
+}
+
 template <typename Result, typename Call>
 Result throwing(std::string_view context, Call&& call)
 {
@@ -84,7 +100,9 @@ Segment& Segment::operator=(Segment&& other) noexcept
         release();
         fd_ = std::move(other.fd_);
         reservation_ = std::move(other.reservation_);
-        mapped_bytes_ = std::exchange(other.mapped_bytes_, 0);
+        mapped_bytes_.store(other.mapped_bytes_.exchange(0, std::memory_order_relaxed), std::memory_order_relaxed);
+        data_used_ = other.data_used_;
+        entry_count_ = other.entry_count_;
         path_ = std::move(other.path_);
         other.path_.clear();
         owner_ = std::exchange(other.owner_, false);
@@ -113,7 +131,7 @@ void Segment::release() noexcept
     }
     reservation_.reset();
     fd_.reset();
-    mapped_bytes_ = 0;
+    mapped_bytes_.store(0, std::memory_order_relaxed);
     owner_ = false;
 }
 
@@ -136,37 +154,39 @@ Segment Segment::create(const std::filesystem::path& path, std::size_t size_byte
 Segment Segment::create_at(const std::filesystem::path& path, std::size_t size_bytes, const SegmentOptions& options,
     std::error_code& ec, std::string& detail) noexcept
 {
-    ec.clear();
-    UniqueFd fd;
-    bool linked = false;
-    if (options.cleanup == Cleanup::unlink_now) {
-        const std::filesystem::path directory = path.has_parent_path() ? path.parent_path() : ".";
-        fd.reset(::open(directory.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, options.mode));
-        if (!fd && (errno == EOPNOTSUPP || errno == EISDIR)) {
-            // No O_TMPFILE on this file system: create, then unlink at once.
+    return guarded(ec, [&]() -> Segment {
+        ec.clear();
+        UniqueFd fd;
+        bool linked = false;
+        if (options.cleanup == Cleanup::unlink_now) {
+            const std::filesystem::path directory = path.has_parent_path() ? path.parent_path() : ".";
+            fd.reset(::open(directory.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, options.mode));
+            if (!fd && (errno == EOPNOTSUPP || errno == EISDIR)) {
+                // No O_TMPFILE on this file system: create, then unlink at once.
+                fd.reset(::open(path.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, options.mode));
+                if (fd)
+                    ::unlink(path.c_str());
+            }
+        } else {
+            if (options.replace_existing && ::unlink(path.c_str()) != 0 && errno != ENOENT) {
+                ec = errno_code();
+                return {};
+            }
             fd.reset(::open(path.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, options.mode));
-            if (fd)
-                ::unlink(path.c_str());
+            linked = fd.valid();
         }
-    } else {
-        if (options.replace_existing && ::unlink(path.c_str()) != 0 && errno != ENOENT) {
+        if (!fd) {
             ec = errno_code();
             return {};
         }
-        fd.reset(::open(path.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, options.mode));
-        linked = fd.valid();
-    }
-    if (!fd) {
-        ec = errno_code();
-        return {};
-    }
-    Segment segment = finish_create(std::move(fd), linked ? path : std::filesystem::path{}, size_bytes, options, ec, detail);
-    if (ec && linked)
-        ::unlink(path.c_str()); // leave nothing behind from a failed create
-    if (!ec)
-        logger().info("created segment {} ({} bytes, maximum {})", path.string(), segment.size_bytes(),
-            segment.max_size_bytes());
-    return segment;
+        Segment segment = finish_create(std::move(fd), linked ? path : std::filesystem::path{}, size_bytes, options, ec, detail);
+        if (ec && linked)
+            ::unlink(path.c_str()); // leave nothing behind from a failed create
+        if (!ec)
+            logger().info("created segment {} ({} bytes, maximum {})", path.string(), segment.size_bytes(),
+                segment.max_size_bytes());
+        return segment;
+    });
 }
 
 Segment Segment::create_anonymous(std::size_t size_bytes, const SegmentOptions& options)
@@ -185,20 +205,22 @@ Segment Segment::create_anonymous(std::size_t size_bytes, const SegmentOptions& 
 Segment Segment::create_memfd(std::size_t size_bytes, const SegmentOptions& options, std::error_code& ec,
     std::string& detail) noexcept
 {
-    UniqueFd fd = memfd_create(options.memfd_name, Memfd::cloexec | Memfd::allow_sealing, ec);
-    if (ec)
-        return {};
-    Segment segment = finish_create(std::move(fd), {}, size_bytes, options, ec, detail);
-    if (ec)
-        return {};
-    // No peer may shrink the file under the others (SIGBUS), nor add seals of
-    // its own (F_SEAL_GROW would stop the host from growing).
-    if (::fcntl(segment.fd_.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_SEAL) != 0) {
-        ec = errno_code();
-        return {};
-    }
-    logger().info("created memfd segment ({} bytes, maximum {})", segment.size_bytes(), segment.max_size_bytes());
-    return segment;
+    return guarded(ec, [&]() -> Segment {
+        UniqueFd fd = memfd_create(options.memfd_name, Memfd::cloexec | Memfd::allow_sealing, ec);
+        if (ec)
+            return {};
+        Segment segment = finish_create(std::move(fd), {}, size_bytes, options, ec, detail);
+        if (ec)
+            return {};
+        // No peer may shrink the file under the others (SIGBUS), nor add seals of
+        // its own (F_SEAL_GROW would stop the host from growing).
+        if (::fcntl(segment.fd_.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_SEAL) != 0) {
+            ec = errno_code();
+            return {};
+        }
+        logger().info("created memfd segment ({} bytes, maximum {})", segment.size_bytes(), segment.max_size_bytes());
+        return segment;
+    });
 }
 
 Segment Segment::finish_create(UniqueFd fd, std::filesystem::path path, std::size_t size_bytes,
@@ -207,6 +229,11 @@ Segment Segment::finish_create(UniqueFd fd, std::filesystem::path path, std::siz
     if (size_bytes == 0) {
         ec = Errc::invalid_argument;
         detail = "size must be greater than 0";
+        return {};
+    }
+    if (size_bytes > layout::kMaxSegmentBytes || options.max_size_bytes > layout::kMaxSegmentBytes) {
+        ec = Errc::exceeds_maximum; // checked before rounding, which could wrap
+        detail = "size exceeds the largest segment, " + std::to_string(layout::kMaxSegmentBytes) + " bytes";
         return {};
     }
     const std::size_t size = std::max<std::size_t>(round_up_to_pages(size_bytes), layout::kHeaderBytes);
@@ -235,7 +262,8 @@ Segment Segment::finish_create(UniqueFd fd, std::filesystem::path path, std::siz
     segment.reservation_ = reserve_address_space(max_size, ec);
     if (ec || (ec = segment.map_extent(0, size)))
         return {};
-    segment.mapped_bytes_ = size;
+    segment.mapped_bytes_.store(size, std::memory_order_relaxed);
+    segment.data_used_ = layout::kHeaderBytes;
 
     SegmentHeader& h = header_of(segment.base());
     h.layout_version = layout::kLayoutVersion;
@@ -275,12 +303,14 @@ Segment Segment::attach(const std::filesystem::path& path, const AttachOptions& 
 Segment Segment::attach_path(const std::filesystem::path& path, const AttachOptions& options, std::error_code& ec,
     std::string& detail) noexcept
 {
-    UniqueFd fd(::open(path.c_str(), (options.read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC));
-    if (!fd) {
-        ec = errno_code();
-        return {};
-    }
-    return attach_fd(std::move(fd), path, options, ec, detail);
+    return guarded(ec, [&]() -> Segment {
+        UniqueFd fd(::open(path.c_str(), (options.read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC));
+        if (!fd) {
+            ec = errno_code();
+            return {};
+        }
+        return attach_fd(std::move(fd), path, options, ec, detail);
+    });
 }
 
 Segment Segment::attach(UniqueFd fd, const AttachOptions& options)
@@ -346,11 +376,11 @@ Segment Segment::attach_fd(UniqueFd fd, std::filesystem::path path, const Attach
         segment.reservation_ = reserve_address_space(copy.max_size_bytes, ec);
         if (ec || (ec = segment.map_extent(0, copy.size_bytes)))
             return {};
-        segment.mapped_bytes_ = copy.size_bytes;
+        segment.mapped_bytes_.store(copy.size_bytes, std::memory_order_relaxed);
         if ((ec = segment.validate_directory(detail)))
             return {};
         logger().info("attached segment {} ({} bytes, generation {})",
-            segment.path_.empty() ? "fd" : segment.path_.string(), segment.mapped_bytes_, segment.generation());
+            segment.path_.empty() ? "fd" : segment.path_.native(), segment.size_bytes(), segment.generation());
         return segment;
     } catch (const std::bad_alloc&) {
         ec = std::make_error_code(std::errc::not_enough_memory);
@@ -392,39 +422,46 @@ void Segment::grow(std::size_t new_size_bytes)
 
 void Segment::grow(std::size_t new_size_bytes, std::error_code& ec) noexcept
 {
-    ec.clear();
-    if (!owner_) {
-        ec = Errc::not_owner;
-        return;
-    }
-    const std::size_t old_size = mapped_bytes_;
-    const std::size_t new_size = round_up_to_pages(new_size_bytes);
-    if (new_size == old_size)
-        return;
-    if (new_size < old_size) {
-        ec = Errc::shrink_refused;
-        return;
-    }
-    if (new_size > reservation_.size()) {
-        ec = Errc::exceeds_maximum;
-        return;
-    }
-    if ((ec = extend_file(fd_, old_size, new_size, allocate_backing_)))
-        return;
-    if ((ec = map_extent(old_size, new_size))) {
-        // Give the file back its old length where the seals allow; the header
-        // still says old_size, which is what every process trusts.
-        (void)::ftruncate(fd_.get(), static_cast<off_t>(old_size));
-        return;
-    }
-    mapped_bytes_ = new_size;
-    SegmentHeader& h = header_of(base());
-    // release: pairs with the acquire load of size_bytes in refresh(); the
-    // extent is in the file before any guest is told about it.
-    shared(h.size_bytes).store(new_size, std::memory_order_release);
-    const auto generation = shared(h.generation).fetch_add(1, std::memory_order_release) + 1;
-    logger().info("grew segment {} from {} to {} bytes (generation {})", path_.empty() ? "memfd" : path_.string(),
-        old_size, new_size, generation);
+    return guarded(ec, [&]() -> void {
+        ec.clear();
+        if (!owner_) {
+            ec = Errc::not_owner;
+            return;
+        }
+        const std::size_t old_size = size_bytes();
+        if (new_size_bytes > reservation_.size()) { // before rounding, which could wrap
+            ec = Errc::exceeds_maximum;
+            return;
+        }
+        const std::size_t new_size = round_up_to_pages(new_size_bytes);
+        if (new_size == old_size)
+            return;
+        if (new_size < old_size) {
+            ec = Errc::shrink_refused;
+            return;
+        }
+        if (new_size > reservation_.size()) {
+            ec = Errc::exceeds_maximum;
+            return;
+        }
+        if ((ec = extend_file(fd_, old_size, new_size, allocate_backing_)))
+            return;
+        if ((ec = map_extent(old_size, new_size))) {
+            // Give the file back its old length where the seals allow; the header
+            // still says old_size, which is what every process trusts.
+            (void)::ftruncate(fd_.get(), static_cast<off_t>(old_size));
+            return;
+        }
+        // release: pairs with the acquire load in bytes(), for threads of this process.
+        mapped_bytes_.store(new_size, std::memory_order_release);
+        SegmentHeader& h = header_of(base());
+        // release: pairs with the acquire load of size_bytes in refresh(); the
+        // extent is in the file before any guest is told about it.
+        shared(h.size_bytes).store(new_size, std::memory_order_release);
+        const auto generation = shared(h.generation).fetch_add(1, std::memory_order_release) + 1;
+        logger().info("grew segment {} from {} to {} bytes (generation {})", path_.empty() ? "memfd" : path_.native(),
+            old_size, new_size, generation);
+    });
 }
 
 bool Segment::refresh()
@@ -435,34 +472,40 @@ bool Segment::refresh()
 
 bool Segment::refresh(std::error_code& ec) noexcept
 {
-    ec.clear();
-    if (!valid()) {
-        ec = std::make_error_code(std::errc::bad_file_descriptor);
-        return false;
-    }
-    // acquire: pairs with the release store in grow().
-    const std::uint64_t size = shared(header_of(base()).size_bytes).load(std::memory_order_acquire);
-    if (size == mapped_bytes_)
-        return false;
-    // The header is peer-written: the new size must be sane and backed by the file.
-    if (size < mapped_bytes_ || size > reservation_.size() || size % page_size() != 0) {
-        ec = Errc::corrupt_header;
-        return false;
-    }
-    struct stat st {};
-    if (::fstat(fd_.get(), &st) != 0) {
-        ec = errno_code();
-        return false;
-    }
-    if (static_cast<std::uint64_t>(st.st_size) < size) {
-        ec = Errc::size_mismatch;
-        return false;
-    }
-    if ((ec = map_extent(mapped_bytes_, size)))
-        return false;
-    logger().debug("refreshed segment {} from {} to {} bytes", path_.string(), mapped_bytes_, size);
-    mapped_bytes_ = size;
-    return true;
+    return guarded(ec, [&]() -> bool {
+        ec.clear();
+        if (!valid()) {
+            ec = std::make_error_code(std::errc::bad_file_descriptor);
+            return false;
+        }
+        if (owner_)
+            return false; // the creator's own extent is the truth; the header is only its announcement
+        const std::size_t mapped = size_bytes();
+        // acquire: pairs with the release store in grow().
+        const std::uint64_t size = shared(header_of(base()).size_bytes).load(std::memory_order_acquire);
+        if (size == mapped)
+            return false;
+        // The header is peer-written: the new size must be sane and backed by the file.
+        if (size < mapped || size > reservation_.size() || size % page_size() != 0) {
+            ec = Errc::corrupt_header;
+            return false;
+        }
+        struct stat st {};
+        if (::fstat(fd_.get(), &st) != 0) {
+            ec = errno_code();
+            return false;
+        }
+        if (static_cast<std::uint64_t>(st.st_size) < size) {
+            ec = Errc::size_mismatch;
+            return false;
+        }
+        if ((ec = map_extent(mapped, size)))
+            return false;
+        logger().debug("refreshed segment {} from {} to {} bytes", path_.native(), mapped, size);
+        // release: pairs with the acquire load in bytes(), for threads of this process.
+        mapped_bytes_.store(size, std::memory_order_release);
+        return true;
+    });
 }
 
 std::uint64_t Segment::generation() const noexcept
@@ -511,16 +554,23 @@ std::optional<ObjectInfo> Segment::entry(std::uint32_t index, std::error_code& e
     copy.object_version = shared_entry.object_version;
     copy.offset = shared_entry.offset;
     copy.length = shared_entry.length;
-    if ((ec = layout::validate_entry(copy, index, mapped_bytes_, detail)))
+    if ((ec = layout::validate_entry(copy, index, size_bytes(), detail)))
         return std::nullopt;
     return ObjectInfo {std::string(copy.name, ::strnlen(copy.name, sizeof(copy.name))), copy.kind,
         copy.object_version, copy.offset, copy.length};
 }
 
+std::uint32_t Segment::directory_count() const noexcept
+{
+    if (owner_)
+        return entry_count_;
+    // acquire: pairs with the release store of directory_count in allocate().
+    return shared(header_of(base()).directory_count).load(std::memory_order_acquire);
+}
+
 std::error_code Segment::validate_directory(std::string& detail) const
 {
-    // acquire: pairs with the release store of directory_count in allocate().
-    const std::uint32_t count = shared(header_of(base()).directory_count).load(std::memory_order_acquire);
+    const std::uint32_t count = directory_count();
     if (count > layout::kDirectoryCapacity) {
         detail = "directory count " + std::to_string(count) + " exceeds its capacity";
         return Errc::corrupt_directory;
@@ -538,7 +588,7 @@ std::vector<ObjectInfo> Segment::objects(std::error_code& ec) const
     if (!valid())
         return result;
     std::string detail;
-    const std::uint32_t count = shared(header_of(base()).directory_count).load(std::memory_order_acquire);
+    const std::uint32_t count = directory_count();
     if (count > layout::kDirectoryCapacity) {
         ec = Errc::corrupt_directory;
         return result;
@@ -588,54 +638,62 @@ ObjectInfo Segment::allocate(std::string_view name, std::uint16_t kind, std::uin
 ObjectInfo Segment::allocate(std::string_view name, std::uint16_t kind, std::uint16_t version, std::size_t length,
     std::size_t alignment, std::error_code& ec) noexcept
 {
-    ec.clear();
-    if (!owner_) {
-        ec = Errc::not_owner;
-        return {};
-    }
-    if (name.empty() || name.size() >= layout::kNameBytes || name.find('\0') != std::string_view::npos || length == 0
-        || alignment == 0 || (alignment & (alignment - 1)) != 0 || alignment > page_size()) {
-        ec = Errc::invalid_argument;
-        return {};
-    }
-    if (find(name, ec)) {
-        ec = Errc::name_taken;
-        return {};
-    }
-    if (ec != Errc::not_found)
-        return {};
-    ec.clear();
-    SegmentHeader& h = header_of(base());
-    const std::uint32_t count = shared(h.directory_count).load(std::memory_order_relaxed); // only we write it
-    if (count >= layout::kDirectoryCapacity) {
-        ec = Errc::directory_full;
-        return {};
-    }
-    const std::uint64_t used = shared(h.data_used_bytes).load(std::memory_order_relaxed); // only we write it
-    const std::uint64_t offset = (used + alignment - 1) / alignment * alignment;
-    if (!in_bounds(mapped_bytes_, offset, length)) {
-        ec = Errc::no_space;
-        return {};
-    }
-    DirectoryEntry& e = entry_of(base(), count);
-    std::memset(e.name, 0, sizeof(e.name));
-    std::memcpy(e.name, name.data(), name.size());
-    e.kind = kind;
-    e.object_version = version;
-    e.offset = offset;
-    e.length = length;
-    // release: pairs with the acquire load of state in entry().
-    shared(e.state).store(static_cast<std::uint32_t>(layout::EntryState::ready), std::memory_order_release);
-    shared(h.data_used_bytes).store(offset + length, std::memory_order_release);
-    // release: pairs with the acquire load of directory_count in objects().
-    shared(h.directory_count).store(count + 1, std::memory_order_release);
-    logger().debug("allocated '{}' kind {} at [{}, +{})", name, kind, offset, length);
-    return ObjectInfo {std::string(name), kind, version, offset, length};
+    return guarded(ec, [&]() -> ObjectInfo {
+        ec.clear();
+        if (!owner_) {
+            ec = Errc::not_owner;
+            return {};
+        }
+        if (name.empty() || name.size() >= layout::kNameBytes || name.find('\0') != std::string_view::npos || length == 0
+            || alignment == 0 || (alignment & (alignment - 1)) != 0 || alignment > page_size()) {
+            ec = Errc::invalid_argument;
+            return {};
+        }
+        if (find(name, ec)) {
+            ec = Errc::name_taken;
+            return {};
+        }
+        if (ec != Errc::not_found)
+            return {};
+        ec.clear();
+        // The count and the cursor come from this object, never from the header:
+        // a guest may scribble on the header, and must not steer where we allocate.
+        SegmentHeader& h = header_of(base());
+        const std::uint32_t count = entry_count_;
+        if (count >= layout::kDirectoryCapacity) {
+            ec = Errc::directory_full;
+            return {};
+        }
+        alignment = std::max<std::size_t>(alignment, layout::kMinAlignment);
+        const std::uint64_t offset = (data_used_ + alignment - 1) / alignment * alignment;
+        if (!in_bounds(size_bytes(), offset, length)) {
+            ec = Errc::no_space;
+            return {};
+        }
+        // Zero what a guest may have written into the free area before anyone sees it.
+        std::memset(base() + offset, 0, length);
+        DirectoryEntry& e = entry_of(base(), count);
+        std::memset(e.name, 0, sizeof(e.name));
+        std::memcpy(e.name, name.data(), name.size());
+        e.kind = kind;
+        e.object_version = version;
+        e.offset = offset;
+        e.length = length;
+        // release: pairs with the acquire load of state in entry().
+        shared(e.state).store(static_cast<std::uint32_t>(layout::EntryState::ready), std::memory_order_release);
+        data_used_ = offset + length;
+        entry_count_ = count + 1;
+        shared(h.data_used_bytes).store(data_used_, std::memory_order_release);
+        // release: pairs with the acquire load of directory_count in directory_count().
+        shared(h.directory_count).store(entry_count_, std::memory_order_release);
+        logger().debug("allocated '{}' kind {} at [{}, +{})", name, kind, offset, length);
+        return ObjectInfo {std::string(name), kind, version, offset, length};
+    });
 }
 
 // ---- bounded access -------------------------------------------------------
 
-std::span<std::byte> Segment::bytes() const noexcept { return {reservation_.data(), mapped_bytes_}; }
+std::span<std::byte> Segment::bytes() const noexcept { return {reservation_.data(), size_bytes()}; }
 
 std::span<std::byte> Segment::subspan(std::size_t offset, std::size_t length) const noexcept
 {
@@ -654,19 +712,36 @@ std::error_code Segment::write_at(std::size_t offset, std::span<const std::byte>
     return copy_in(bytes(), offset, in);
 }
 
-Snapshot Segment::snapshot(const SnapshotOptions& options) const
+Snapshot Segment::snapshot(const SnapshotOptions& options)
 {
     return throwing<Snapshot>("snapshot " + path_.string(),
         [&](std::error_code& ec, std::string&) { return snapshot(options, ec); });
 }
 
-Snapshot Segment::snapshot(const SnapshotOptions& options, std::error_code& ec) const noexcept
+Snapshot Segment::snapshot(const SnapshotOptions& options, std::error_code& ec) noexcept
 {
-    if (!valid()) {
-        ec = std::make_error_code(std::errc::bad_file_descriptor);
+    return guarded(ec, [&]() -> Snapshot {
+        if (!valid()) {
+            ec = std::make_error_code(std::errc::bad_file_descriptor);
+            return {};
+        }
+        // The copy must describe itself: its header's size must be the size copied.
+        // A guest catches up with the creator first; a grow racing the copy retries.
+        for (int attempt = 0; attempt < 3; ++attempt) {
+            refresh(ec);
+            if (ec)
+                return {};
+            Snapshot snap = Snapshot::copy_of(fd_, bytes(), options, ec);
+            if (ec)
+                return {};
+            std::uint64_t copied_size = 0;
+            (void)snap.read_into(offsetof(SegmentHeader, size_bytes), std::as_writable_bytes(std::span(&copied_size, 1)));
+            if (copied_size == snap.size_bytes())
+                return snap;
+        }
+        ec = std::make_error_code(std::errc::resource_unavailable_try_again);
         return {};
-    }
-    return Snapshot::copy_of(fd_, bytes(), options, ec);
+    });
 }
 
 } // namespace shmlink

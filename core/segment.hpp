@@ -11,6 +11,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
@@ -125,7 +126,8 @@ public:
     bool refresh(std::error_code& ec) noexcept;
 
     /// Creator only: reserves `length` bytes of the data area under `name`
-    /// (1..39 bytes) and publishes it in the directory. The bytes are zero.
+    /// (1..39 bytes) and publishes it in the directory. The bytes are zero;
+    /// the offset is a multiple of `alignment` (a power of two, at least 8).
     /// `kind` and `version` are the caller's; core does not interpret them.
     /// Errors: Errc::name_taken, Errc::directory_full, Errc::no_space (grow first).
     ObjectInfo allocate(std::string_view name, std::uint16_t kind, std::uint16_t version, std::size_t length,
@@ -150,14 +152,20 @@ public:
     std::span<std::byte> bytes() const noexcept;
 
     /// A private copy of the mapped extent as it is now (see Snapshot).
-    Snapshot snapshot(const SnapshotOptions& options = {}) const;
-    Snapshot snapshot(const SnapshotOptions& options, std::error_code& ec) const noexcept;
+    /// A guest refreshes first, so the copy's header matches its size and the
+    /// copy is itself a valid segment.
+    Snapshot snapshot(const SnapshotOptions& options = {});
+    Snapshot snapshot(const SnapshotOptions& options, std::error_code& ec) noexcept;
 
     [[nodiscard]] bool valid() const noexcept { return fd_.valid(); }
     [[nodiscard]] bool is_owner() const noexcept { return owner_; }
     [[nodiscard]] std::byte* base() const noexcept { return reservation_.data(); }
     /// Bytes mapped in this process (the creator's size as of the last grow/refresh).
-    [[nodiscard]] std::size_t size_bytes() const noexcept { return mapped_bytes_; }
+    [[nodiscard]] std::size_t size_bytes() const noexcept
+    {
+        // acquire: pairs with the release store in grow() and refresh().
+        return mapped_bytes_.load(std::memory_order_acquire);
+    }
     [[nodiscard]] std::size_t max_size_bytes() const noexcept { return reservation_.size(); }
     /// The header's generation now (bumped by every grow).
     [[nodiscard]] std::uint64_t generation() const noexcept;
@@ -180,13 +188,16 @@ private:
     static Segment attach_fd(UniqueFd fd, std::filesystem::path path, const AttachOptions& options,
         std::error_code& ec, std::string& detail) noexcept;
     std::error_code map_extent(std::size_t from, std::size_t to) noexcept;
+    std::uint32_t directory_count() const noexcept;
     std::error_code validate_directory(std::string& detail) const;
     std::optional<ObjectInfo> entry(std::uint32_t index, std::error_code& ec, std::string& detail) const;
     void release() noexcept;
 
     UniqueFd fd_;
     Mapping reservation_; // max_size_bytes of address space; the file is mapped over its start
-    std::size_t mapped_bytes_ = 0;
+    std::atomic<std::size_t> mapped_bytes_ {0}; // read by any thread, written by grow()/refresh()
+    std::uint64_t data_used_ = 0;   // creator only: the allocation cursor (the header gets a copy)
+    std::uint32_t entry_count_ = 0; // creator only: directory entries published
     std::filesystem::path path_;
     bool owner_ = false;
     bool writable_ = false;

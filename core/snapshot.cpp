@@ -43,9 +43,11 @@ std::error_code copy_contents(const UniqueFd& from, std::span<const std::byte> b
         }
         if (n < 0 && errno == EINTR)
             continue;
-        if (n < 0 && !not_supported(errno))
+        if (n == 0)
+            return Errc::truncated; // the file is shorter than its mapping: copying from memory would SIGBUS
+        if (!not_supported(errno))
             return errno_code();
-        break; // not supported here, or the file is shorter than its mapping: copy from memory
+        break; // not supported between these files: copy from the mapping
     }
     while (done < size) {
         const ssize_t n = ::pwrite(to.get(), bytes.data() + done, static_cast<std::size_t>(size - done), done);
@@ -61,8 +63,11 @@ std::error_code copy_contents(const UniqueFd& from, std::span<const std::byte> b
 /// An unnamed, writable file in `directory` (O_TMPFILE), or a memfd when `directory` is empty.
 UniqueFd unnamed_file(const std::filesystem::path& directory, mode_t mode, std::error_code& ec) noexcept
 {
-    if (directory.empty())
-        return memfd_create("shmlink-snapshot", Memfd::cloexec, ec);
+    if (directory.empty()) {
+        UniqueFd fd(::memfd_create("shmlink-snapshot", MFD_CLOEXEC)); // a literal: no allocation in noexcept
+        ec = fd ? std::error_code{} : errno_code();
+        return fd;
+    }
     UniqueFd fd(::open(directory.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, mode));
     ec = fd ? std::error_code{} : errno_code();
     return fd;
@@ -148,8 +153,8 @@ void Snapshot::commit(const std::filesystem::path& target, mode_t mode, std::err
         }
         // The rename is durable once the directory is.
         UniqueFd dir(::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-        if (dir)
-            ::fsync(dir.get());
+        if (!dir || ::fsync(dir.get()) != 0)
+            ec = errno_code(); // in place, but not known to be durable
     } catch (const std::bad_alloc&) {
         ec = std::make_error_code(std::errc::not_enough_memory);
     }

@@ -1,5 +1,6 @@
 #include "transport/fd_socket.hpp"
 
+#include <poll.h>
 #include <sys/socket.h>
 
 #include <cerrno>
@@ -45,6 +46,13 @@ std::error_code send_with_fds(BorrowedFd socket, std::span<const std::byte> payl
         const ssize_t n = ::sendmsg(socket.get(), &msg, MSG_NOSIGNAL);
         if (n < 0 && errno == EINTR)
             continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && sent > 0) {
+            // Part of the message is out: finish it, or the stream loses its framing.
+            pollfd p {socket.get(), POLLOUT, 0};
+            if (::poll(&p, 1, -1) < 0 && errno != EINTR)
+                return errno_code();
+            continue;
+        }
         if (n < 0)
             return errno_code();
         sent += static_cast<std::size_t>(n);
@@ -61,6 +69,13 @@ std::error_code recv_with_fds(BorrowedFd socket, std::span<std::byte> buffer, Re
 {
     received.bytes = 0;
     received.fds.clear();
+    try {
+        // Room for every fd one message can carry, so that taking ownership
+        // below cannot fail half-way with fds left unowned.
+        received.fds.reserve(kMaxFdsPerMessage);
+    } catch (const std::bad_alloc&) {
+        return std::make_error_code(std::errc::not_enough_memory);
+    }
     iovec iov {buffer.data(), buffer.size()};
     msghdr msg {};
     msg.msg_iov = &iov;
@@ -77,7 +92,7 @@ std::error_code recv_with_fds(BorrowedFd socket, std::span<std::byte> buffer, Re
 
     // Take ownership of every fd that arrived before judging the message, so
     // that each error path below closes them.
-    try {
+    {
         for (cmsghdr* cmsg = CMSG_FIRSTHDR(&msg); cmsg != nullptr; cmsg = CMSG_NXTHDR(&msg, cmsg)) {
             if (cmsg->cmsg_level != SOL_SOCKET || cmsg->cmsg_type != SCM_RIGHTS || cmsg->cmsg_len < CMSG_LEN(0))
                 continue;
@@ -85,12 +100,12 @@ std::error_code recv_with_fds(BorrowedFd socket, std::span<std::byte> buffer, Re
             for (std::size_t i = 0; i < count; ++i) {
                 int fd;
                 std::memcpy(&fd, CMSG_DATA(cmsg) + i * sizeof(int), sizeof(int));
-                received.fds.emplace_back(fd);
+                if (received.fds.size() < received.fds.capacity())
+                    received.fds.emplace_back(fd);
+                else
+                    ::close(fd); // cannot happen: the control buffer holds kMaxFdsPerMessage
             }
         }
-    } catch (const std::bad_alloc&) {
-        received.fds.clear();
-        return std::make_error_code(std::errc::not_enough_memory);
     }
     std::error_code ec;
     if (msg.msg_flags & MSG_CTRUNC)

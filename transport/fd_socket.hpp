@@ -24,8 +24,10 @@ struct ReceivedMessage {
 };
 
 /// Sends `payload` (at least one byte: a stream socket cannot carry fds
-/// alone) with `fds` in one sendmsg. Blocks on a blocking socket; retries
-/// EINTR. Errors: errno (EPIPE, EAGAIN, ...), Errc::too_many_fds.
+/// alone) with `fds` in one sendmsg. Retries EINTR. On a non-blocking
+/// socket, EAGAIN means nothing was sent; once the first byte is out the
+/// call waits (poll) until the whole message is, so framing is never lost.
+/// Errors: errno (EPIPE, EAGAIN, ...), Errc::too_many_fds.
 std::error_code send_with_fds(BorrowedFd socket, std::span<const std::byte> payload,
     std::span<const BorrowedFd> fds = {}) noexcept;
 

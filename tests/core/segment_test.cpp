@@ -1,6 +1,7 @@
 // Tests of core/segment.hpp. Cross-process cases drive tests/helpers/guest,
 // a separate executable, through tests/support/child.hpp.
 #include "core/layout.hpp"
+#include "core/process.hpp"
 #include "core/segment.hpp"
 #include "tests/support/child.hpp"
 #include "tests/support/leaks.hpp"
@@ -12,13 +13,16 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <thread>
 
@@ -114,7 +118,6 @@ TEST_CASE("create: the file has the requested mode and size")
         CHECK(s.is_owner());
         CHECK(s.path() == path);
         CHECK(s.generation() == 0);
-        CHECK(s.creator_alive());
     }
     {
         Segment s = Segment::create(path, 4096, {.cleanup = Cleanup::keep, .replace_existing = true});
@@ -155,6 +158,12 @@ TEST_CASE("create: zero size and a size above the maximum are refused, leaving n
     CHECK_FALSE(exists(path));
     Segment anon = Segment::create_anonymous(0, {}, ec);
     CHECK(ec == Errc::invalid_argument);
+    // Sizes near SIZE_MAX must not wrap into a small segment when rounded to pages.
+    Segment wraps = Segment::create(path, ~std::size_t {0}, {}, ec);
+    CHECK(ec == Errc::exceeds_maximum);
+    CHECK_FALSE(exists(path));
+    Segment wrapping_max = Segment::create_anonymous(4096, {.max_size_bytes = ~std::size_t {0}}, ec);
+    CHECK(ec == Errc::exceeds_maximum);
     SHMLINK_CHECK_NO_LEAKS(before);
 }
 
@@ -371,6 +380,8 @@ TEST_CASE("grow: same size is a no-op, shrink and past-maximum are refused, gues
         host.grow(1 << 12, ec);
         CHECK(ec == Errc::shrink_refused);
         host.grow(2 << 20, ec);
+        CHECK(ec == Errc::exceeds_maximum);
+        host.grow(~std::size_t {0}, ec);
         CHECK(ec == Errc::exceeds_maximum);
         CHECK_THROWS_AS(host.grow(2 << 20), Error);
         CHECK(host.size_bytes() == 1 << 16);
@@ -691,11 +702,109 @@ TEST_CASE("map options: populate, huge pages and mlock apply to created, attache
             MESSAGE("mlock not permitted here: " << ec.message());
         } else {
             REQUIRE_FALSE(ec);
+            const auto locked_kib = [] {
+                std::ifstream status("/proc/self/status");
+                for (std::string line; std::getline(status, line);)
+                    if (line.rfind("VmLck:", 0) == 0)
+                        return std::stol(line.substr(6));
+                return -1L;
+            };
+#if defined(__SANITIZE_ADDRESS__)
+            constexpr bool mlock_works = false; // ASan turns mlock into a no-op
+#else
+            constexpr bool mlock_works = true;
+#endif
+            const long at_create = locked_kib();
+            CHECK((!mlock_works || at_create >= 64));
             s.grow(1 << 17);
+            CHECK((!mlock_works || locked_kib() == at_create + 64)); // the grown extent is locked too
             Segment guest = Segment::attach(UniqueFd(::fcntl(s.fd().get(), F_DUPFD_CLOEXEC, 0)),
                 {.map = {.populate = true, .lock_memory = true}});
             CHECK(guest.size_bytes() == 1 << 17);
+            CHECK((!mlock_works || locked_kib() == at_create + 64 + 128));
+            // populate: every page of the guest's mapping is resident at once.
+            std::vector<unsigned char> resident(guest.size_bytes() / page_size());
+            REQUIRE(::mincore(guest.base(), guest.size_bytes(), resident.data()) == 0);
+            CHECK(std::count(resident.begin(), resident.end(), 0) == 0);
         }
+    }
+    SHMLINK_CHECK_NO_LEAKS(before);
+}
+
+TEST_CASE("a guest scribbling on the header cannot steer the creator's allocations")
+{
+    const test::ResourceCount before;
+    const test::ShmPath path_file("scribble");
+    const std::string& path = path_file.path;
+    {
+        Segment host = Segment::create(path, 1 << 16, {.cleanup = Cleanup::unlink_on_close});
+        const ObjectInfo first = host.allocate("first", 1, 1, 1000);
+        Child guest = start_guest();
+        REQUIRE(guest.request("attach-path " + path).rfind("ok", 0) == 0);
+        // The guest rewinds the allocation cursor and the directory count, and
+        // fills the free area with junk.
+        guest.send("write " + std::to_string(offsetof(layout::SegmentHeader, data_used_bytes)) + " AAAAAAAA");
+        CHECK(guest.read_line() == "ok");
+        guest.send("write " + std::to_string(offsetof(layout::SegmentHeader, directory_count)) + " AAAA");
+        CHECK(guest.read_line() == "ok");
+        guest.send("write " + std::to_string(first.offset + first.length + 256) + " " + std::string(500, 'J'));
+        CHECK(guest.read_line() == "ok");
+
+        const ObjectInfo second = host.allocate("second", 1, 1, 1000);
+        CHECK(second.offset >= first.offset + first.length);
+        std::string bytes(second.length, 'x');
+        REQUIRE_FALSE(host.read_into(second.offset, std::as_writable_bytes(std::span(bytes))));
+        CHECK(bytes == std::string(second.length, '\0')); // zeroed, junk gone
+        CHECK(host.find("first").offset == first.offset);
+        // Publishing "second" wrote the creator's own count and cursor back: guests see both again.
+        CHECK(guest.request("find second") == "ok " + std::to_string(second.offset) + " 1000");
+        CHECK(guest.wait() == 0);
+    }
+    SHMLINK_CHECK_NO_LEAKS(before);
+}
+
+TEST_CASE("snapshot taken by a guest after the creator grew is a valid segment")
+{
+    const test::ResourceCount before;
+    const test::ShmPath path_file("guest-snap");
+    const test::ShmPath copy_file("guest-snap-copy");
+    {
+        Segment host = Segment::create(path_file.path, 1 << 16, {.cleanup = Cleanup::unlink_on_close});
+        Segment guest = Segment::attach(path_file.path);
+        host.grow(1 << 20);
+        const ObjectInfo late = host.allocate("late", 1, 1, 4096);
+        REQUIRE_FALSE(host.write_at(late.offset, text("late-data")));
+        guest.snapshot().commit(copy_file.path);
+        Segment copy = Segment::attach(copy_file.path);
+        CHECK(copy.size_bytes() == 1 << 20);
+        CHECK(read_text(copy, copy.find("late").offset, 9) == "late-data");
+    }
+    SHMLINK_CHECK_NO_LEAKS(before);
+}
+
+TEST_CASE("creator_alive: false for a dead creator and for a reused pid")
+{
+    const test::ResourceCount before;
+    const test::ShmPath path_file("alive");
+    const std::string& path = path_file.path;
+    {
+        Segment::create(path, 4096);
+        CHECK(Segment::attach(path).creator_alive());
+
+        // A creator that has exited: a pid nobody has any more.
+        Child gone = start_guest();
+        const pid_t dead = gone.pid();
+        CHECK(gone.wait() == 0);
+        patch<std::uint32_t>(path, offsetof(layout::SegmentHeader, creator_pid), static_cast<std::uint32_t>(dead));
+        CHECK_FALSE(Segment::attach(path).creator_alive());
+
+        // A live process that is not the creator (its start time differs): pid reuse.
+        Child other = start_guest();
+        patch<std::uint32_t>(path, offsetof(layout::SegmentHeader, creator_pid), static_cast<std::uint32_t>(other.pid()));
+        CHECK_FALSE(Segment::attach(path).creator_alive());
+        patch<std::uint64_t>(path, offsetof(layout::SegmentHeader, creator_start_time), process_start_time(other.pid()));
+        CHECK(Segment::attach(path).creator_alive());
+        CHECK(other.wait() == 0);
     }
     SHMLINK_CHECK_NO_LEAKS(before);
 }
