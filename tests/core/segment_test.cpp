@@ -63,6 +63,21 @@ Child start_guest(const std::vector<Child::PassFd>& pass = {})
 
 bool exists(const std::string& path) { return ::access(path.c_str(), F_OK) == 0; }
 
+/// A creator's segment at a fresh /dev/shm path, removed when the creator
+/// goes, and a guest process attached to it by path.
+struct HostWithGuest {
+    explicit HostWithGuest(const std::string& tag, SegmentOptions options = {.cleanup = Cleanup::unlink_on_close})
+        : file(tag), host(Segment::create(file.path, 1 << 16, options)), guest(start_guest()),
+          attached(guest.request("attach-path " + file.path))
+    {
+        REQUIRE(attached.rfind("ok", 0) == 0);
+    }
+    test::ShmPath file;
+    Segment host;
+    Child guest;
+    std::string attached; ///< the guest's answer to attach-path
+};
+
 /// A file that holds exactly `bytes`.
 void write_file(const std::string& path, const std::string& bytes)
 {
@@ -170,21 +185,16 @@ TEST_CASE("create: zero size and a size above the maximum are refused, leaving n
 TEST_CASE("attach by path: a guest process sees the host's writes and the host sees the guest's")
 {
     const test::ResourceCount before;
-    const test::ShmPath path_file("path");
-    const std::string& path = path_file.path;
     {
-        Segment host = Segment::create(path, 1 << 16, {.cleanup = Cleanup::unlink_on_close});
+        HostWithGuest pair("path");
+        auto& [file, host, guest, attached] = pair;
         REQUIRE_FALSE(host.write_at(8192, text("hello-from-host")));
-        Child guest = start_guest();
-        const auto attached = guest.request("attach-path " + path);
-        REQUIRE(attached.rfind("ok", 0) == 0);
         CHECK(field(attached, "size") == std::to_string(host.size_bytes()));
         CHECK(guest.request("read 8192 15") == "ok hello-from-host");
         CHECK(guest.request("write 9000 hello-from-guest") == "ok");
         CHECK(read_text(host, 9000, 16) == "hello-from-guest");
         CHECK(guest.wait() == 0);
     }
-    CHECK_FALSE(exists(path));
     SHMLINK_CHECK_NO_LEAKS(before);
 }
 
@@ -545,10 +555,9 @@ TEST_CASE("memfd backing: a guest process cannot truncate it, and the host can s
 TEST_CASE("directory: allocate by name on the host, find by name in a guest")
 {
     const test::ResourceCount before;
-    const test::ShmPath path_file("dir");
-    const std::string& path = path_file.path;
     {
-        Segment host = Segment::create(path, 1 << 16, {.cleanup = Cleanup::unlink_on_close});
+        HostWithGuest pair("dir");
+        auto& [file, host, guest, attached] = pair;
         const ObjectInfo a = host.allocate("alpha", 3, 2, 1000);
         CHECK(a.offset % 128 == 0);
         CHECK(a.offset >= layout::kHeaderBytes);
@@ -565,8 +574,6 @@ TEST_CASE("directory: allocate by name on the host, find by name in a guest")
         CHECK(host.find("missing", ec) == std::nullopt);
         CHECK(ec == Errc::not_found);
 
-        Child guest = start_guest();
-        REQUIRE(guest.request("attach-path " + path).rfind("ok", 0) == 0);
         CHECK(guest.request("find beta") == "ok " + std::to_string(b.offset) + " 5000");
         // An object in an extent grown after the guest attached: find() refreshes.
         host.grow(1 << 21);
@@ -574,7 +581,7 @@ TEST_CASE("directory: allocate by name on the host, find by name in a guest")
         CHECK(guest.request("find gamma") == "ok " + std::to_string(c.offset) + " " + std::to_string(1 << 20));
         CHECK(guest.wait() == 0);
 
-        Segment local = Segment::attach(path);
+        Segment local = Segment::attach(file.path);
         auto all = local.objects(ec);
         REQUIRE(all.size() == 3);
         CHECK(all[0].name == "alpha");
@@ -734,13 +741,10 @@ TEST_CASE("map options: populate, huge pages and mlock apply to created, attache
 TEST_CASE("a guest scribbling on the header cannot steer the creator's allocations")
 {
     const test::ResourceCount before;
-    const test::ShmPath path_file("scribble");
-    const std::string& path = path_file.path;
     {
-        Segment host = Segment::create(path, 1 << 16, {.cleanup = Cleanup::unlink_on_close});
+        HostWithGuest pair("scribble");
+        auto& [file, host, guest, attached] = pair;
         const ObjectInfo first = host.allocate("first", 1, 1, 1000);
-        Child guest = start_guest();
-        REQUIRE(guest.request("attach-path " + path).rfind("ok", 0) == 0);
         // The guest rewinds the allocation cursor and the directory count, and
         // fills the free area with junk.
         guest.send("write " + std::to_string(offsetof(layout::SegmentHeader, data_used_bytes)) + " AAAAAAAA");
