@@ -716,8 +716,8 @@ TEST_CASE("map options: populate, huge pages and mlock apply to created, attache
                         return std::stol(line.substr(6));
                 return -1L;
             };
-#if defined(__SANITIZE_ADDRESS__)
-            constexpr bool mlock_works = false; // ASan turns mlock into a no-op
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+            constexpr bool mlock_works = false; // ASan and TSan turn mlock into a no-op
 #else
             constexpr bool mlock_works = true;
 #endif
