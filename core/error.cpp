@@ -34,6 +34,7 @@ public:
         case Errc::message_truncated: return "message truncated (MSG_TRUNC)";
         case Errc::too_many_fds: return "too many file descriptors in one message";
         case Errc::peer_closed: return "peer closed the connection";
+        case Errc::wrong_kind: return "the object is of another kind";
         }
         return "unknown shmlink error " + std::to_string(value);
     }

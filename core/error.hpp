@@ -35,6 +35,7 @@ enum class Errc {
     message_truncated,    ///< recvmsg: the payload did not fit the buffer (MSG_TRUNC)
     too_many_fds,         ///< more fds than a message may carry
     peer_closed,          ///< the other end of a socket hung up
+    wrong_kind,           ///< a directory object of that name is another kind of object
 };
 
 const std::error_category& error_category() noexcept;

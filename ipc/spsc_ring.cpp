@@ -1,0 +1,199 @@
+#include "ipc/spsc_ring.hpp"
+
+#include "core/log.hpp"
+
+namespace shmlink {
+namespace {
+
+constexpr std::uint64_t kMinCapacity = 256;
+constexpr std::uint64_t kMaxCapacity = std::uint64_t {1} << 31;
+
+bool valid_capacity(std::uint64_t capacity) noexcept
+{
+    return capacity >= kMinCapacity && capacity <= kMaxCapacity && (capacity & (capacity - 1)) == 0;
+}
+
+std::chrono::steady_clock::time_point deadline_after(std::chrono::nanoseconds timeout) noexcept
+{
+    const auto now = std::chrono::steady_clock::now();
+    return timeout > std::chrono::steady_clock::time_point::max() - now ? std::chrono::steady_clock::time_point::max()
+                                                                       : now + timeout;
+}
+
+} // namespace
+
+const char* to_string(RingStatus status) noexcept
+{
+    switch (status) {
+    case RingStatus::ok: return "ok";
+    case RingStatus::empty: return "empty";
+    case RingStatus::full: return "full";
+    case RingStatus::too_large: return "too large";
+    case RingStatus::corrupt: return "corrupt";
+    case RingStatus::timed_out: return "timed out";
+    }
+    return "unknown";
+}
+
+SpscRing::SpscRing(ipc::SpscRingControl* control, std::byte* data, std::uint64_t capacity) noexcept
+    : control_(control), data_(data), capacity_(capacity)
+{
+    // Each side starts where the shared positions are; a side that finds
+    // them inconsistent reports corrupt on first use.
+    write_ = std::atomic_ref(control_->tail).load(std::memory_order_acquire);
+    read_ = std::atomic_ref(control_->head).load(std::memory_order_acquire);
+    cached_head_ = read_;
+    cached_tail_ = read_;
+    broken_ = read_ > write_ || write_ - read_ > capacity_ || (read_ | write_) % ipc::kRecordAlignment != 0;
+}
+
+SpscRing SpscRing::create(Segment& segment, std::string_view name, std::size_t capacity_bytes)
+{
+    std::error_code ec;
+    SpscRing ring = create(segment, name, capacity_bytes, ec);
+    if (ec)
+        throw Error(ec, "create SPSC ring '" + std::string(name) + "'");
+    return ring;
+}
+
+SpscRing SpscRing::create(Segment& segment, std::string_view name, std::size_t capacity_bytes,
+    std::error_code& ec) noexcept
+{
+    if (!valid_capacity(capacity_bytes)) {
+        ec = Errc::invalid_argument;
+        return {};
+    }
+    const ObjectInfo object = segment.allocate(name, static_cast<std::uint16_t>(ipc::ObjectKind::spsc_ring),
+        ipc::kSpscRingVersion, sizeof(ipc::SpscRingControl) + capacity_bytes, ipc::kFalseSharingRange, ec);
+    if (ec)
+        return {};
+    auto* control = reinterpret_cast<ipc::SpscRingControl*>(segment.base() + object.offset);
+    // release: pairs with the acquire load in open(); the rest is zero already.
+    std::atomic_ref(control->capacity_bytes).store(capacity_bytes, std::memory_order_release);
+    return SpscRing(control, segment.base() + object.offset + sizeof(ipc::SpscRingControl), capacity_bytes);
+}
+
+SpscRing SpscRing::open(Segment& segment, std::string_view name)
+{
+    std::error_code ec;
+    SpscRing ring = open(segment, name, ec);
+    if (ec)
+        throw Error(ec, "open SPSC ring '" + std::string(name) + "'");
+    return ring;
+}
+
+SpscRing SpscRing::open(Segment& segment, std::string_view name, std::error_code& ec) noexcept
+{
+    const auto object = segment.find(name, ec);
+    if (!object)
+        return {};
+    if (object->kind != static_cast<std::uint16_t>(ipc::ObjectKind::spsc_ring)) {
+        ec = Errc::wrong_kind;
+        return {};
+    }
+    if (object->version != ipc::kSpscRingVersion) {
+        ec = Errc::version_unsupported;
+        return {};
+    }
+    if (object->length < sizeof(ipc::SpscRingControl) || object->offset % ipc::kFalseSharingRange != 0) {
+        ec = Errc::corrupt_directory;
+        return {};
+    }
+    auto* control = reinterpret_cast<ipc::SpscRingControl*>(segment.base() + object->offset);
+    const std::uint64_t capacity = std::atomic_ref(control->capacity_bytes).load(std::memory_order_acquire);
+    // The capacity is read once, here, and must agree with the directory's length.
+    if (!valid_capacity(capacity) || capacity != object->length - sizeof(ipc::SpscRingControl)) {
+        ec = Errc::corrupt_directory;
+        logger().warn("SPSC ring '{}': capacity {} does not match its {}-byte object", name, capacity, object->length);
+        return {};
+    }
+    return SpscRing(control, segment.base() + object->offset + sizeof(ipc::SpscRingControl), capacity);
+}
+
+std::size_t SpscRing::size_bytes() const noexcept
+{
+    if (!valid())
+        return 0;
+    const auto head = std::atomic_ref(control_->head).load(std::memory_order_acquire);
+    const auto tail = std::atomic_ref(control_->tail).load(std::memory_order_acquire);
+    return tail >= head && tail - head <= capacity_ ? static_cast<std::size_t>(tail - head) : 0;
+}
+
+std::size_t SpscRing::try_push_batch(std::span<const std::span<const std::byte>> messages) noexcept
+{
+    std::size_t pushed = 0;
+    for (const auto& message : messages) {
+        auto slot = reserve(message.size());
+        if (!slot)
+            break;
+        if (!message.empty())
+            std::memcpy(slot.bytes.data(), message.data(), message.size());
+        commit_unpublished(message.size());
+        ++pushed;
+    }
+    if (pushed != 0)
+        publish();
+    return pushed;
+}
+
+bool SpscRing::fits_now(std::uint64_t need) const noexcept
+{
+    const std::uint64_t to_end = capacity_ - (write_ & (capacity_ - 1));
+    const std::uint64_t pad = need > to_end ? to_end : 0;
+    // acquire: pairs with the release store of head in publish_head().
+    const auto head = std::atomic_ref(control_->head).load(std::memory_order_acquire);
+    return head > write_ || write_ + pad + need - head <= capacity_; // a bad head: let reserve() report it
+}
+
+RingStatus SpscRing::wait_writable(std::size_t length, std::chrono::nanoseconds timeout,
+    const WaitOptions& options) noexcept
+{
+    if (broken_)
+        return RingStatus::corrupt;
+    if (length > max_message_bytes())
+        return RingStatus::too_large;
+    const std::uint64_t need = record_bytes(length);
+    if (!wait_until(control_->writable, [&] { return fits_now(need); }, options, deadline_after(timeout)))
+        return RingStatus::timed_out;
+    return RingStatus::ok;
+}
+
+RingStatus SpscRing::push(std::span<const std::byte> message, std::chrono::nanoseconds timeout,
+    const WaitOptions& options) noexcept
+{
+    const auto deadline = deadline_after(timeout);
+    const std::uint64_t need = record_bytes(message.size());
+    for (;;) {
+        const RingStatus status = try_push(message);
+        if (status != RingStatus::full)
+            return status;
+        if (!wait_until(control_->writable, [&] { return fits_now(need); }, options, deadline))
+            return RingStatus::timed_out;
+    }
+}
+
+RingStatus SpscRing::wait_readable(std::chrono::nanoseconds timeout, const WaitOptions& options) noexcept
+{
+    if (broken_)
+        return RingStatus::corrupt;
+    if (peeked_end_ != 0 || read_ != cached_tail_)
+        return RingStatus::ok;
+    if (!wait_until(control_->readable, [this] { return readable_now(); }, options, deadline_after(timeout)))
+        return RingStatus::timed_out;
+    return RingStatus::ok;
+}
+
+RingStatus SpscRing::pop(std::span<std::byte> buffer, std::size_t& length, std::chrono::nanoseconds timeout,
+    const WaitOptions& options) noexcept
+{
+    const auto deadline = deadline_after(timeout);
+    for (;;) {
+        const RingStatus status = try_pop(buffer, length);
+        if (status != RingStatus::empty)
+            return status;
+        if (!wait_until(control_->readable, [this] { return readable_now(); }, options, deadline))
+            return RingStatus::timed_out;
+    }
+}
+
+} // namespace shmlink

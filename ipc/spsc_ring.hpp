@@ -1,0 +1,297 @@
+// SpscRing: a single-producer, single-consumer ring of variable-length byte
+// messages that lives in a segment, for two processes (or threads).
+//
+// Contract: one producer calls reserve/commit/try_push/push; one consumer
+// calls peek/release/try_pop/pop/consume; each from one thread at a time.
+// Neither side trusts the other: every position and record header read from
+// shared memory is checked before use, and a ring found corrupt answers
+// RingStatus::corrupt from then on, never reading or writing outside its area.
+// The hot path takes no lock, allocates nothing, throws nothing, and makes a
+// syscall only to wake a side that sleeps.
+//
+// Records are 8-byte aligned (an 8-byte header, then the payload) and never
+// wrap: a padding record fills the end of the buffer instead. The largest
+// message is capacity/2 - 8 bytes, which always fits in an empty ring.
+#pragma once
+
+#include "core/error.hpp"
+#include "core/segment.hpp"
+#include "ipc/layout.hpp"
+#include "ipc/wait.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <string_view>
+#include <system_error>
+
+namespace shmlink {
+
+enum class RingStatus : std::uint8_t {
+    ok,
+    empty,     ///< nothing to read
+    full,      ///< no room for this message now
+    too_large, ///< longer than max_message_bytes(), or than the caller's buffer
+    corrupt,   ///< the peer broke the ring's invariants; the ring stays unusable
+    timed_out, ///< a blocking call reached its timeout
+};
+
+const char* to_string(RingStatus status) noexcept;
+
+/// A span handed out by the ring, with the status that explains an empty one.
+template <typename Byte>
+struct RingSpan {
+    RingStatus status = RingStatus::empty;
+    std::span<Byte> bytes;
+    explicit operator bool() const noexcept { return status == RingStatus::ok; }
+};
+
+class SpscRing {
+public:
+    SpscRing() noexcept = default;
+
+    /// Creator: allocates the ring under `name` in `segment`.
+    /// `capacity_bytes` is a power of two from 256 to 2^31.
+    static SpscRing create(Segment& segment, std::string_view name, std::size_t capacity_bytes);
+    static SpscRing create(Segment& segment, std::string_view name, std::size_t capacity_bytes,
+        std::error_code& ec) noexcept;
+    /// Either side: opens the ring `name`, checking kind, version and size.
+    /// The ring must not outlive `segment`.
+    static SpscRing open(Segment& segment, std::string_view name);
+    static SpscRing open(Segment& segment, std::string_view name, std::error_code& ec) noexcept;
+
+    [[nodiscard]] bool valid() const noexcept { return control_ != nullptr; }
+    [[nodiscard]] std::size_t capacity_bytes() const noexcept { return capacity_; }
+    [[nodiscard]] std::size_t max_message_bytes() const noexcept { return capacity_ / 2 - sizeof(ipc::RecordHeader); }
+    /// Bytes committed and not yet released (records and padding), as of now.
+    [[nodiscard]] std::size_t size_bytes() const noexcept;
+
+    // ---- producer ----
+
+    /// A writable span of `length` bytes in the ring, or full/too_large/corrupt.
+    /// Nothing is visible to the consumer until commit().
+    RingSpan<std::byte> reserve(std::size_t length) noexcept;
+    /// Publishes the reserved message, shortened to `length` if given.
+    void commit() noexcept { commit(reserved_length_); }
+    void commit(std::size_t length) noexcept
+    {
+        commit_unpublished(length);
+        publish();
+    }
+    RingStatus try_push(std::span<const std::byte> message) noexcept;
+    /// Pushes as many of `messages` as fit, in order, and publishes them with
+    /// one store (and at most one wake-up). Returns how many were pushed.
+    std::size_t try_push_batch(std::span<const std::span<const std::byte>> messages) noexcept;
+    /// Waits until a message of `length` bytes fits (ok), or timed_out/corrupt/too_large.
+    RingStatus wait_writable(std::size_t length, std::chrono::nanoseconds timeout, const WaitOptions& options = {}) noexcept;
+    /// try_push, waiting for room up to `timeout`.
+    RingStatus push(std::span<const std::byte> message, std::chrono::nanoseconds timeout,
+        const WaitOptions& options = {}) noexcept;
+
+    // ---- consumer ----
+
+    /// The oldest message, left in the ring until release(); empty/corrupt otherwise.
+    RingSpan<const std::byte> peek() noexcept;
+    /// Frees the message that peek() returned.
+    void release() noexcept
+    {
+        if (peeked_end_ == 0)
+            return;
+        read_ = peeked_end_;
+        peeked_end_ = 0;
+        publish_head();
+    }
+    /// Copies the oldest message into `buffer` and frees it; `length` gets its
+    /// size. A message longer than `buffer` stays in the ring (too_large).
+    RingStatus try_pop(std::span<std::byte> buffer, std::size_t& length) noexcept;
+    /// try_pop, waiting for a message up to `timeout`.
+    RingStatus pop(std::span<std::byte> buffer, std::size_t& length, std::chrono::nanoseconds timeout,
+        const WaitOptions& options = {}) noexcept;
+    /// Calls `handle(std::span<const std::byte>)` for up to `max` messages and
+    /// frees them with one store. Returns how many it handled; `status` says
+    /// why it stopped early (empty or corrupt).
+    template <typename Handle>
+    std::size_t consume(Handle&& handle, std::size_t max, RingStatus* status = nullptr) noexcept;
+    /// Waits until a message is readable (ok), or timed_out/corrupt.
+    RingStatus wait_readable(std::chrono::nanoseconds timeout, const WaitOptions& options = {}) noexcept;
+
+private:
+    SpscRing(ipc::SpscRingControl* control, std::byte* data, std::uint64_t capacity) noexcept;
+    static std::uint64_t record_bytes(std::size_t length) noexcept
+    {
+        return (sizeof(ipc::RecordHeader) + length + ipc::kRecordAlignment - 1) & ~std::uint64_t {ipc::kRecordAlignment - 1};
+    }
+    void commit_unpublished(std::size_t length) noexcept;
+    void publish() noexcept
+    {
+        // release: pairs with the acquire load of tail in peek(); the records are written before.
+        std::atomic_ref(control_->tail).store(write_, std::memory_order_release);
+        notify(control_->readable);
+    }
+    void publish_head() noexcept
+    {
+        // release: pairs with the acquire load of head in reserve(); we are done reading before.
+        std::atomic_ref(control_->head).store(read_, std::memory_order_release);
+        notify(control_->writable);
+    }
+    RingStatus fail() noexcept
+    {
+        broken_ = true;
+        return RingStatus::corrupt;
+    }
+    bool fits_now(std::uint64_t need) const noexcept;
+    bool readable_now() const noexcept
+    {
+        return std::atomic_ref(control_->tail).load(std::memory_order_acquire) != read_;
+    }
+
+    ipc::SpscRingControl* control_ = nullptr;
+    std::byte* data_ = nullptr;
+    std::uint64_t capacity_ = 0; // read once at open; never re-read from shared memory
+    bool broken_ = false;
+    // Producer side (process-local).
+    std::uint64_t write_ = 0;       // next record position; tail once published
+    std::uint64_t cached_head_ = 0; // last head seen: a full check reloads it only when needed
+    std::uint64_t reserved_at_ = 0; // position of the reserved record's header
+    std::size_t reserved_length_ = 0;
+    bool reserved_ = false;
+    // Consumer side (process-local).
+    std::uint64_t read_ = 0;        // next record position; head once released
+    std::uint64_t cached_tail_ = 0; // last tail seen
+    std::uint64_t peeked_end_ = 0;  // position after the peeked record; 0: none
+};
+
+// ---- inline hot paths ----
+
+inline RingSpan<std::byte> SpscRing::reserve(std::size_t length) noexcept
+{
+    if (broken_)
+        return {RingStatus::corrupt, {}};
+    if (length > max_message_bytes())
+        return {RingStatus::too_large, {}};
+    const std::uint64_t need = record_bytes(length);
+    std::uint64_t at = write_;
+    const std::uint64_t to_end = capacity_ - (at & (capacity_ - 1));
+    const std::uint64_t pad = need > to_end ? to_end : 0;
+    if (at + pad + need - cached_head_ > capacity_) {
+        // acquire: pairs with the release store of head in publish_head().
+        cached_head_ = std::atomic_ref(control_->head).load(std::memory_order_acquire);
+        if (cached_head_ > at || at - cached_head_ > capacity_)
+            return {fail(), {}};
+        if (at + pad + need - cached_head_ > capacity_)
+            return {RingStatus::full, {}};
+    }
+    if (pad != 0) {
+        const ipc::RecordHeader padding {static_cast<std::uint32_t>(pad - sizeof(ipc::RecordHeader)),
+            static_cast<std::uint32_t>(ipc::RecordType::padding)};
+        std::memcpy(data_ + (at & (capacity_ - 1)), &padding, sizeof(padding));
+        at += pad;
+    }
+    reserved_at_ = at;
+    reserved_length_ = length;
+    reserved_ = true;
+    return {RingStatus::ok, {data_ + (at & (capacity_ - 1)) + sizeof(ipc::RecordHeader), length}};
+}
+
+inline void SpscRing::commit_unpublished(std::size_t length) noexcept
+{
+    if (!reserved_ || length > reserved_length_)
+        return;
+    const ipc::RecordHeader header {static_cast<std::uint32_t>(length), static_cast<std::uint32_t>(ipc::RecordType::message)};
+    std::memcpy(data_ + (reserved_at_ & (capacity_ - 1)), &header, sizeof(header));
+    write_ = reserved_at_ + record_bytes(length);
+    reserved_ = false;
+}
+
+inline RingStatus SpscRing::try_push(std::span<const std::byte> message) noexcept
+{
+    auto slot = reserve(message.size());
+    if (!slot)
+        return slot.status;
+    if (!message.empty())
+        std::memcpy(slot.bytes.data(), message.data(), message.size());
+    commit();
+    return RingStatus::ok;
+}
+
+inline RingSpan<const std::byte> SpscRing::peek() noexcept
+{
+    if (broken_)
+        return {RingStatus::corrupt, {}};
+    std::uint64_t at = read_;
+    if (at == cached_tail_) {
+        // acquire: pairs with the release store of tail in publish().
+        cached_tail_ = std::atomic_ref(control_->tail).load(std::memory_order_acquire);
+        if (cached_tail_ < at || cached_tail_ - at > capacity_)
+            return {fail(), {}};
+        if (cached_tail_ == at)
+            return {RingStatus::empty, {}};
+    }
+    for (int records = 0; records < 2; ++records) { // at most one padding record, then a message
+        const std::uint64_t index = at & (capacity_ - 1);
+        const std::uint64_t available = cached_tail_ - at;
+        ipc::RecordHeader header;
+        if (available < sizeof(header))
+            return {fail(), {}};
+        std::memcpy(&header, data_ + index, sizeof(header)); // a private copy: the peer may rewrite it
+        if (header.type == static_cast<std::uint32_t>(ipc::RecordType::padding)) {
+            const std::uint64_t to_end = capacity_ - index;
+            if (records != 0 || header.length != to_end - sizeof(header) || to_end >= available)
+                return {fail(), {}};
+            at += to_end;
+            continue;
+        }
+        if (header.type != static_cast<std::uint32_t>(ipc::RecordType::message) || header.length > max_message_bytes())
+            return {fail(), {}};
+        const std::uint64_t bytes = record_bytes(header.length);
+        if (bytes > available || index + bytes > capacity_)
+            return {fail(), {}};
+        peeked_end_ = at + bytes;
+        return {RingStatus::ok, {data_ + index + sizeof(header), header.length}};
+    }
+    return {fail(), {}};
+}
+
+inline RingStatus SpscRing::try_pop(std::span<std::byte> buffer, std::size_t& length) noexcept
+{
+    const auto message = peek();
+    if (!message)
+        return message.status;
+    if (message.bytes.size() > buffer.size()) {
+        peeked_end_ = 0;
+        return RingStatus::too_large;
+    }
+    if (!message.bytes.empty())
+        std::memcpy(buffer.data(), message.bytes.data(), message.bytes.size());
+    length = message.bytes.size();
+    release();
+    return RingStatus::ok;
+}
+
+template <typename Handle>
+std::size_t SpscRing::consume(Handle&& handle, std::size_t max, RingStatus* status) noexcept
+{
+    std::size_t handled = 0;
+    RingStatus last = RingStatus::ok;
+    while (handled < max) {
+        const auto message = peek();
+        if (!message) {
+            last = message.status;
+            break;
+        }
+        handle(message.bytes);
+        read_ = peeked_end_;
+        peeked_end_ = 0;
+        ++handled;
+    }
+    if (handled != 0)
+        publish_head();
+    if (status != nullptr)
+        *status = last;
+    return handled;
+}
+
+} // namespace shmlink

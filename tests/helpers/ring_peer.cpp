@@ -1,0 +1,156 @@
+// Test helper that plays one side of a ring in its own process. It attaches
+// to the segment by path, opens the ring by name, does one job, prints one
+// line ("ok ..." or "error ...") and exits 0 on success:
+//   ring_peer produce  PATH RING COUNT SEED MAXLEN
+//   ring_peer consume  PATH RING COUNT SEED MAXLEN
+//   ring_peer block-pop PATH RING TIMEOUT_MS      one blocking pop, with its CPU time
+//   ring_peer scribble PATH RING SEED ROUNDS      random bytes over the ring's control block and records
+#include "core/segment.hpp"
+#include "ipc/spsc_ring.hpp"
+#include "tests/support/messages.hpp"
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace shmlink;
+using namespace std::chrono_literals;
+
+namespace {
+
+double cpu_ms()
+{
+    timespec t {};
+    ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return static_cast<double>(t.tv_sec) * 1e3 + static_cast<double>(t.tv_nsec) / 1e6;
+}
+
+int produce(SpscRing& ring, std::uint64_t count, std::uint64_t seed, std::size_t max_length)
+{
+    std::vector<std::byte> message(max_length);
+    std::uint64_t full_waits = 0;
+    for (std::uint64_t seq = 0; seq < count; ++seq) {
+        const auto length = test::message_length(seed, seq, max_length);
+        auto slot = ring.reserve(length);
+        while (slot.status == RingStatus::full) {
+            ++full_waits;
+            if (const auto waited = ring.wait_writable(length, 10s); waited != RingStatus::ok) {
+                std::printf("error waiting to write %llu: %s\n", static_cast<unsigned long long>(seq), to_string(waited));
+                return 1;
+            }
+            slot = ring.reserve(length);
+        }
+        if (!slot) {
+            std::printf("error reserve %llu: %s\n", static_cast<unsigned long long>(seq), to_string(slot.status));
+            return 1;
+        }
+        test::make_message(seed, seq, slot.bytes); // zero-copy: built in place
+        ring.commit();
+    }
+    std::printf("ok produced=%llu full_waits=%llu\n", static_cast<unsigned long long>(count),
+        static_cast<unsigned long long>(full_waits));
+    return 0;
+}
+
+int consume(SpscRing& ring, std::uint64_t count, std::uint64_t seed, std::size_t max_length)
+{
+    std::vector<std::byte> scratch(max_length);
+    std::uint64_t seq = 0;
+    bool bad = false;
+    while (seq < count && !bad) {
+        RingStatus status = RingStatus::ok;
+        ring.consume(
+            [&](std::span<const std::byte> message) {
+                if (!bad && !test::check_message(seed, seq, max_length, message, scratch)) {
+                    std::printf("error message %llu is wrong (length %zu)\n", static_cast<unsigned long long>(seq), message.size());
+                    bad = true;
+                }
+                ++seq;
+            },
+            count - seq, &status);
+        if (status == RingStatus::corrupt) {
+            std::printf("error ring corrupt at %llu\n", static_cast<unsigned long long>(seq));
+            return 1;
+        }
+        if (status == RingStatus::empty && seq < count) {
+            const auto waited = ring.wait_readable(10s);
+            if (waited != RingStatus::ok) {
+                std::printf("error waiting at %llu: %s\n", static_cast<unsigned long long>(seq), to_string(waited));
+                return 1;
+            }
+        }
+    }
+    if (bad)
+        return 1;
+    std::size_t length = 0;
+    std::byte extra[1];
+    const auto after = ring.try_pop(extra, length);
+    if (after != RingStatus::empty) {
+        std::printf("error a message beyond the last: %s\n", to_string(after));
+        return 1;
+    }
+    std::printf("ok consumed=%llu\n", static_cast<unsigned long long>(seq));
+    return 0;
+}
+
+int block_pop(SpscRing& ring, long timeout_ms)
+{
+    std::byte buffer[4096];
+    std::size_t length = 0;
+    const double cpu_before = cpu_ms();
+    const auto start = std::chrono::steady_clock::now();
+    const RingStatus status = ring.pop(buffer, length, std::chrono::milliseconds(timeout_ms));
+    const auto waited = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+    std::printf("ok status=%s length=%zu waited_ms=%.0f cpu_ms=%.3f\n", to_string(status), length, waited,
+        cpu_ms() - cpu_before);
+    return 0;
+}
+
+int scribble(Segment& segment, const char* name, std::uint64_t seed, int rounds)
+{
+    const auto object = segment.find(name);
+    auto area = segment.subspan(object.offset, object.length);
+    std::uint64_t state = seed;
+    for (int round = 0; round < rounds; ++round) {
+        // Half the rounds hit the control block, half the records.
+        const std::size_t control = sizeof(ipc::SpscRingControl);
+        for (int i = 0; i < 64; ++i) {
+            state = test::mix(state);
+            const std::size_t at = (round % 2 == 0) ? state % control : control + state % (area.size() - control);
+            area[at] = static_cast<std::byte>(state >> 56);
+        }
+        std::this_thread::sleep_for(1ms);
+    }
+    std::printf("ok scribbled=%d\n", rounds);
+    return 0;
+}
+
+} // namespace
+
+int main(int argc, char** argv)
+try {
+    if (argc < 4) {
+        std::fprintf(stderr, "usage: ring_peer JOB PATH RING ...\n");
+        return 2;
+    }
+    const std::string job = argv[1];
+    Segment segment = Segment::attach(argv[2]);
+    if (job == "scribble" && argc == 6)
+        return scribble(segment, argv[3], std::strtoull(argv[4], nullptr, 10), std::atoi(argv[5]));
+    SpscRing ring = SpscRing::open(segment, argv[3]);
+    if (job == "produce" && argc == 7)
+        return produce(ring, std::strtoull(argv[4], nullptr, 10), std::strtoull(argv[5], nullptr, 10), std::strtoull(argv[6], nullptr, 10));
+    if (job == "consume" && argc == 7)
+        return consume(ring, std::strtoull(argv[4], nullptr, 10), std::strtoull(argv[5], nullptr, 10), std::strtoull(argv[6], nullptr, 10));
+    if (job == "block-pop" && argc == 5)
+        return block_pop(ring, std::atol(argv[4]));
+    std::fprintf(stderr, "ring_peer: bad arguments for %s\n", job.c_str());
+    return 2;
+} catch (const std::exception& e) {
+    std::printf("error %s\n", e.what());
+    return 1;
+}
