@@ -35,6 +35,8 @@ public:
         case Errc::too_many_fds: return "too many file descriptors in one message";
         case Errc::peer_closed: return "peer closed the connection";
         case Errc::wrong_kind: return "the object is of another kind";
+        case Errc::no_free_lane: return "every producer lane is taken";
+        case Errc::item_size_mismatch: return "the queue holds items of another size";
         }
         return "unknown shmlink error " + std::to_string(value);
     }

@@ -36,6 +36,8 @@ enum class Errc {
     too_many_fds,         ///< more fds than a message may carry
     peer_closed,          ///< the other end of a socket hung up
     wrong_kind,           ///< a directory object of that name is another kind of object
+    no_free_lane,         ///< every producer lane of an MPSC ring is taken
+    item_size_mismatch,   ///< a typed queue or channel holds items of another size
 };
 
 const std::error_category& error_category() noexcept;

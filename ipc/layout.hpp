@@ -1,6 +1,7 @@
 // The shared-memory structures of ipc/, as another process sees them. This
-// is an ABI: it matches docs/layout.md ("Rings") field for field, and the
-// static_asserts pin it. Fields that change are accessed with std::atomic_ref.
+// is an ABI: it matches docs/layout.md ("Rings and queues") field for field,
+// and the static_asserts pin it. Fields that change are accessed with
+// std::atomic_ref; everything else is fixed when the object is created.
 #pragma once
 
 #include <atomic>
@@ -12,9 +13,13 @@ namespace shmlink::ipc {
 /// Directory kinds (core/layout.hpp DirectoryEntry::kind) of ipc objects.
 enum class ObjectKind : std::uint16_t {
     spsc_ring = 0x0101,
+    mpsc_ring = 0x0102,
+    mpmc_queue = 0x0103,
 };
 
 inline constexpr std::uint16_t kSpscRingVersion = 1;
+inline constexpr std::uint16_t kMpscRingVersion = 1;
+inline constexpr std::uint16_t kMpmcQueueVersion = 1;
 
 /// Separates what two sides write: a cache line pair (adjacent-line
 /// prefetch pulls lines in twos on x86), so neither side's stores evict the
@@ -35,8 +40,9 @@ struct SpscRingControl {
     std::uint64_t capacity_bytes; ///< a power of two, 256 .. 2^31
     std::uint8_t reserved0[kFalseSharingRange - 8];
     // Written by the producer only.
-    std::uint64_t tail; ///< bytes ever committed; atomic, only grows
-    std::uint8_t reserved1[kFalseSharingRange - 8];
+    std::uint64_t tail;  ///< bytes ever committed; atomic, only grows
+    std::uint64_t claim; ///< 0, or (length << 32) | 1 while a reserved message is not committed; atomic
+    std::uint8_t reserved1[kFalseSharingRange - 16];
     // Written by the consumer only.
     std::uint64_t head; ///< bytes ever released; atomic, only grows, head <= tail
     std::uint8_t reserved2[kFalseSharingRange - 8];
@@ -60,14 +66,88 @@ enum class RecordType : std::uint32_t {
 
 inline constexpr std::size_t kRecordAlignment = 8;
 
+/// The control block of an MPSC byte ring: `lane_count` lanes follow it,
+/// each an MpscLane and then `lane_capacity_bytes` of data. Each producer
+/// owns one lane, an SPSC ring of its own, so producers never contend and a
+/// producer that dies mid-message holds up nobody but itself.
+struct MpscRingControl {
+    // Fixed at creation.
+    std::uint32_t lane_count;          ///< producers that can be attached at once, 1 .. 64
+    std::uint32_t reserved0;           ///< zero
+    std::uint64_t lane_capacity_bytes; ///< each lane's data, a power of two, 256 .. 2^31
+    std::uint8_t reserved1[kFalseSharingRange - 16];
+    // Producers wake the consumer here; the consumer writes the counters.
+    WaitWord readable;               ///< the consumer sleeps here while every lane is empty
+    std::uint64_t abandoned_claims;  ///< messages reserved by a producer that died before commit; atomic
+    std::uint64_t dead_producers;    ///< producers the consumer found dead; atomic
+    std::uint64_t corrupt_lanes;     ///< lanes the consumer found broken and quarantined; atomic
+    std::uint8_t reserved2[kFalseSharingRange - 32];
+};
+
+/// Lane ownership (MpscLane::owner, low 32 bits; the pid is the high 32 bits).
+enum class LaneState : std::uint32_t {
+    free = 0,     ///< a producer may take it (compare-and-swap from 0)
+    owned = 1,    ///< a live producer writes into it
+    draining = 2, ///< its producer left or died: the consumer drains it, then frees it
+};
+
+/// One producer's lane in an MPSC ring.
+struct MpscLane {
+    std::uint64_t owner;            ///< (pid << 32) | LaneState; atomic
+    std::uint64_t owner_start_time; ///< the owner's start time (clock ticks since boot), 0 if unknown; atomic
+    std::uint8_t reserved[kFalseSharingRange - 16];
+    SpscRingControl ring; ///< the lane's SPSC ring; its data follows
+};
+
+/// The control block of an MPMC queue of fixed-size items (a bounded
+/// Vyukov queue): `capacity` cells follow it, each `cell_bytes` long, a
+/// 64-bit sequence number and then the item.
+struct MpmcQueueControl {
+    // Fixed at creation.
+    std::uint64_t capacity;   ///< cells, a power of two, 2 .. 2^24
+    std::uint32_t item_bytes; ///< sizeof(T), 1 .. 4096
+    std::uint32_t cell_bytes; ///< 8 + item_bytes rounded up to 8
+    std::uint8_t reserved0[kFalseSharingRange - 16];
+    std::uint64_t enqueue_pos; ///< items ever claimed by producers; atomic
+    std::uint8_t reserved1[kFalseSharingRange - 8];
+    std::uint64_t dequeue_pos; ///< items ever claimed by consumers; atomic
+    std::uint8_t reserved2[kFalseSharingRange - 8];
+    WaitWord readable; ///< consumers sleep here while the queue is empty
+    WaitWord writable; ///< producers sleep here while it is full
+    std::uint8_t reserved3[kFalseSharingRange - 16];
+};
+
 static_assert(sizeof(WaitWord) == 8);
 static_assert(sizeof(SpscRingControl) == 4 * kFalseSharingRange);
 static_assert(offsetof(SpscRingControl, capacity_bytes) == 0);
 static_assert(offsetof(SpscRingControl, tail) == 128);
+static_assert(offsetof(SpscRingControl, claim) == 136);
 static_assert(offsetof(SpscRingControl, head) == 256);
 static_assert(offsetof(SpscRingControl, readable) == 384);
 static_assert(offsetof(SpscRingControl, writable) == 392);
 static_assert(sizeof(RecordHeader) == kRecordAlignment);
+
+static_assert(sizeof(MpscRingControl) == 2 * kFalseSharingRange);
+static_assert(offsetof(MpscRingControl, lane_count) == 0);
+static_assert(offsetof(MpscRingControl, lane_capacity_bytes) == 8);
+static_assert(offsetof(MpscRingControl, readable) == 128);
+static_assert(offsetof(MpscRingControl, abandoned_claims) == 136);
+static_assert(offsetof(MpscRingControl, dead_producers) == 144);
+static_assert(offsetof(MpscRingControl, corrupt_lanes) == 152);
+static_assert(sizeof(MpscLane) == 5 * kFalseSharingRange);
+static_assert(offsetof(MpscLane, owner) == 0);
+static_assert(offsetof(MpscLane, owner_start_time) == 8);
+static_assert(offsetof(MpscLane, ring) == 128);
+
+static_assert(sizeof(MpmcQueueControl) == 4 * kFalseSharingRange);
+static_assert(offsetof(MpmcQueueControl, capacity) == 0);
+static_assert(offsetof(MpmcQueueControl, item_bytes) == 8);
+static_assert(offsetof(MpmcQueueControl, cell_bytes) == 12);
+static_assert(offsetof(MpmcQueueControl, enqueue_pos) == 128);
+static_assert(offsetof(MpmcQueueControl, dequeue_pos) == 256);
+static_assert(offsetof(MpmcQueueControl, readable) == 384);
+static_assert(offsetof(MpmcQueueControl, writable) == 392);
+
 static_assert(std::atomic_ref<std::uint64_t>::is_always_lock_free);
 static_assert(std::atomic_ref<std::uint32_t>::is_always_lock_free);
 

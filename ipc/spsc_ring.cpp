@@ -1,26 +1,9 @@
 #include "ipc/spsc_ring.hpp"
 
 #include "core/log.hpp"
+#include "ipc/detail/object.hpp"
 
 namespace shmlink {
-namespace {
-
-constexpr std::uint64_t kMinCapacity = 256;
-constexpr std::uint64_t kMaxCapacity = std::uint64_t {1} << 31;
-
-bool valid_capacity(std::uint64_t capacity) noexcept
-{
-    return capacity >= kMinCapacity && capacity <= kMaxCapacity && (capacity & (capacity - 1)) == 0;
-}
-
-std::chrono::steady_clock::time_point deadline_after(std::chrono::nanoseconds timeout) noexcept
-{
-    const auto now = std::chrono::steady_clock::now();
-    return timeout > std::chrono::steady_clock::time_point::max() - now ? std::chrono::steady_clock::time_point::max()
-                                                                       : now + timeout;
-}
-
-} // namespace
 
 const char* to_string(RingStatus status) noexcept
 {
@@ -35,8 +18,9 @@ const char* to_string(RingStatus status) noexcept
     return "unknown";
 }
 
-SpscRing::SpscRing(ipc::SpscRingControl* control, std::byte* data, std::uint64_t capacity) noexcept
-    : control_(control), data_(data), capacity_(capacity)
+SpscRing::SpscRing(ipc::SpscRingControl* control, std::byte* data, std::uint64_t capacity,
+    ipc::WaitWord* readable) noexcept
+    : control_(control), readable_(readable), data_(data), capacity_(capacity)
 {
     // Each side starts where the shared positions are; a side that finds
     // them inconsistent reports corrupt on first use.
@@ -49,11 +33,8 @@ SpscRing::SpscRing(ipc::SpscRingControl* control, std::byte* data, std::uint64_t
 
 SpscRing SpscRing::create(Segment& segment, std::string_view name, std::size_t capacity_bytes)
 {
-    std::error_code ec;
-    SpscRing ring = create(segment, name, capacity_bytes, ec);
-    if (ec)
-        throw Error(ec, "create SPSC ring '" + std::string(name) + "'");
-    return ring;
+    return detail::or_throw("create SPSC ring", name,
+        [&](std::error_code& ec) { return create(segment, name, capacity_bytes, ec); });
 }
 
 SpscRing SpscRing::create(Segment& segment, std::string_view name, std::size_t capacity_bytes,
@@ -63,51 +44,38 @@ SpscRing SpscRing::create(Segment& segment, std::string_view name, std::size_t c
         ec = Errc::invalid_argument;
         return {};
     }
-    const ObjectInfo object = segment.allocate(name, static_cast<std::uint16_t>(ipc::ObjectKind::spsc_ring),
-        ipc::kSpscRingVersion, sizeof(ipc::SpscRingControl) + capacity_bytes, ipc::kFalseSharingRange, ec);
-    if (ec)
+    std::byte* object = detail::create_object(segment, name, ipc::ObjectKind::spsc_ring, ipc::kSpscRingVersion,
+        sizeof(ipc::SpscRingControl) + capacity_bytes, ec);
+    if (object == nullptr)
         return {};
-    auto* control = reinterpret_cast<ipc::SpscRingControl*>(segment.base() + object.offset);
+    auto* control = reinterpret_cast<ipc::SpscRingControl*>(object);
     // release: pairs with the acquire load in open(); the rest is zero already.
     std::atomic_ref(control->capacity_bytes).store(capacity_bytes, std::memory_order_release);
-    return SpscRing(control, segment.base() + object.offset + sizeof(ipc::SpscRingControl), capacity_bytes);
+    return SpscRing(control, object + sizeof(ipc::SpscRingControl), capacity_bytes, &control->readable);
 }
 
 SpscRing SpscRing::open(Segment& segment, std::string_view name)
 {
-    std::error_code ec;
-    SpscRing ring = open(segment, name, ec);
-    if (ec)
-        throw Error(ec, "open SPSC ring '" + std::string(name) + "'");
-    return ring;
+    return detail::or_throw("open SPSC ring", name, [&](std::error_code& ec) { return open(segment, name, ec); });
 }
 
 SpscRing SpscRing::open(Segment& segment, std::string_view name, std::error_code& ec) noexcept
 {
-    const auto object = segment.find(name, ec);
-    if (!object)
+    std::uint64_t length = 0;
+    std::byte* object = detail::open_object(segment, name, ipc::ObjectKind::spsc_ring, ipc::kSpscRingVersion,
+        sizeof(ipc::SpscRingControl), length, ec);
+    if (object == nullptr)
         return {};
-    if (object->kind != static_cast<std::uint16_t>(ipc::ObjectKind::spsc_ring)) {
-        ec = Errc::wrong_kind;
-        return {};
-    }
-    if (object->version != ipc::kSpscRingVersion) {
-        ec = Errc::version_unsupported;
-        return {};
-    }
-    if (object->length < sizeof(ipc::SpscRingControl) || object->offset % ipc::kFalseSharingRange != 0) {
-        ec = Errc::corrupt_directory;
-        return {};
-    }
-    auto* control = reinterpret_cast<ipc::SpscRingControl*>(segment.base() + object->offset);
+    auto* control = reinterpret_cast<ipc::SpscRingControl*>(object);
+    // acquire: pairs with the release store in create().
     const std::uint64_t capacity = std::atomic_ref(control->capacity_bytes).load(std::memory_order_acquire);
     // The capacity is read once, here, and must agree with the directory's length.
-    if (!valid_capacity(capacity) || capacity != object->length - sizeof(ipc::SpscRingControl)) {
+    if (!valid_capacity(capacity) || capacity != length - sizeof(ipc::SpscRingControl)) {
         ec = Errc::corrupt_directory;
-        logger().warn("SPSC ring '{}': capacity {} does not match its {}-byte object", name, capacity, object->length);
+        logger().warn("SPSC ring '{}': capacity {} does not match its {}-byte object", name, capacity, length);
         return {};
     }
-    return SpscRing(control, segment.base() + object->offset + sizeof(ipc::SpscRingControl), capacity);
+    return SpscRing(control, object + sizeof(ipc::SpscRingControl), capacity, &control->readable);
 }
 
 std::size_t SpscRing::size_bytes() const noexcept
@@ -178,9 +146,18 @@ RingStatus SpscRing::wait_readable(std::chrono::nanoseconds timeout, const WaitO
         return RingStatus::corrupt;
     if (peeked_end_ != 0 || read_ != cached_tail_)
         return RingStatus::ok;
-    if (!wait_until(control_->readable, [this] { return readable_now(); }, options, deadline_after(timeout)))
+    if (!wait_until(*readable_, [this] { return readable_now(); }, options, deadline_after(timeout)))
         return RingStatus::timed_out;
     return RingStatus::ok;
+}
+
+RingStatus SpscRing::arm_readable() noexcept
+{
+    if (broken_)
+        return RingStatus::corrupt;
+    if (peeked_end_ != 0 || read_ != cached_tail_)
+        return RingStatus::ok;
+    return arm(*readable_, [this] { return readable_now(); }) ? RingStatus::ok : RingStatus::empty;
 }
 
 RingStatus SpscRing::pop(std::span<std::byte> buffer, std::size_t& length, std::chrono::nanoseconds timeout,
@@ -191,7 +168,7 @@ RingStatus SpscRing::pop(std::span<std::byte> buffer, std::size_t& length, std::
         const RingStatus status = try_pop(buffer, length);
         if (status != RingStatus::empty)
             return status;
-        if (!wait_until(control_->readable, [this] { return readable_now(); }, options, deadline))
+        if (!wait_until(*readable_, [this] { return readable_now(); }, options, deadline))
             return RingStatus::timed_out;
     }
 }

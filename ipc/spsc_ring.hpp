@@ -53,6 +53,13 @@ class SpscRing {
 public:
     SpscRing() noexcept = default;
 
+    /// Capacities a ring accepts: a power of two from 256 to 2^31 bytes.
+    static bool valid_capacity(std::uint64_t capacity_bytes) noexcept
+    {
+        return capacity_bytes >= 256 && capacity_bytes <= (std::uint64_t {1} << 31)
+            && (capacity_bytes & (capacity_bytes - 1)) == 0;
+    }
+
     /// Creator: allocates the ring under `name` in `segment`.
     /// `capacity_bytes` is a power of two from 256 to 2^31.
     static SpscRing create(Segment& segment, std::string_view name, std::size_t capacity_bytes);
@@ -90,6 +97,10 @@ public:
     /// try_push, waiting for room up to `timeout`.
     RingStatus push(std::span<const std::byte> message, std::chrono::nanoseconds timeout,
         const WaitOptions& options = {}) noexcept;
+    /// Eventfd mode: from now on a commit that finds the consumer armed also
+    /// signals `wake_fd` (the consumer's eventfd, see create_wake_fd()). The
+    /// fd must stay open while the ring is used.
+    void set_wake_fd(BorrowedFd wake_fd) noexcept { wake_fd_ = wake_fd.get(); }
 
     // ---- consumer ----
 
@@ -117,9 +128,18 @@ public:
     std::size_t consume(Handle&& handle, std::size_t max, RingStatus* status = nullptr) noexcept;
     /// Waits until a message is readable (ok), or timed_out/corrupt.
     RingStatus wait_readable(std::chrono::nanoseconds timeout, const WaitOptions& options = {}) noexcept;
+    /// Eventfd mode, for an event loop: ok when a message is readable now;
+    /// empty when the consumer is now armed, so that the producer's next
+    /// commit signals its wake fd. After the fd fires (or to give up), call
+    /// disarm_readable() once, drain the fd, and consume.
+    RingStatus arm_readable() noexcept;
+    void disarm_readable() noexcept { disarm(*readable_); }
 
 private:
-    SpscRing(ipc::SpscRingControl* control, std::byte* data, std::uint64_t capacity) noexcept;
+    friend class MpscRing;
+    friend class MpscProducer;
+    /// `readable`: where the consumer sleeps; a lane of an MPSC ring shares the ring's.
+    SpscRing(ipc::SpscRingControl* control, std::byte* data, std::uint64_t capacity, ipc::WaitWord* readable) noexcept;
     static std::uint64_t record_bytes(std::size_t length) noexcept
     {
         return (sizeof(ipc::RecordHeader) + length + ipc::kRecordAlignment - 1) & ~std::uint64_t {ipc::kRecordAlignment - 1};
@@ -129,7 +149,7 @@ private:
     {
         // release: pairs with the acquire load of tail in peek(); the records are written before.
         std::atomic_ref(control_->tail).store(write_, std::memory_order_release);
-        notify(control_->readable);
+        notify(*readable_, wake_fd_);
     }
     void publish_head() noexcept
     {
@@ -149,10 +169,12 @@ private:
     }
 
     ipc::SpscRingControl* control_ = nullptr;
+    ipc::WaitWord* readable_ = nullptr;
     std::byte* data_ = nullptr;
     std::uint64_t capacity_ = 0; // read once at open; never re-read from shared memory
     bool broken_ = false;
     // Producer side (process-local).
+    int wake_fd_ = -1; // borrowed: the consumer's eventfd in eventfd mode
     std::uint64_t write_ = 0;       // next record position; tail once published
     std::uint64_t cached_head_ = 0; // last head seen: a full check reloads it only when needed
     std::uint64_t reserved_at_ = 0; // position of the reserved record's header
@@ -193,6 +215,8 @@ inline RingSpan<std::byte> SpscRing::reserve(std::size_t length) noexcept
     reserved_at_ = at;
     reserved_length_ = length;
     reserved_ = true;
+    // relaxed: only read after this process died (an abandoned claim), or by inspection.
+    std::atomic_ref(control_->claim).store((std::uint64_t {length} << 32) | 1, std::memory_order_relaxed);
     return {RingStatus::ok, {data_ + (at & (capacity_ - 1)) + sizeof(ipc::RecordHeader), length}};
 }
 
@@ -204,6 +228,8 @@ inline void SpscRing::commit_unpublished(std::size_t length) noexcept
     std::memcpy(data_ + (reserved_at_ & (capacity_ - 1)), &header, sizeof(header));
     write_ = reserved_at_ + record_bytes(length);
     reserved_ = false;
+    // relaxed: the release store of tail that follows publishes it with the record.
+    std::atomic_ref(control_->claim).store(0, std::memory_order_relaxed);
 }
 
 inline RingStatus SpscRing::try_push(std::span<const std::byte> message) noexcept

@@ -1,6 +1,9 @@
 #include "ipc/wait.hpp"
 
+#include "core/error.hpp"
+
 #include <linux/futex.h>
+#include <sys/eventfd.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -31,3 +34,27 @@ int futex_wait(std::uint32_t* word, std::uint32_t expected, std::chrono::steady_
 void futex_wake_all(std::uint32_t* word) noexcept { ::syscall(SYS_futex, word, FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0); }
 
 } // namespace shmlink::detail
+
+namespace shmlink {
+
+void detail::signal_eventfd(int fd) noexcept
+{
+    const std::uint64_t one = 1;
+    // EAGAIN (the counter is at its maximum) still leaves the fd readable: nothing is lost.
+    [[maybe_unused]] const ssize_t rc = ::write(fd, &one, sizeof(one));
+}
+
+UniqueFd create_wake_fd(std::error_code& ec) noexcept
+{
+    UniqueFd fd(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+    ec = fd ? std::error_code {} : errno_code();
+    return fd;
+}
+
+void drain_wake_fd(BorrowedFd fd) noexcept
+{
+    std::uint64_t count = 0;
+    [[maybe_unused]] const ssize_t rc = ::read(fd.get(), &count, sizeof(count));
+}
+
+} // namespace shmlink

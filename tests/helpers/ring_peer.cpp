@@ -5,14 +5,25 @@
 //   ring_peer consume  PATH RING COUNT SEED MAXLEN
 //   ring_peer block-pop PATH RING TIMEOUT_MS      one blocking pop, with its CPU time
 //   ring_peer scribble PATH RING SEED ROUNDS      random bytes over the ring's control block and records
+//   ring_peer produce-notify PATH RING COUNT      SPSC producer in eventfd mode: the wake fd is fd 3;
+//                                                 a message every millisecond
+//   ring_peer mpsc-produce PATH RING COUNT ID     MPSC producer ID: messages tagged (ID, seq)
+//   ring_peer mpsc-claim PATH RING COMMITS        MPSC producer that commits COMMITS messages, then
+//                                                 reserves one, prints "claimed" and waits to be killed
+//   ring_peer mpmc-produce PATH QUEUE COUNT ID    MPMC producer of items (ID, seq, hash)
+//   ring_peer mpmc-consume PATH QUEUE             MPMC consumer until a stop item; prints a fingerprint
 #include "core/segment.hpp"
+#include "ipc/mpmc_queue.hpp"
+#include "ipc/mpsc_ring.hpp"
 #include "ipc/spsc_ring.hpp"
 #include "tests/support/messages.hpp"
 
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <ctime>
+#include <map>
 #include <string>
 #include <thread>
 #include <vector>
@@ -33,6 +44,7 @@ int produce(SpscRing& ring, std::uint64_t count, std::uint64_t seed, std::size_t
 {
     std::vector<std::byte> message(max_length);
     std::uint64_t full_waits = 0;
+    std::uint64_t ring_bytes = 0;
     for (std::uint64_t seq = 0; seq < count; ++seq) {
         const auto length = test::message_length(seed, seq, max_length);
         auto slot = ring.reserve(length);
@@ -50,9 +62,10 @@ int produce(SpscRing& ring, std::uint64_t count, std::uint64_t seed, std::size_t
         }
         test::make_message(seed, seq, slot.bytes); // zero-copy: built in place
         ring.commit();
+        ring_bytes += 8 + length;
     }
-    std::printf("ok produced=%llu full_waits=%llu\n", static_cast<unsigned long long>(count),
-        static_cast<unsigned long long>(full_waits));
+    std::printf("ok produced=%llu full_waits=%llu bytes=%llu\n", static_cast<unsigned long long>(count),
+        static_cast<unsigned long long>(full_waits), static_cast<unsigned long long>(ring_bytes));
     return 0;
 }
 
@@ -129,6 +142,114 @@ int scribble(Segment& segment, const char* name, std::uint64_t seed, int rounds)
     return 0;
 }
 
+int produce_notify(SpscRing& ring, std::uint64_t count)
+{
+    const UniqueFd wake_fd(test::kWakeFd); // inherited from the test
+    ring.set_wake_fd(wake_fd);
+    for (std::uint64_t seq = 0; seq < count; ++seq) {
+        std::this_thread::sleep_for(1ms); // slower than the consumer: it sleeps between messages
+        if (const auto status = ring.push(std::as_bytes(std::span(&seq, 1)), 10s); status != RingStatus::ok) {
+            std::printf("error push %llu: %s\n", static_cast<unsigned long long>(seq), to_string(status));
+            return 1;
+        }
+    }
+    std::printf("ok produced=%llu\n", static_cast<unsigned long long>(count));
+    return 0;
+}
+
+int mpsc_produce(Segment& segment, const char* name, std::uint64_t count, std::uint64_t id)
+{
+    MpscProducer producer = MpscProducer::open(segment, name);
+    std::vector<std::byte> message(8 + 512);
+    for (std::uint64_t seq = 0; seq < count; ++seq) {
+        const auto length = test::message_length(id, seq, 512);
+        std::memcpy(message.data(), &id, 8);
+        test::make_message(id, seq, std::span(message).subspan(8, length));
+        if (const auto status = producer.push(std::span(message).first(8 + length), 10s); status != RingStatus::ok) {
+            std::printf("error push %llu: %s\n", static_cast<unsigned long long>(seq), to_string(status));
+            return 1;
+        }
+    }
+    std::printf("ok produced=%llu lane=%u\n", static_cast<unsigned long long>(count), producer.lane());
+    return 0;
+}
+
+int mpsc_claim(Segment& segment, const char* name, std::uint64_t commits)
+{
+    MpscProducer producer = MpscProducer::open(segment, name);
+    const std::uint64_t id = 99;
+    std::vector<std::byte> message(8 + 512);
+    for (std::uint64_t seq = 0; seq < commits; ++seq) {
+        const auto length = test::message_length(id, seq, 512);
+        std::memcpy(message.data(), &id, 8);
+        test::make_message(id, seq, std::span(message).subspan(8, length));
+        if (producer.try_push(std::span(message).first(8 + length)) != RingStatus::ok)
+            return 1;
+    }
+    auto slot = producer.reserve(100);
+    if (!slot)
+        return 1;
+    std::memset(slot.bytes.data(), 0x5a, 50); // half written when the kill comes
+    std::printf("claimed lane=%u\n", producer.lane());
+    std::fflush(stdout);
+    std::this_thread::sleep_for(600s);
+    return 1;
+}
+
+/// An MPMC item: who sent it, its number, and a hash of both.
+struct Item {
+    std::uint64_t producer;
+    std::uint64_t seq;
+    std::uint64_t hash;
+};
+
+int mpmc_produce(Segment& segment, const char* name, std::uint64_t count, std::uint64_t id)
+{
+    auto queue = MpmcQueue<Item>::open(segment, name);
+    for (std::uint64_t seq = 0; seq < count; ++seq) {
+        const Item item {id, seq, test::mix(id * 1'000'003 + seq)};
+        if (const auto status = queue.push(item, 10s); status != RingStatus::ok) {
+            std::printf("error push %llu: %s\n", static_cast<unsigned long long>(seq), to_string(status));
+            return 1;
+        }
+    }
+    std::printf("ok produced=%llu\n", static_cast<unsigned long long>(count));
+    return 0;
+}
+
+int mpmc_consume(Segment& segment, const char* name)
+{
+    auto queue = MpmcQueue<Item>::open(segment, name);
+    std::uint64_t count = 0;
+    std::uint64_t sum = 0; // of each item's hash: with the count, a fingerprint of the multiset
+    std::map<std::uint64_t, std::uint64_t> next; // per producer: every later item has a higher seq
+    for (;;) {
+        Item item {};
+        if (const auto status = queue.pop(item, 20s); status != RingStatus::ok) {
+            std::printf("error pop after %llu: %s\n", static_cast<unsigned long long>(count), to_string(status));
+            return 1;
+        }
+        if (item.producer == ~std::uint64_t {0})
+            break;
+        if (item.hash != test::mix(item.producer * 1'000'003 + item.seq)) {
+            std::printf("error item %llu/%llu is damaged\n", static_cast<unsigned long long>(item.producer),
+                static_cast<unsigned long long>(item.seq));
+            return 1;
+        }
+        auto [at, fresh] = next.try_emplace(item.producer, 0);
+        if (item.seq < at->second) {
+            std::printf("error item %llu/%llu after %llu: out of order\n", static_cast<unsigned long long>(item.producer),
+                static_cast<unsigned long long>(item.seq), static_cast<unsigned long long>(at->second));
+            return 1;
+        }
+        at->second = item.seq + 1;
+        ++count;
+        sum += item.hash;
+    }
+    std::printf("ok count=%llu sum=%llu\n", static_cast<unsigned long long>(count), static_cast<unsigned long long>(sum));
+    return 0;
+}
+
 } // namespace
 
 int main(int argc, char** argv)
@@ -141,6 +262,14 @@ try {
     Segment segment = Segment::attach(argv[2]);
     if (job == "scribble" && argc == 6)
         return scribble(segment, argv[3], std::strtoull(argv[4], nullptr, 10), std::atoi(argv[5]));
+    if (job == "mpsc-produce" && argc == 6)
+        return mpsc_produce(segment, argv[3], std::strtoull(argv[4], nullptr, 10), std::strtoull(argv[5], nullptr, 10));
+    if (job == "mpsc-claim" && argc == 5)
+        return mpsc_claim(segment, argv[3], std::strtoull(argv[4], nullptr, 10));
+    if (job == "mpmc-produce" && argc == 6)
+        return mpmc_produce(segment, argv[3], std::strtoull(argv[4], nullptr, 10), std::strtoull(argv[5], nullptr, 10));
+    if (job == "mpmc-consume" && argc == 4)
+        return mpmc_consume(segment, argv[3]);
     SpscRing ring = SpscRing::open(segment, argv[3]);
     if (job == "produce" && argc == 7)
         return produce(ring, std::strtoull(argv[4], nullptr, 10), std::strtoull(argv[5], nullptr, 10), std::strtoull(argv[6], nullptr, 10));
@@ -148,6 +277,8 @@ try {
         return consume(ring, std::strtoull(argv[4], nullptr, 10), std::strtoull(argv[5], nullptr, 10), std::strtoull(argv[6], nullptr, 10));
     if (job == "block-pop" && argc == 5)
         return block_pop(ring, std::atol(argv[4]));
+    if (job == "produce-notify" && argc == 5)
+        return produce_notify(ring, std::strtoull(argv[4], nullptr, 10));
     std::fprintf(stderr, "ring_peer: bad arguments for %s\n", job.c_str());
     return 2;
 } catch (const std::exception& e) {

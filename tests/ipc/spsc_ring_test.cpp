@@ -5,6 +5,7 @@
 #include "tests/support/child.hpp"
 #include "tests/support/leaks.hpp"
 #include "tests/support/messages.hpp"
+#include "tests/support/ring_peer.hpp"
 
 #include <doctest/doctest.h>
 
@@ -20,37 +21,12 @@
 using namespace shmlink;
 using namespace std::chrono_literals;
 using shmlink::test::Child;
+using shmlink::test::field;
+using shmlink::test::finish;
 
 namespace {
 
-std::string ring_peer()
-{
-    const char* path = std::getenv("SHMLINK_RING_PEER");
-    REQUIRE_MESSAGE(path != nullptr, "SHMLINK_RING_PEER is not set (run through meson test)");
-    return path;
-}
-
-Child start_peer(const std::vector<std::string>& args)
-{
-    std::vector<std::string> argv {ring_peer()};
-    argv.insert(argv.end(), args.begin(), args.end());
-    return Child::spawn(argv);
-}
-
-/// The helper's answer and its exit status.
-std::pair<std::string, int> finish(Child& peer, std::chrono::milliseconds timeout = 300s)
-{
-    std::string line = peer.read_line(timeout);
-    const int status = peer.wait();
-    return {line, WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status)};
-}
-
-double field(const std::string& answer, const std::string& key)
-{
-    const auto at = answer.find(key + "=");
-    REQUIRE(at != std::string::npos);
-    return std::stod(answer.substr(at + key.size() + 1));
-}
+Child start_peer(const std::vector<std::string>& args) { return test::start_ring_peer(args); }
 
 std::span<const std::byte> bytes_of(const std::string& s) { return std::as_bytes(std::span(s)); }
 
@@ -290,8 +266,8 @@ TEST_CASE("SPSC across two processes: millions of messages of 0..4096 bytes, non
         CHECK(produced_exit == 0);
         CHECK(consumed_exit == 0);
         CHECK(consumed == "ok consumed=" + count);
-        // The ring (1 MiB) is far smaller than the stream: it wrapped thousands of times.
-        CHECK(field(produced, "full_waits") >= 0);
+        // The ring (1 MiB) is far smaller than the stream: it wrapped hundreds of times at least.
+        CHECK(field(produced, "bytes") > 100.0 * (1 << 20));
     }
     SHMLINK_CHECK_NO_LEAKS(before);
 }

@@ -11,6 +11,9 @@
 
 namespace shmlink::test {
 
+/// Where a helper finds an eventfd its test passed down (Child::PassFd).
+inline constexpr int kWakeFd = 3;
+
 inline std::uint64_t mix(std::uint64_t x) noexcept
 {
     x += 0x9e3779b97f4a7c15ULL;

@@ -1,0 +1,41 @@
+#include "ipc/detail/object.hpp"
+
+#include "core/log.hpp"
+
+namespace shmlink::detail {
+
+std::byte* open_object(Segment& segment, std::string_view name, ipc::ObjectKind kind, std::uint16_t version,
+    std::size_t min_length, std::uint64_t& length, std::error_code& ec) noexcept
+{
+    const auto object = segment.find(name, ec);
+    if (!object)
+        return nullptr;
+    if (object->kind != static_cast<std::uint16_t>(kind)) {
+        ec = Errc::wrong_kind;
+        return nullptr;
+    }
+    if (object->version != version) {
+        ec = Errc::version_unsupported;
+        return nullptr;
+    }
+    // The directory was validated against the mapped size; the control block
+    // must fit in the object and be aligned as the creator placed it.
+    if (object->length < min_length || object->offset % ipc::kFalseSharingRange != 0) {
+        ec = Errc::corrupt_directory;
+        logger().warn("object '{}': {} bytes at offset {} cannot hold its control block", name, object->length,
+            object->offset);
+        return nullptr;
+    }
+    length = object->length;
+    return segment.base() + object->offset;
+}
+
+std::byte* create_object(Segment& segment, std::string_view name, ipc::ObjectKind kind, std::uint16_t version,
+    std::size_t length, std::error_code& ec) noexcept
+{
+    const ObjectInfo object
+        = segment.allocate(name, static_cast<std::uint16_t>(kind), version, length, ipc::kFalseSharingRange, ec);
+    return ec ? nullptr : segment.base() + object.offset;
+}
+
+} // namespace shmlink::detail

@@ -1,0 +1,40 @@
+// What every ipc object does to be created and found by name in a segment's
+// directory: the kind, version and size checks, and the throwing wrappers
+// over the error_code forms.
+#pragma once
+
+#include "core/error.hpp"
+#include "core/segment.hpp"
+#include "ipc/layout.hpp"
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+#include <system_error>
+
+namespace shmlink::detail {
+
+/// The object `name`, checked to be of `kind` and `version` and at least
+/// `min_length` bytes, and aligned for its control block. Null with `ec` set
+/// otherwise (Errc::not_found, wrong_kind, version_unsupported, corrupt_directory).
+std::byte* open_object(Segment& segment, std::string_view name, ipc::ObjectKind kind, std::uint16_t version,
+    std::size_t min_length, std::uint64_t& length, std::error_code& ec) noexcept;
+
+/// Allocates `length` bytes under `name` for an object of `kind`, aligned
+/// for its control block; null with `ec` set on failure.
+std::byte* create_object(Segment& segment, std::string_view name, ipc::ObjectKind kind, std::uint16_t version,
+    std::size_t length, std::error_code& ec) noexcept;
+
+/// Calls the error_code form `make(ec)` and throws shmlink::Error
+/// ("<what> '<name>': <reason>") if it failed.
+template <typename Make>
+auto or_throw(std::string_view what, std::string_view name, Make&& make)
+{
+    std::error_code ec;
+    auto object = make(ec);
+    if (ec)
+        throw Error(ec, std::string(what) + " '" + std::string(name) + "'");
+    return object;
+}
+
+} // namespace shmlink::detail

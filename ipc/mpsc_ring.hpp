@@ -1,0 +1,171 @@
+// MpscRing: many producers (guests) to one consumer (the host), variable-
+// length byte messages, in a segment.
+//
+// Each producer takes a lane of its own when it opens the ring: an SPSC ring
+// (ipc/spsc_ring.hpp) with an owner word. Producers therefore never contend
+// with each other (no compare-and-swap on the hot path), per-producer order
+// is the lane's order, and a producer that is killed between reserve() and
+// commit() blocks nobody: its claim was never published, so the consumer
+// simply does not see it. The consumer's reap() notices the dead owner (pid
+// and start time, so pid reuse is not mistaken for life), delivers what the
+// lane had committed, counts the abandoned claim, and frees the lane for a
+// new producer. pop() and wait_readable() reap every `reap_interval` while
+// they wait; a consumer that only polls calls reap() itself now and then.
+//
+// Contract: one consumer (MpscRing) at a time; each MpscProducer from one
+// thread at a time. A lane the consumer finds corrupt is quarantined (the
+// others go on) and freed once its producer is gone.
+#pragma once
+
+#include "core/segment.hpp"
+#include "ipc/layout.hpp"
+#include "ipc/spsc_ring.hpp"
+#include "ipc/wait.hpp"
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string_view>
+#include <system_error>
+#include <vector>
+
+namespace shmlink {
+
+struct MpscStats {
+    std::uint32_t producers = 0;        ///< lanes owned by a live (or not yet reaped) producer
+    std::uint64_t abandoned_claims = 0; ///< reservations whose producer died before commit
+    std::uint64_t dead_producers = 0;   ///< producers the consumer found dead
+    std::uint64_t corrupt_lanes = 0;    ///< lanes quarantined because their records were broken
+};
+
+/// A producer's end: the SPSC producer API on a lane of its own.
+class MpscProducer : private SpscRing {
+public:
+    MpscProducer() noexcept = default;
+    MpscProducer(MpscProducer&& other) noexcept;
+    MpscProducer& operator=(MpscProducer&& other) noexcept;
+    ~MpscProducer(); ///< gives the lane back: the consumer drains and frees it
+
+    /// Takes a free lane of the MPSC ring `name`.
+    /// Errors: those of SpscRing::open, and Errc::no_free_lane.
+    static MpscProducer open(Segment& segment, std::string_view name);
+    static MpscProducer open(Segment& segment, std::string_view name, std::error_code& ec) noexcept;
+
+    using SpscRing::capacity_bytes;
+    using SpscRing::commit;
+    using SpscRing::max_message_bytes;
+    using SpscRing::push;
+    using SpscRing::reserve;
+    using SpscRing::set_wake_fd;
+    using SpscRing::try_push;
+    using SpscRing::try_push_batch;
+    using SpscRing::valid;
+    using SpscRing::wait_writable;
+    /// Which lane this producer writes (0 .. lanes - 1).
+    [[nodiscard]] std::uint32_t lane() const noexcept { return lane_index_; }
+
+private:
+    MpscProducer(SpscRing lane, ipc::MpscLane* shared, std::uint32_t index) noexcept
+        : SpscRing(lane), shared_(shared), lane_index_(index)
+    {
+    }
+    void leave() noexcept;
+
+    ipc::MpscLane* shared_ = nullptr;
+    std::uint32_t lane_index_ = 0;
+};
+
+struct MpscOptions {
+    /// How often a waiting consumer checks for dead producers: the bound on
+    /// how long a dead producer's lane stays taken.
+    std::chrono::milliseconds reap_interval {100};
+};
+
+/// The consumer's end.
+class MpscRing {
+public:
+    MpscRing() = default;
+
+    /// Creator: allocates a ring with `lanes` producer lanes (1..64) of
+    /// `lane_capacity_bytes` each (see SpscRing::valid_capacity).
+    static MpscRing create(Segment& segment, std::string_view name, std::size_t lane_capacity_bytes,
+        std::uint32_t lanes, const MpscOptions& options = {});
+    static MpscRing create(Segment& segment, std::string_view name, std::size_t lane_capacity_bytes,
+        std::uint32_t lanes, const MpscOptions& options, std::error_code& ec);
+    /// The consumer in a process that did not create the ring.
+    static MpscRing open(Segment& segment, std::string_view name, const MpscOptions& options = {});
+    static MpscRing open(Segment& segment, std::string_view name, const MpscOptions& options, std::error_code& ec);
+
+    [[nodiscard]] bool valid() const noexcept { return control_ != nullptr; }
+    [[nodiscard]] std::uint32_t lane_count() const noexcept { return static_cast<std::uint32_t>(lanes_.size()); }
+    [[nodiscard]] std::size_t max_message_bytes() const noexcept
+    {
+        return lanes_.empty() ? 0 : lanes_.front().ring.max_message_bytes();
+    }
+
+    /// The oldest message of the next lane (round robin) that has one, left
+    /// in the ring until release(). corrupt once for each lane that breaks.
+    RingSpan<const std::byte> peek() noexcept;
+    void release() noexcept;
+    RingStatus try_pop(std::span<std::byte> buffer, std::size_t& length) noexcept;
+    RingStatus pop(std::span<std::byte> buffer, std::size_t& length, std::chrono::nanoseconds timeout,
+        const WaitOptions& options = {}) noexcept;
+    /// Calls `handle(std::span<const std::byte>)` for up to `max` messages,
+    /// lane after lane, freeing each lane's share with one store.
+    template <typename Handle>
+    std::size_t consume(Handle&& handle, std::size_t max, RingStatus* status = nullptr) noexcept;
+    /// Waits until some lane is readable (ok), or timed_out; reaps meanwhile.
+    RingStatus wait_readable(std::chrono::nanoseconds timeout, const WaitOptions& options = {}) noexcept;
+    /// Eventfd mode, as SpscRing::arm_readable(); every producer needs the fd.
+    RingStatus arm_readable() noexcept;
+    void disarm_readable() noexcept { disarm(control_->readable); }
+
+    /// Finds producers that died or left, frees their lanes once drained,
+    /// and counts their abandoned claims. Returns how many lanes it freed.
+    /// Makes a few syscalls per owned lane: call it from the slow path.
+    std::size_t reap() noexcept;
+    [[nodiscard]] MpscStats stats() const noexcept;
+
+private:
+    struct Lane {
+        ipc::MpscLane* shared = nullptr;
+        SpscRing ring; // the consumer's view
+        bool quarantined = false;
+    };
+    RingStatus quarantine(Lane& lane) noexcept;
+    bool any_readable() noexcept;
+    void reset(Lane& lane) noexcept;
+    SpscRing consumer_view(ipc::MpscLane* shared) const noexcept;
+    bool wait(std::chrono::steady_clock::time_point deadline, const WaitOptions& options) noexcept;
+
+    ipc::MpscRingControl* control_ = nullptr;
+    std::vector<Lane> lanes_;
+    std::uint64_t lane_capacity_ = 0;
+    std::size_t next_ = 0;         // where the round robin starts
+    std::size_t peeked_ = SIZE_MAX; // the lane peek() returned a message from
+    MpscOptions options_;
+};
+
+template <typename Handle>
+std::size_t MpscRing::consume(Handle&& handle, std::size_t max, RingStatus* status) noexcept
+{
+    std::size_t handled = 0;
+    RingStatus last = RingStatus::empty;
+    const std::size_t count = lanes_.size();
+    for (std::size_t i = 0; i < count && handled < max; ++i) {
+        Lane& lane = lanes_[(next_ + i) % count];
+        if (lane.quarantined)
+            continue;
+        RingStatus lane_status = RingStatus::ok;
+        handled += lane.ring.consume(handle, max - handled, &lane_status);
+        if (lane_status == RingStatus::corrupt)
+            last = quarantine(lane);
+    }
+    next_ = (next_ + 1) % (count == 0 ? 1 : count);
+    if (status != nullptr)
+        *status = handled == max ? RingStatus::ok : last;
+    return handled;
+}
+
+} // namespace shmlink

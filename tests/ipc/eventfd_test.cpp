@@ -1,0 +1,98 @@
+// The eventfd mode of ipc/wait.hpp: an Asio io_context, with no thread of
+// its own for the ring, waits for a ring that a producer process fills.
+#include "core/segment.hpp"
+#include "ipc/mpsc_ring.hpp"
+#include "ipc/spsc_ring.hpp"
+#include "tests/support/child.hpp"
+#include "tests/support/leaks.hpp"
+#include "tests/support/messages.hpp"
+#include "tests/support/ring_peer.hpp"
+#include "transport/asio.hpp"
+
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <cstring>
+#include <functional>
+#include <string>
+
+using namespace shmlink;
+using namespace std::chrono_literals;
+using shmlink::test::Child;
+using shmlink::test::finish;
+
+TEST_CASE("an io_context waits on a ring through its eventfd; a producer process wakes it")
+{
+    const test::ResourceCount before;
+    const test::ShmPath file("eventfd");
+    {
+        Segment segment = Segment::create(file.path, 1 << 20, {.cleanup = Cleanup::unlink_on_close});
+        SpscRing ring = SpscRing::create(segment, "ring", 4096);
+        std::error_code ec;
+        UniqueFd wake_fd = create_wake_fd(ec);
+        REQUIRE_FALSE(ec);
+        const std::uint64_t count = 300;
+        Child producer = test::start_ring_peer({"produce-notify", file.path, "ring", std::to_string(count)},
+            {{wake_fd.get(), test::kWakeFd}});
+
+        boost::asio::io_context io;
+        boost::asio::posix::stream_descriptor watched(io, ::dup(wake_fd.get()));
+        std::uint64_t next = 0;
+        int wake_ups = 0;
+        bool failed = false;
+        std::function<void()> drain_then_wait = [&] {
+            for (;;) {
+                ring.consume(
+                    [&](std::span<const std::byte> m) {
+                        std::uint64_t seq = 0;
+                        if (m.size() != 8 || (std::memcpy(&seq, m.data(), 8), seq != next))
+                            failed = true;
+                        ++next;
+                    },
+                    SIZE_MAX);
+                if (next == count || failed)
+                    return;
+                if (ring.arm_readable() == RingStatus::empty)
+                    break; // armed: the producer's next commit signals the fd
+            }
+            watched.async_wait(boost::asio::posix::stream_descriptor::wait_read, [&](const boost::system::error_code& error) {
+                ring.disarm_readable();
+                if (error) {
+                    failed = true;
+                    return;
+                }
+                ++wake_ups;
+                drain_wake_fd(wake_fd);
+                drain_then_wait();
+            });
+        };
+        drain_then_wait();
+        io.run_for(60s);
+        CHECK_FALSE(failed);
+        CHECK(next == count);
+        // The producer sends a message a millisecond: the consumer slept and
+        // was woken through the fd for most of them.
+        CHECK(wake_ups > static_cast<int>(count / 4));
+        const auto [answer, exit_code] = finish(producer);
+        INFO(answer);
+        CHECK(exit_code == 0);
+    }
+    SHMLINK_CHECK_NO_LEAKS(before);
+}
+
+TEST_CASE("arming a ring that has a message, or an MPSC ring, answers at once")
+{
+    Segment segment = Segment::create_anonymous(1 << 20);
+    SpscRing ring = SpscRing::create(segment, "ring", 4096);
+    CHECK(ring.arm_readable() == RingStatus::empty);
+    ring.disarm_readable();
+    REQUIRE(ring.try_push(std::as_bytes(std::span("x", 1))) == RingStatus::ok);
+    CHECK(ring.arm_readable() == RingStatus::ok); // not armed: nothing to disarm
+
+    MpscRing mpsc = MpscRing::create(segment, "mpsc", 1024, 2);
+    CHECK(mpsc.arm_readable() == RingStatus::empty);
+    mpsc.disarm_readable();
+    MpscProducer producer = MpscProducer::open(segment, "mpsc");
+    REQUIRE(producer.try_push(std::as_bytes(std::span("y", 1))) == RingStatus::ok);
+    CHECK(mpsc.arm_readable() == RingStatus::ok);
+}

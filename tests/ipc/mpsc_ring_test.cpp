@@ -1,0 +1,244 @@
+// Tests of ipc/mpsc_ring.hpp. Producers are separate processes
+// (tests/helpers/ring_peer mpsc-produce / mpsc-claim); the consumer is this one.
+#include "core/segment.hpp"
+#include "ipc/mpsc_ring.hpp"
+#include "tests/support/child.hpp"
+#include "tests/support/leaks.hpp"
+#include "tests/support/messages.hpp"
+#include "tests/support/ring_peer.hpp"
+
+#include <doctest/doctest.h>
+
+#include <signal.h>
+
+#include <chrono>
+#include <cstring>
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace shmlink;
+using namespace std::chrono_literals;
+using shmlink::test::Child;
+using shmlink::test::finish;
+
+namespace {
+
+std::span<const std::byte> bytes_of(const std::string& s) { return std::as_bytes(std::span(s)); }
+
+/// Checks the messages of ring_peer's MPSC producers: (id, seq) streams,
+/// each in order and intact.
+struct Tally {
+    std::map<std::uint64_t, std::uint64_t> next; // producer id -> next expected seq
+    std::vector<std::byte> scratch = std::vector<std::byte>(512);
+    std::uint64_t total = 0;
+    bool bad = false;
+
+    void operator()(std::span<const std::byte> message)
+    {
+        std::uint64_t id = 0;
+        if (message.size() < 8) {
+            bad = true;
+            return;
+        }
+        std::memcpy(&id, message.data(), 8);
+        std::uint64_t& seq = next[id];
+        if (!test::check_message(id, seq, 512, message.subspan(8), scratch)) {
+            MESSAGE("producer " << id << ": message " << seq << " is wrong or out of order");
+            bad = true;
+        }
+        ++seq;
+        ++total;
+    }
+};
+
+} // namespace
+
+TEST_CASE("producers take lanes of their own, give them back, and are refused when none is free")
+{
+    Segment segment = Segment::create_anonymous(1 << 20);
+    MpscRing ring = MpscRing::create(segment, "mpsc", 1024, 2);
+    CHECK(ring.lane_count() == 2);
+    CHECK(ring.max_message_bytes() == 504);
+
+    std::error_code ec;
+    MpscRing::create(segment, "bad", 1000, 2, {}, ec);
+    CHECK(ec == Errc::invalid_argument);
+    MpscRing::create(segment, "bad", 1024, 0, {}, ec);
+    CHECK(ec == Errc::invalid_argument);
+    MpscRing::create(segment, "bad", 1024, 65, {}, ec);
+    CHECK(ec == Errc::invalid_argument);
+    SpscRing::create(segment, "spsc", 1024);
+    MpscProducer::open(segment, "spsc", ec);
+    CHECK(ec == Errc::wrong_kind);
+
+    {
+        MpscProducer a = MpscProducer::open(segment, "mpsc");
+        MpscProducer b = MpscProducer::open(segment, "mpsc");
+        CHECK(a.lane() != b.lane());
+        MpscProducer::open(segment, "mpsc", ec);
+        CHECK(ec == Errc::no_free_lane);
+        CHECK_THROWS_AS(MpscProducer::open(segment, "mpsc"), Error);
+        CHECK(ring.stats().producers == 2);
+        REQUIRE(a.try_push(bytes_of("from a")) == RingStatus::ok);
+        REQUIRE(b.try_push(bytes_of("from b")) == RingStatus::ok);
+    }
+    // Both left with a message each in their lanes: delivered first, then freed.
+    CHECK(ring.reap() == 0);
+    std::vector<std::string> got;
+    ring.consume([&](std::span<const std::byte> m) { got.emplace_back(reinterpret_cast<const char*>(m.data()), m.size()); }, 10);
+    CHECK(got.size() == 2);
+    CHECK(ring.reap() == 2);
+    CHECK(ring.stats().producers == 0);
+    CHECK(ring.stats().abandoned_claims == 0);
+    CHECK(ring.stats().dead_producers == 0);
+    MpscProducer again = MpscProducer::open(segment, "mpsc");
+    REQUIRE(again.try_push(bytes_of("again")) == RingStatus::ok);
+    std::byte buffer[64];
+    std::size_t length = 0;
+    REQUIRE(ring.try_pop(buffer, length) == RingStatus::ok);
+    CHECK(std::string(reinterpret_cast<const char*>(buffer), length) == "again");
+    CHECK(ring.try_pop(buffer, length) == RingStatus::empty);
+}
+
+TEST_CASE("the consumer takes from every lane in turn")
+{
+    Segment segment = Segment::create_anonymous(1 << 20);
+    MpscRing ring = MpscRing::create(segment, "mpsc", 4096, 3);
+    std::vector<MpscProducer> producers;
+    for (int p = 0; p < 3; ++p)
+        producers.push_back(MpscProducer::open(segment, "mpsc"));
+    for (int i = 0; i < 10; ++i)
+        for (int p = 0; p < 3; ++p)
+            REQUIRE(producers[static_cast<std::size_t>(p)].try_push(bytes_of(std::to_string(p))) == RingStatus::ok);
+    // One message at a time: no lane waits for another to drain.
+    std::string order;
+    std::byte buffer[8];
+    std::size_t length = 0;
+    for (int i = 0; i < 6; ++i) {
+        REQUIRE(ring.try_pop(buffer, length) == RingStatus::ok);
+        order += static_cast<char>(buffer[0]);
+    }
+    CHECK(order == "012012");
+}
+
+TEST_CASE("a lane a producer scribbles on is quarantined; the other lanes go on")
+{
+    Segment segment = Segment::create_anonymous(1 << 20);
+    MpscRing ring = MpscRing::create(segment, "mpsc", 1024, 2);
+    MpscProducer good = MpscProducer::open(segment, "mpsc");
+    MpscProducer bad = MpscProducer::open(segment, "mpsc");
+    REQUIRE(bad.try_push(bytes_of("soon garbage")) == RingStatus::ok);
+    // The bad producer's record header, rewritten to a length past its tail.
+    const auto object = segment.find("mpsc");
+    std::byte* lane = segment.base() + object.offset + sizeof(ipc::MpscRingControl)
+        + bad.lane() * (sizeof(ipc::MpscLane) + 1024);
+    const ipc::RecordHeader garbage {400, static_cast<std::uint32_t>(ipc::RecordType::message)};
+    std::memcpy(lane + sizeof(ipc::MpscLane), &garbage, sizeof(garbage));
+    REQUIRE(good.try_push(bytes_of("fine")) == RingStatus::ok);
+
+    std::byte buffer[1024];
+    std::size_t length = 0;
+    std::vector<RingStatus> seen;
+    for (int i = 0; i < 4; ++i)
+        seen.push_back(ring.try_pop(buffer, length));
+    CHECK(std::count(seen.begin(), seen.end(), RingStatus::corrupt) == 1);
+    CHECK(std::count(seen.begin(), seen.end(), RingStatus::ok) == 1);
+    CHECK(ring.stats().corrupt_lanes == 1);
+    REQUIRE(good.try_push(bytes_of("still fine")) == RingStatus::ok);
+    CHECK(ring.try_pop(buffer, length) == RingStatus::ok);
+    // Once the bad producer leaves, its lane is reset and usable again.
+    bad = MpscProducer();
+    CHECK(ring.reap() == 1);
+    MpscProducer next = MpscProducer::open(segment, "mpsc");
+    REQUIRE(next.try_push(bytes_of("new")) == RingStatus::ok);
+    CHECK(ring.try_pop(buffer, length) == RingStatus::ok);
+    CHECK(std::string(reinterpret_cast<const char*>(buffer), length) == "new");
+}
+
+TEST_CASE("MPSC across processes: 4 producers, every message once, in order per producer")
+{
+    const test::ResourceCount before;
+    const test::ShmPath file("mpsc-stream");
+    {
+        Segment segment = Segment::create(file.path, 8 << 20, {.cleanup = Cleanup::unlink_on_close});
+        MpscRing ring = MpscRing::create(segment, "mpsc", 64 << 10, 4);
+        const std::uint64_t count = 200'000;
+        std::vector<Child> producers;
+        for (int id = 1; id <= 4; ++id)
+            producers.push_back(test::start_ring_peer({"mpsc-produce", file.path, "mpsc", std::to_string(count), std::to_string(id)}));
+        Tally tally;
+        const auto deadline = std::chrono::steady_clock::now() + 120s;
+        while (tally.total < 4 * count && !tally.bad && std::chrono::steady_clock::now() < deadline) {
+            RingStatus status = RingStatus::ok;
+            ring.consume(tally, 4096, &status);
+            REQUIRE(status != RingStatus::corrupt);
+            if (status == RingStatus::empty)
+                ring.wait_readable(100ms);
+        }
+        CHECK_FALSE(tally.bad);
+        CHECK(tally.total == 4 * count);
+        for (auto& producer : producers) {
+            const auto [answer, exit_code] = finish(producer);
+            INFO(answer);
+            CHECK(exit_code == 0);
+        }
+        for (std::uint64_t id = 1; id <= 4; ++id)
+            CHECK(tally.next[id] == count);
+        std::byte extra[8];
+        std::size_t length = 0;
+        CHECK(ring.try_pop(extra, length) == RingStatus::empty);
+        ring.reap();
+        CHECK(ring.stats().producers == 0);
+        CHECK(ring.stats().abandoned_claims == 0);
+    }
+    SHMLINK_CHECK_NO_LEAKS(before);
+}
+
+TEST_CASE("a producer SIGKILLed holding a claim: the others go on, its claim is reported, its lane is reused")
+{
+    const test::ShmPath file("mpsc-kill");
+    Segment segment = Segment::create(file.path, 8 << 20, {.cleanup = Cleanup::unlink_on_close});
+    MpscRing ring = MpscRing::create(segment, "mpsc", 64 << 10, 3, {.reap_interval = 50ms});
+
+    Child claimer = test::start_ring_peer({"mpsc-claim", file.path, "mpsc", "5"});
+    REQUIRE(claimer.read_line().rfind("claimed", 0) == 0);
+    const std::uint64_t count = 20'000;
+    Child other = test::start_ring_peer({"mpsc-produce", file.path, "mpsc", std::to_string(count), "1"});
+    claimer.kill(SIGKILL);
+    CHECK(claimer.wait() != 0);
+
+    Tally tally;
+    const auto deadline = std::chrono::steady_clock::now() + 60s;
+    while (tally.total < count + 5 && !tally.bad && std::chrono::steady_clock::now() < deadline) {
+        RingStatus status = RingStatus::ok;
+        ring.consume(tally, 4096, &status);
+        REQUIRE(status != RingStatus::corrupt);
+        if (status == RingStatus::empty)
+            ring.wait_readable(100ms);
+    }
+    CHECK_FALSE(tally.bad);
+    CHECK(tally.next[1] == count);
+    CHECK(tally.next[99] == 5); // what the killed producer committed is delivered; its claim is not
+    CHECK(finish(other).second == 0);
+
+    // The waiting consumer reaps within its interval: the claim is counted and the lane freed.
+    std::byte buffer[1024];
+    std::size_t length = 0;
+    const auto started = std::chrono::steady_clock::now();
+    CHECK(ring.pop(buffer, length, 300ms) == RingStatus::timed_out);
+    CHECK(std::chrono::steady_clock::now() - started >= 300ms);
+    const MpscStats stats = ring.stats();
+    CHECK(stats.abandoned_claims == 1);
+    CHECK(stats.dead_producers == 1);
+    CHECK(stats.producers == 0);
+
+    // Every lane can be taken again.
+    std::vector<MpscProducer> fresh;
+    for (int i = 0; i < 3; ++i)
+        fresh.push_back(MpscProducer::open(segment, "mpsc"));
+    REQUIRE(fresh[2].try_push(bytes_of("after")) == RingStatus::ok);
+    REQUIRE(ring.try_pop(buffer, length) == RingStatus::ok);
+    CHECK(std::string(reinterpret_cast<const char*>(buffer), length) == "after");
+}
