@@ -106,6 +106,7 @@ Segment& Segment::operator=(Segment&& other) noexcept
         path_ = std::move(other.path_);
         other.path_.clear();
         owner_ = std::exchange(other.owner_, false);
+        owner_pid_ = other.owner_pid_;
         writable_ = std::exchange(other.writable_, false);
         cleanup_ = std::exchange(other.cleanup_, Cleanup::keep);
         allocate_backing_ = other.allocate_backing_;
@@ -118,7 +119,9 @@ Segment::~Segment() { release(); }
 
 void Segment::release() noexcept
 {
-    if (owner_ && cleanup_ == Cleanup::unlink_on_close && !path_.empty() && fd_) {
+    // A child forked from the creator holds a copy of this object; only the
+    // creator's own process removes the file.
+    if (owner_ && owner_pid_ == ::getpid() && cleanup_ == Cleanup::unlink_on_close && !path_.empty() && fd_) {
         // Remove the path only while it still names this segment's file: a
         // newer segment created at the same path after ours is left alone.
         struct stat ours {};
@@ -255,6 +258,7 @@ Segment Segment::finish_create(UniqueFd fd, std::filesystem::path path, std::siz
     segment.fd_ = std::move(fd);
     segment.path_ = std::move(path);
     segment.owner_ = true;
+    segment.owner_pid_ = ::getpid();
     segment.writable_ = true;
     segment.cleanup_ = options.cleanup;
     segment.allocate_backing_ = options.allocate_backing;

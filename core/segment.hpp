@@ -94,6 +94,8 @@ public:
     ~Segment();
 
     /// Creates a segment file at `path` (O_EXCL unless replace_existing).
+    /// With Cleanup::unlink_on_close only the creating process removes the
+    /// file: a child forked from it may destroy its copy freely.
     /// Errors: EEXIST, EACCES..., Errc::invalid_argument (size 0),
     /// Errc::exceeds_maximum (size above the maximum).
     static Segment create(const std::filesystem::path& path, std::size_t size_bytes, const SegmentOptions& options = {});
@@ -200,6 +202,7 @@ private:
     std::uint32_t entry_count_ = 0; // creator only: directory entries published
     std::filesystem::path path_;
     bool owner_ = false;
+    pid_t owner_pid_ = 0; // the creator's process: a forked child's copy never unlinks
     bool writable_ = false;
     Cleanup cleanup_ = Cleanup::keep;
     bool allocate_backing_ = true;

@@ -29,6 +29,7 @@ inline constexpr std::size_t kFalseSharingRange = 128;
 /// A futex word and its sleeper count: a side that will sleep increments
 /// `sleepers` and waits on `seq`; the other side bumps `seq` and wakes only
 /// when `sleepers` is not zero, so nobody pays a syscall while nobody sleeps.
+/// Each sits in the block its waking side writes (ipc/wait.hpp says why).
 struct WaitWord {
     std::uint32_t seq;      ///< futex word; atomic
     std::uint32_t sleepers; ///< processes blocked or about to block on seq; atomic
@@ -36,20 +37,19 @@ struct WaitWord {
 
 /// The control block of an SPSC byte ring; the ring's data follows it.
 struct SpscRingControl {
-    // Fixed at creation.
+    // Fixed at creation; and the producer's claim, which the consumer reads
+    // only to recover from the producer's death (so not on the tail's line).
     std::uint64_t capacity_bytes; ///< a power of two, 256 .. 2^31
-    std::uint8_t reserved0[kFalseSharingRange - 8];
-    // Written by the producer only.
-    std::uint64_t tail;  ///< bytes ever committed; atomic, only grows
-    std::uint64_t claim; ///< 0, or (length << 32) | 1 while a reserved message is not committed; atomic
+    std::uint64_t claim;          ///< 0, or (length << 32) | 1 while a reserved message is not committed; atomic
+    std::uint8_t reserved0[kFalseSharingRange - 16];
+    // The producer's block.
+    std::uint64_t tail; ///< bytes ever committed; atomic, only grows
+    WaitWord readable;  ///< the consumer sleeps here while the ring is empty
     std::uint8_t reserved1[kFalseSharingRange - 16];
-    // Written by the consumer only.
+    // The consumer's block.
     std::uint64_t head; ///< bytes ever released; atomic, only grows, head <= tail
-    std::uint8_t reserved2[kFalseSharingRange - 8];
-    // Written only by a side that is about to sleep, or waking the other.
-    WaitWord readable; ///< the consumer sleeps here while the ring is empty
-    WaitWord writable; ///< the producer sleeps here while the ring is full
-    std::uint8_t reserved3[kFalseSharingRange - 16];
+    WaitWord writable;  ///< the producer sleeps here while the ring is full
+    std::uint8_t reserved2[kFalseSharingRange - 16];
 };
 
 /// Every record in a ring's data starts with this, 8-byte aligned; a
@@ -77,11 +77,12 @@ struct MpscRingControl {
     std::uint64_t lane_capacity_bytes; ///< each lane's data, a power of two, 256 .. 2^31
     std::uint8_t reserved1[kFalseSharingRange - 16];
     // Producers wake the consumer here; the consumer writes the counters.
-    WaitWord readable;               ///< the consumer sleeps here while every lane is empty
+    std::uint32_t readable_seq;      ///< futex word the consumer sleeps on while every lane is empty; atomic
+    std::uint32_t reserved2;         ///< zero (the sleeper counts are per lane: MpscLane::ring.readable)
     std::uint64_t abandoned_claims;  ///< messages reserved by a producer that died before commit; atomic
     std::uint64_t dead_producers;    ///< producers the consumer found dead; atomic
     std::uint64_t corrupt_lanes;     ///< lanes the consumer found broken and quarantined; atomic
-    std::uint8_t reserved2[kFalseSharingRange - 32];
+    std::uint8_t reserved3[kFalseSharingRange - 32];
 };
 
 /// Lane ownership (MpscLane::owner, low 32 bits; the pid is the high 32 bits).
@@ -96,7 +97,7 @@ struct MpscLane {
     std::uint64_t owner;            ///< (pid << 32) | LaneState; atomic
     std::uint64_t owner_start_time; ///< the owner's start time (clock ticks since boot), 0 if unknown; atomic
     std::uint8_t reserved[kFalseSharingRange - 16];
-    SpscRingControl ring; ///< the lane's SPSC ring; its data follows
+    SpscRingControl ring; ///< the lane's SPSC ring (readable.seq unused: readable_seq is); its data follows
 };
 
 /// The control block of an MPMC queue of fixed-size items (a bounded
@@ -108,45 +109,46 @@ struct MpmcQueueControl {
     std::uint32_t item_bytes; ///< sizeof(T), 1 .. 4096
     std::uint32_t cell_bytes; ///< 8 + item_bytes rounded up to 8
     std::uint8_t reserved0[kFalseSharingRange - 16];
+    // The producers' block.
     std::uint64_t enqueue_pos; ///< items ever claimed by producers; atomic
-    std::uint8_t reserved1[kFalseSharingRange - 8];
+    WaitWord readable;         ///< consumers sleep here while the queue is empty
+    std::uint8_t reserved1[kFalseSharingRange - 16];
+    // The consumers' block.
     std::uint64_t dequeue_pos; ///< items ever claimed by consumers; atomic
-    std::uint8_t reserved2[kFalseSharingRange - 8];
-    WaitWord readable; ///< consumers sleep here while the queue is empty
-    WaitWord writable; ///< producers sleep here while it is full
-    std::uint8_t reserved3[kFalseSharingRange - 16];
+    WaitWord writable;         ///< producers sleep here while it is full
+    std::uint8_t reserved2[kFalseSharingRange - 16];
 };
 
 static_assert(sizeof(WaitWord) == 8);
-static_assert(sizeof(SpscRingControl) == 4 * kFalseSharingRange);
+static_assert(sizeof(SpscRingControl) == 3 * kFalseSharingRange);
 static_assert(offsetof(SpscRingControl, capacity_bytes) == 0);
 static_assert(offsetof(SpscRingControl, tail) == 128);
-static_assert(offsetof(SpscRingControl, claim) == 136);
+static_assert(offsetof(SpscRingControl, claim) == 8);
+static_assert(offsetof(SpscRingControl, readable) == 136);
 static_assert(offsetof(SpscRingControl, head) == 256);
-static_assert(offsetof(SpscRingControl, readable) == 384);
-static_assert(offsetof(SpscRingControl, writable) == 392);
+static_assert(offsetof(SpscRingControl, writable) == 264);
 static_assert(sizeof(RecordHeader) == kRecordAlignment);
 
 static_assert(sizeof(MpscRingControl) == 2 * kFalseSharingRange);
 static_assert(offsetof(MpscRingControl, lane_count) == 0);
 static_assert(offsetof(MpscRingControl, lane_capacity_bytes) == 8);
-static_assert(offsetof(MpscRingControl, readable) == 128);
+static_assert(offsetof(MpscRingControl, readable_seq) == 128);
 static_assert(offsetof(MpscRingControl, abandoned_claims) == 136);
 static_assert(offsetof(MpscRingControl, dead_producers) == 144);
 static_assert(offsetof(MpscRingControl, corrupt_lanes) == 152);
-static_assert(sizeof(MpscLane) == 5 * kFalseSharingRange);
+static_assert(sizeof(MpscLane) == 4 * kFalseSharingRange);
 static_assert(offsetof(MpscLane, owner) == 0);
 static_assert(offsetof(MpscLane, owner_start_time) == 8);
 static_assert(offsetof(MpscLane, ring) == 128);
 
-static_assert(sizeof(MpmcQueueControl) == 4 * kFalseSharingRange);
+static_assert(sizeof(MpmcQueueControl) == 3 * kFalseSharingRange);
 static_assert(offsetof(MpmcQueueControl, capacity) == 0);
 static_assert(offsetof(MpmcQueueControl, item_bytes) == 8);
 static_assert(offsetof(MpmcQueueControl, cell_bytes) == 12);
 static_assert(offsetof(MpmcQueueControl, enqueue_pos) == 128);
+static_assert(offsetof(MpmcQueueControl, readable) == 136);
 static_assert(offsetof(MpmcQueueControl, dequeue_pos) == 256);
-static_assert(offsetof(MpmcQueueControl, readable) == 384);
-static_assert(offsetof(MpmcQueueControl, writable) == 392);
+static_assert(offsetof(MpmcQueueControl, writable) == 264);
 
 static_assert(std::atomic_ref<std::uint64_t>::is_always_lock_free);
 static_assert(std::atomic_ref<std::uint32_t>::is_always_lock_free);

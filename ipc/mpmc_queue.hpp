@@ -155,14 +155,16 @@ public:
     /// try_push, waiting for room up to `timeout`.
     RingStatus push(const T& item, std::chrono::nanoseconds timeout, const WaitOptions& options = {}) noexcept
     {
-        return retry(layout_.control->writable, RingStatus::full, timeout, options, [&] { return try_push(item); },
-            [&] { return has_room(); });
+        return detail::retry(RingStatus::full, timeout, [&] { return try_push(item); }, [&](auto deadline) {
+            return wait_until(layout_.control->writable, [&] { return has_room(); }, options, deadline);
+        });
     }
     /// try_pop, waiting for an item up to `timeout`.
     RingStatus pop(T& item, std::chrono::nanoseconds timeout, const WaitOptions& options = {}) noexcept
     {
-        return retry(layout_.control->readable, RingStatus::empty, timeout, options, [&] { return try_pop(item); },
-            [&] { return has_item(); });
+        return detail::retry(RingStatus::empty, timeout, [&] { return try_pop(item); }, [&](auto deadline) {
+            return wait_until(layout_.control->readable, [&] { return has_item(); }, options, deadline);
+        });
     }
 
     /// Items claimed by producers and not yet by consumers (approximate while they run).
@@ -192,20 +194,6 @@ private:
     {
         const auto pos = std::atomic_ref(layout_.control->enqueue_pos).load(std::memory_order_relaxed);
         return std::atomic_ref(sequence(cell_at(pos))).load(std::memory_order_acquire) == pos;
-    }
-
-    template <typename Attempt, typename Ready>
-    RingStatus retry(ipc::WaitWord& word, RingStatus busy, std::chrono::nanoseconds timeout,
-        const WaitOptions& options, Attempt&& attempt, Ready&& ready) noexcept
-    {
-        const auto deadline = deadline_after(timeout);
-        for (;;) {
-            const RingStatus status = attempt();
-            if (status != busy)
-                return status;
-            if (!wait_until(word, ready, options, deadline))
-                return RingStatus::timed_out;
-        }
     }
 
     detail::MpmcLayout layout_;

@@ -118,7 +118,7 @@ MpscProducer MpscProducer::open(Segment& segment, std::string_view name, std::er
             continue;
         // relaxed: read by reap() only to tell this process from a later one with our pid.
         std::atomic_ref(shared->owner_start_time).store(process_start_time(self), std::memory_order_relaxed);
-        SpscRing ring(&shared->ring, reinterpret_cast<std::byte*>(shared + 1), lane_capacity, &control->readable);
+        SpscRing ring(&shared->ring, reinterpret_cast<std::byte*>(shared + 1), lane_capacity, &control->readable_seq);
         return MpscProducer(ring, shared, i);
     }
     ec = Errc::no_free_lane;
@@ -129,7 +129,7 @@ MpscProducer MpscProducer::open(Segment& segment, std::string_view name, std::er
 
 SpscRing MpscRing::consumer_view(ipc::MpscLane* shared) const noexcept
 {
-    return SpscRing(&shared->ring, reinterpret_cast<std::byte*>(shared + 1), lane_capacity_, &control_->readable);
+    return SpscRing(&shared->ring, reinterpret_cast<std::byte*>(shared + 1), lane_capacity_, &control_->readable_seq);
 }
 
 MpscRing MpscRing::create(Segment& segment, std::string_view name, std::size_t lane_capacity_bytes,
@@ -197,8 +197,7 @@ RingStatus MpscRing::quarantine(Lane& lane) noexcept
 RingSpan<const std::byte> MpscRing::peek() noexcept
 {
     const std::size_t count = lanes_.size();
-    for (std::size_t i = 0; i < count; ++i) {
-        const std::size_t index = (next_ + i) % count;
+    for (std::size_t i = 0, index = next_; i < count; ++i, index = index + 1 == count ? 0 : index + 1) {
         Lane& lane = lanes_[index];
         if (lane.quarantined)
             continue;
@@ -218,7 +217,7 @@ void MpscRing::release() noexcept
     if (peeked_ == SIZE_MAX)
         return;
     lanes_[peeked_].ring.release();
-    next_ = (peeked_ + 1) % lanes_.size();
+    next_ = peeked_ + 1 == lanes_.size() ? 0 : peeked_ + 1;
     peeked_ = SIZE_MAX;
 }
 
@@ -252,7 +251,8 @@ bool MpscRing::wait(std::chrono::steady_clock::time_point deadline, const WaitOp
     // that bound even while the consumer sleeps.
     for (;;) {
         const auto slice = std::min(deadline, std::chrono::steady_clock::now() + options_.reap_interval);
-        if (wait_until(control_->readable, [this] { return any_readable(); }, options, slice))
+        if (wait_until(control_->readable_seq, [this](bool sleeping) { register_sleeper(sleeping); },
+                [this] { return any_readable(); }, options, slice))
             return true;
         reap();
         if (std::chrono::steady_clock::now() >= deadline)
@@ -270,21 +270,25 @@ RingStatus MpscRing::wait_readable(std::chrono::nanoseconds timeout, const WaitO
 RingStatus MpscRing::pop(std::span<std::byte> buffer, std::size_t& length, std::chrono::nanoseconds timeout,
     const WaitOptions& options) noexcept
 {
-    const auto deadline = deadline_after(timeout);
-    for (;;) {
-        const RingStatus status = try_pop(buffer, length);
-        if (status != RingStatus::empty)
-            return status;
-        if (!wait(deadline, options))
-            return RingStatus::timed_out;
-    }
+    return detail::retry(RingStatus::empty, timeout, [&] { return try_pop(buffer, length); },
+        [&](auto deadline) { return wait(deadline, options); });
 }
 
 RingStatus MpscRing::arm_readable() noexcept
 {
     if (peeked_ != SIZE_MAX)
         return RingStatus::ok;
-    return arm(control_->readable, [this] { return any_readable(); }) ? RingStatus::ok : RingStatus::empty;
+    return arm([this](bool sleeping) { register_sleeper(sleeping); }, [this] { return any_readable(); })
+        ? RingStatus::ok
+        : RingStatus::empty;
+}
+
+void MpscRing::register_sleeper(bool sleeping) noexcept
+{
+    // In every lane: each producer checks only its own lane's count, on the
+    // line it writes anyway, so producers share no written line.
+    for (Lane& lane : lanes_)
+        SleeperCount {lane.shared->ring.readable}(sleeping);
 }
 
 void MpscRing::reset(Lane& lane) noexcept

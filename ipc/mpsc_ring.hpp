@@ -119,7 +119,7 @@ public:
     RingStatus wait_readable(std::chrono::nanoseconds timeout, const WaitOptions& options = {}) noexcept;
     /// Eventfd mode, as SpscRing::arm_readable(); every producer needs the fd.
     RingStatus arm_readable() noexcept;
-    void disarm_readable() noexcept { disarm(control_->readable); }
+    void disarm_readable() noexcept { register_sleeper(false); }
 
     /// Finds producers that died or left, frees their lanes once drained,
     /// and counts their abandoned claims. Returns how many lanes it freed.
@@ -135,6 +135,7 @@ private:
     };
     RingStatus quarantine(Lane& lane) noexcept;
     bool any_readable() noexcept;
+    void register_sleeper(bool sleeping) noexcept;
     void reset(Lane& lane) noexcept;
     SpscRing consumer_view(ipc::MpscLane* shared) const noexcept;
     bool wait(std::chrono::steady_clock::time_point deadline, const WaitOptions& options) noexcept;
@@ -153,8 +154,8 @@ std::size_t MpscRing::consume(Handle&& handle, std::size_t max, RingStatus* stat
     std::size_t handled = 0;
     RingStatus last = RingStatus::empty;
     const std::size_t count = lanes_.size();
-    for (std::size_t i = 0; i < count && handled < max; ++i) {
-        Lane& lane = lanes_[(next_ + i) % count];
+    for (std::size_t i = 0, index = next_; i < count && handled < max; ++i, index = index + 1 == count ? 0 : index + 1) {
+        Lane& lane = lanes_[index];
         if (lane.quarantined)
             continue;
         RingStatus lane_status = RingStatus::ok;
@@ -162,7 +163,7 @@ std::size_t MpscRing::consume(Handle&& handle, std::size_t max, RingStatus* stat
         if (lane_status == RingStatus::corrupt)
             last = quarantine(lane);
     }
-    next_ = (next_ + 1) % (count == 0 ? 1 : count);
+    next_ = next_ + 1 >= count ? 0 : next_ + 1;
     if (status != nullptr)
         *status = handled == max ? RingStatus::ok : last;
     return handled;

@@ -19,8 +19,8 @@ const char* to_string(RingStatus status) noexcept
 }
 
 SpscRing::SpscRing(ipc::SpscRingControl* control, std::byte* data, std::uint64_t capacity,
-    ipc::WaitWord* readable) noexcept
-    : control_(control), readable_(readable), data_(data), capacity_(capacity)
+    std::uint32_t* wake_seq) noexcept
+    : control_(control), wake_seq_(wake_seq), data_(data), capacity_(capacity)
 {
     // Each side starts where the shared positions are; a side that finds
     // them inconsistent reports corrupt on first use.
@@ -51,7 +51,7 @@ SpscRing SpscRing::create(Segment& segment, std::string_view name, std::size_t c
     auto* control = reinterpret_cast<ipc::SpscRingControl*>(object);
     // release: pairs with the acquire load in open(); the rest is zero already.
     std::atomic_ref(control->capacity_bytes).store(capacity_bytes, std::memory_order_release);
-    return SpscRing(control, object + sizeof(ipc::SpscRingControl), capacity_bytes, &control->readable);
+    return SpscRing(control, object + sizeof(ipc::SpscRingControl), capacity_bytes, &control->readable.seq);
 }
 
 SpscRing SpscRing::open(Segment& segment, std::string_view name)
@@ -75,7 +75,7 @@ SpscRing SpscRing::open(Segment& segment, std::string_view name, std::error_code
         logger().warn("SPSC ring '{}': capacity {} does not match its {}-byte object", name, capacity, length);
         return {};
     }
-    return SpscRing(control, object + sizeof(ipc::SpscRingControl), capacity, &control->readable);
+    return SpscRing(control, object + sizeof(ipc::SpscRingControl), capacity, &control->readable.seq);
 }
 
 std::size_t SpscRing::size_bytes() const noexcept
@@ -129,15 +129,9 @@ RingStatus SpscRing::wait_writable(std::size_t length, std::chrono::nanoseconds 
 RingStatus SpscRing::push(std::span<const std::byte> message, std::chrono::nanoseconds timeout,
     const WaitOptions& options) noexcept
 {
-    const auto deadline = deadline_after(timeout);
     const std::uint64_t need = record_bytes(message.size());
-    for (;;) {
-        const RingStatus status = try_push(message);
-        if (status != RingStatus::full)
-            return status;
-        if (!wait_until(control_->writable, [&] { return fits_now(need); }, options, deadline))
-            return RingStatus::timed_out;
-    }
+    return detail::retry(RingStatus::full, timeout, [&] { return try_push(message); },
+        [&](auto deadline) { return wait_until(control_->writable, [&] { return fits_now(need); }, options, deadline); });
 }
 
 RingStatus SpscRing::wait_readable(std::chrono::nanoseconds timeout, const WaitOptions& options) noexcept
@@ -146,7 +140,8 @@ RingStatus SpscRing::wait_readable(std::chrono::nanoseconds timeout, const WaitO
         return RingStatus::corrupt;
     if (peeked_end_ != 0 || read_ != cached_tail_)
         return RingStatus::ok;
-    if (!wait_until(*readable_, [this] { return readable_now(); }, options, deadline_after(timeout)))
+    if (!wait_until(*wake_seq_, SleeperCount {control_->readable}, [this] { return readable_now(); }, options,
+            deadline_after(timeout)))
         return RingStatus::timed_out;
     return RingStatus::ok;
 }
@@ -157,20 +152,16 @@ RingStatus SpscRing::arm_readable() noexcept
         return RingStatus::corrupt;
     if (peeked_end_ != 0 || read_ != cached_tail_)
         return RingStatus::ok;
-    return arm(*readable_, [this] { return readable_now(); }) ? RingStatus::ok : RingStatus::empty;
+    return arm(control_->readable, [this] { return readable_now(); }) ? RingStatus::ok : RingStatus::empty;
 }
 
 RingStatus SpscRing::pop(std::span<std::byte> buffer, std::size_t& length, std::chrono::nanoseconds timeout,
     const WaitOptions& options) noexcept
 {
-    const auto deadline = deadline_after(timeout);
-    for (;;) {
-        const RingStatus status = try_pop(buffer, length);
-        if (status != RingStatus::empty)
-            return status;
-        if (!wait_until(*readable_, [this] { return readable_now(); }, options, deadline))
-            return RingStatus::timed_out;
-    }
+    return detail::retry(RingStatus::empty, timeout, [&] { return try_pop(buffer, length); }, [&](auto deadline) {
+        return wait_until(*wake_seq_, SleeperCount {control_->readable}, [this] { return readable_now(); }, options,
+            deadline);
+    });
 }
 
 } // namespace shmlink

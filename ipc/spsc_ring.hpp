@@ -41,6 +41,28 @@ enum class RingStatus : std::uint8_t {
 
 const char* to_string(RingStatus status) noexcept;
 
+namespace detail {
+
+/// The blocking form of a try_ call: `attempt()` until it answers other
+/// than `busy`, with `wait(deadline)` in between; timed_out when a wait
+/// reaches the deadline. The clock is read only once the first attempt is busy.
+template <typename Attempt, typename Wait>
+RingStatus retry(RingStatus busy, std::chrono::nanoseconds timeout, Attempt&& attempt, Wait&& wait) noexcept
+{
+    RingStatus status = attempt();
+    if (status != busy)
+        return status;
+    const auto deadline = deadline_after(timeout);
+    do {
+        if (!wait(deadline))
+            return RingStatus::timed_out;
+        status = attempt();
+    } while (status == busy);
+    return status;
+}
+
+} // namespace detail
+
 /// A span handed out by the ring, with the status that explains an empty one.
 template <typename Byte>
 struct RingSpan {
@@ -121,9 +143,10 @@ public:
     /// try_pop, waiting for a message up to `timeout`.
     RingStatus pop(std::span<std::byte> buffer, std::size_t& length, std::chrono::nanoseconds timeout,
         const WaitOptions& options = {}) noexcept;
-    /// Calls `handle(std::span<const std::byte>)` for up to `max` messages and
-    /// frees them with one store. Returns how many it handled; `status` says
-    /// why it stopped early (empty or corrupt).
+    /// Calls `handle(std::span<const std::byte>)` for up to `max` of the
+    /// messages visible when it starts, and frees them with one store.
+    /// Returns how many it handled; `status` is ok when it stopped at `max`,
+    /// empty when it took everything visible, corrupt when the ring broke.
     template <typename Handle>
     std::size_t consume(Handle&& handle, std::size_t max, RingStatus* status = nullptr) noexcept;
     /// Waits until a message is readable (ok), or timed_out/corrupt.
@@ -133,13 +156,14 @@ public:
     /// commit signals its wake fd. After the fd fires (or to give up), call
     /// disarm_readable() once, drain the fd, and consume.
     RingStatus arm_readable() noexcept;
-    void disarm_readable() noexcept { disarm(*readable_); }
+    void disarm_readable() noexcept { disarm(control_->readable); }
 
 private:
     friend class MpscRing;
     friend class MpscProducer;
-    /// `readable`: where the consumer sleeps; a lane of an MPSC ring shares the ring's.
-    SpscRing(ipc::SpscRingControl* control, std::byte* data, std::uint64_t capacity, ipc::WaitWord* readable) noexcept;
+    /// `wake_seq`: the futex word the consumer sleeps on, this ring's
+    /// readable.seq; the lanes of an MPSC ring share the ring's.
+    SpscRing(ipc::SpscRingControl* control, std::byte* data, std::uint64_t capacity, std::uint32_t* wake_seq) noexcept;
     static std::uint64_t record_bytes(std::size_t length) noexcept
     {
         return (sizeof(ipc::RecordHeader) + length + ipc::kRecordAlignment - 1) & ~std::uint64_t {ipc::kRecordAlignment - 1};
@@ -149,7 +173,7 @@ private:
     {
         // release: pairs with the acquire load of tail in peek(); the records are written before.
         std::atomic_ref(control_->tail).store(write_, std::memory_order_release);
-        notify(*readable_, wake_fd_);
+        notify(control_->readable.sleepers, *wake_seq_, wake_fd_);
     }
     void publish_head() noexcept
     {
@@ -169,7 +193,7 @@ private:
     }
 
     ipc::SpscRingControl* control_ = nullptr;
-    ipc::WaitWord* readable_ = nullptr;
+    std::uint32_t* wake_seq_ = nullptr;
     std::byte* data_ = nullptr;
     std::uint64_t capacity_ = 0; // read once at open; never re-read from shared memory
     bool broken_ = false;
@@ -303,6 +327,12 @@ std::size_t SpscRing::consume(Handle&& handle, std::size_t max, RingStatus* stat
     std::size_t handled = 0;
     RingStatus last = RingStatus::ok;
     while (handled < max) {
+        // Only what was visible at the first look: the batch is freed before
+        // the consumer takes more, so a fast producer never finds it full for long.
+        if (handled != 0 && read_ == cached_tail_) {
+            last = RingStatus::empty;
+            break;
+        }
         const auto message = peek();
         if (!message) {
             last = message.status;

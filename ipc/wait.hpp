@@ -3,7 +3,9 @@
 // FUTEX_PRIVATE_FLAG). Every wait has a timeout. The notifying side makes
 // no syscall unless somebody sleeps. The eventfd mode lets an event loop
 // wait instead: the consumer arms the word, the producer, holding the
-// consumer's eventfd, signals it as well as the futex.
+// consumer's eventfd, signals it as well as the futex. Each side's sleeper
+// count lives on the cache line its waker writes anyway (next to tail or
+// head), so the read-modify-write in notify() moves no extra line.
 #pragma once
 
 #include "core/unique_fd.hpp"
@@ -50,42 +52,62 @@ inline void cpu_relax() noexcept
 
 } // namespace detail
 
-/// The waking side, after it published (release-stored) what the sleeper
-/// waits for. `wake_fd`, when not -1, is the sleeper's eventfd.
-inline void notify(ipc::WaitWord& word, int wake_fd = -1) noexcept
+/// The waking side, after it published (release-stored) what a waiter waits
+/// for: wakes the waiters registered in `sleepers` that sleep on the futex
+/// word `seq` (usually the two halves of one WaitWord), and signals
+/// `wake_fd` (the eventfd mode) unless it is -1.
+inline void notify(std::uint32_t& sleepers, std::uint32_t& seq, int wake_fd = -1) noexcept
 {
-    // seq_cst fence: orders the caller's publishing store before the load of
-    // sleepers; pairs with the seq_cst fence in arm() (Dekker): either
-    // we see the sleeper, or the sleeper sees what we published.
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-    if (std::atomic_ref(word.sleepers).load(std::memory_order_relaxed) == 0)
+    // acq_rel read-modify-write, not a load: it and the waiter's increment
+    // in arm() are ordered in sleepers' modification order. If ours comes
+    // first, the waiter's acquire sees what we published before it; if
+    // theirs does, we read a sleeper and wake it. (Dekker's handshake,
+    // without the standalone fence that ThreadSanitizer cannot follow.)
+    if (std::atomic_ref(sleepers).fetch_add(0, std::memory_order_acq_rel) == 0)
         return;
-    std::atomic_ref(word.seq).fetch_add(1, std::memory_order_release);
-    detail::futex_wake_all(&word.seq);
+    // release: pairs with the acquire load of seq in wait_until().
+    std::atomic_ref(seq).fetch_add(1, std::memory_order_release);
+    detail::futex_wake_all(&seq);
     if (wake_fd >= 0)
         detail::signal_eventfd(wake_fd);
 }
 
-/// Registers the caller as a sleeper on `word`, then checks `ready()` once
-/// more: true means it is ready and the caller is not registered; false
-/// means the caller is registered and will be notified (futex and eventfd)
-/// and must call disarm() once it wakes.
-template <typename Ready>
-bool arm(ipc::WaitWord& word, Ready&& ready) noexcept
+inline void notify(ipc::WaitWord& word, int wake_fd = -1) noexcept { notify(word.sleepers, word.seq, wake_fd); }
+
+/// A waiter's registration in one sleeper count; an MPSC consumer registers
+/// in one count per lane instead.
+struct SleeperCount {
+    ipc::WaitWord& word;
+    void operator()(bool sleeping) const noexcept
+    {
+        if (sleeping) // acq_rel: pairs with the read-modify-write in notify(); see there.
+            std::atomic_ref(word.sleepers).fetch_add(1, std::memory_order_acq_rel);
+        else // relaxed: leaving needs no ordering; a stale count costs one wake-up.
+            std::atomic_ref(word.sleepers).fetch_sub(1, std::memory_order_relaxed);
+    }
+};
+
+/// Registers the caller as a sleeper (`register_as(true)`), then checks
+/// `ready()` once more: true means it is ready and the caller is registered
+/// no more; false means it is registered and will be notified (futex and
+/// eventfd), and must call `register_as(false)` once it wakes.
+template <typename Register, typename Ready>
+bool arm(Register&& register_as, Ready&& ready) noexcept
 {
-    std::atomic_ref(word.sleepers).fetch_add(1, std::memory_order_relaxed);
-    // seq_cst fence: pairs with the fence in notify(); see there.
-    std::atomic_thread_fence(std::memory_order_seq_cst);
+    register_as(true);
     if (!ready())
         return false;
-    std::atomic_ref(word.sleepers).fetch_sub(1, std::memory_order_relaxed);
+    register_as(false);
     return true;
 }
 
-inline void disarm(ipc::WaitWord& word) noexcept
+template <typename Ready>
+bool arm(ipc::WaitWord& word, Ready&& ready) noexcept
 {
-    std::atomic_ref(word.sleepers).fetch_sub(1, std::memory_order_relaxed);
+    return arm(SleeperCount {word}, ready);
 }
+
+inline void disarm(ipc::WaitWord& word) noexcept { SleeperCount {word}(false); }
 
 /// An eventfd for the eventfd mode: non-blocking, close-on-exec. The consumer
 /// watches it (poll, epoll, an Asio descriptor); the producer's process must
@@ -107,8 +129,8 @@ inline std::chrono::steady_clock::time_point deadline_after(std::chrono::nanosec
 /// Waits until `ready()` (which must re-read the shared state) is true, or
 /// until `deadline`. Returns ready()'s last answer. A peer that corrupts the
 /// word can cost wake-ups but never extends a wait past its deadline.
-template <typename Ready>
-bool wait_until(ipc::WaitWord& word, Ready&& ready, const WaitOptions& options,
+template <typename Register, typename Ready>
+bool wait_until(std::uint32_t& seq, Register&& register_as, Ready&& ready, const WaitOptions& options,
     std::chrono::steady_clock::time_point deadline) noexcept
 {
     if (ready())
@@ -128,16 +150,24 @@ bool wait_until(ipc::WaitWord& word, Ready&& ready, const WaitOptions& options,
     }
     for (;;) {
         // acquire: pairs with the release increment in notify().
-        const std::uint32_t seen = std::atomic_ref(word.seq).load(std::memory_order_acquire);
-        if (arm(word, ready))
+        const std::uint32_t seen = std::atomic_ref(seq).load(std::memory_order_acquire);
+        if (arm(register_as, ready))
             return true;
-        const int rc = detail::futex_wait(&word.seq, seen, deadline);
-        disarm(word);
+        const int rc = detail::futex_wait(&seq, seen, deadline);
+        register_as(false);
         if (ready())
             return true;
         if (rc == ETIMEDOUT || std::chrono::steady_clock::now() >= deadline)
             return false;
     }
+}
+
+/// wait_until() on one WaitWord: its seq and its sleeper count.
+template <typename Ready>
+bool wait_until(ipc::WaitWord& word, Ready&& ready, const WaitOptions& options,
+    std::chrono::steady_clock::time_point deadline) noexcept
+{
+    return wait_until(word.seq, SleeperCount {word}, ready, options, deadline);
 }
 
 } // namespace shmlink

@@ -300,6 +300,23 @@ TEST_CASE("cleanup policies")
         }
         CHECK_FALSE(exists(path));
     }
+    SUBCASE("unlink_on_close: a child forked from the creator that destroys its copy removes nothing")
+    {
+        {
+            Segment owner = Segment::create(path, 4096, {.cleanup = Cleanup::unlink_on_close});
+            const pid_t child = ::fork();
+            if (child == 0) {
+                { Segment copy = std::move(owner); } // the inherited copy's destructor runs here
+                ::_exit(exists(path) ? 0 : 1);
+            }
+            int status = 0;
+            REQUIRE(::waitpid(child, &status, 0) == child);
+            CHECK(WIFEXITED(status));
+            CHECK(WEXITSTATUS(status) == 0);
+            CHECK(exists(path));
+        }
+        CHECK_FALSE(exists(path));
+    }
     SUBCASE("unlink_on_close leaves a newer segment at the same path alone")
     {
         {

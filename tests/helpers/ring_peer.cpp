@@ -4,7 +4,7 @@
 //   ring_peer produce  PATH RING COUNT SEED MAXLEN
 //   ring_peer consume  PATH RING COUNT SEED MAXLEN
 //   ring_peer block-pop PATH RING TIMEOUT_MS      one blocking pop, with its CPU time
-//   ring_peer scribble PATH RING SEED ROUNDS      random bytes over the ring's control block and records
+//   ring_peer scribble PATH NAME SEED ROUNDS      random bytes over any ring's or queue's control block and data
 //   ring_peer produce-notify PATH RING COUNT      SPSC producer in eventfd mode: the wake fd is fd 3;
 //                                                 a message every millisecond
 //   ring_peer mpsc-produce PATH RING COUNT ID     MPSC producer ID: messages tagged (ID, seq)
@@ -129,8 +129,9 @@ int scribble(Segment& segment, const char* name, std::uint64_t seed, int rounds)
     auto area = segment.subspan(object.offset, object.length);
     std::uint64_t state = seed;
     for (int round = 0; round < rounds; ++round) {
-        // Half the rounds hit the control block, half the records.
-        const std::size_t control = sizeof(ipc::SpscRingControl);
+        // Half the rounds hit the first 384 bytes (every object's control
+        // block, or the most of it), half the rest: records, lanes or cells.
+        const std::size_t control = 384;
         for (int i = 0; i < 64; ++i) {
             state = test::mix(state);
             const std::size_t at = (round % 2 == 0) ? state % control : control + state % (area.size() - control);
@@ -162,10 +163,8 @@ int mpsc_produce(Segment& segment, const char* name, std::uint64_t count, std::u
     MpscProducer producer = MpscProducer::open(segment, name);
     std::vector<std::byte> message(8 + 512);
     for (std::uint64_t seq = 0; seq < count; ++seq) {
-        const auto length = test::message_length(id, seq, 512);
-        std::memcpy(message.data(), &id, 8);
-        test::make_message(id, seq, std::span(message).subspan(8, length));
-        if (const auto status = producer.push(std::span(message).first(8 + length), 10s); status != RingStatus::ok) {
+        const auto length = test::make_tagged_message(id, seq, 512, message);
+        if (const auto status = producer.push(std::span(message).first(length), 10s); status != RingStatus::ok) {
             std::printf("error push %llu: %s\n", static_cast<unsigned long long>(seq), to_string(status));
             return 1;
         }
@@ -179,13 +178,9 @@ int mpsc_claim(Segment& segment, const char* name, std::uint64_t commits)
     MpscProducer producer = MpscProducer::open(segment, name);
     const std::uint64_t id = 99;
     std::vector<std::byte> message(8 + 512);
-    for (std::uint64_t seq = 0; seq < commits; ++seq) {
-        const auto length = test::message_length(id, seq, 512);
-        std::memcpy(message.data(), &id, 8);
-        test::make_message(id, seq, std::span(message).subspan(8, length));
-        if (producer.try_push(std::span(message).first(8 + length)) != RingStatus::ok)
+    for (std::uint64_t seq = 0; seq < commits; ++seq)
+        if (producer.try_push(std::span(message).first(test::make_tagged_message(id, seq, 512, message))) != RingStatus::ok)
             return 1;
-    }
     auto slot = producer.reserve(100);
     if (!slot)
         return 1;

@@ -76,4 +76,16 @@ inline bool check_message(std::uint64_t seed, std::uint64_t seq, std::size_t max
     return std::memcmp(scratch.data(), got.data(), got.size()) == 0;
 }
 
+/// Message `seq` of producer `id` in the MPSC tests: `id` in 8 bytes, then
+/// message `seq` of stream `id` with at most `max_length` bytes. `out` holds
+/// 8 + max_length bytes; returns the message's length.
+inline std::size_t make_tagged_message(std::uint64_t id, std::uint64_t seq, std::size_t max_length,
+    std::span<std::byte> out) noexcept
+{
+    const std::size_t length = message_length(id, seq, max_length);
+    std::memcpy(out.data(), &id, 8);
+    make_message(id, seq, out.subspan(8, length));
+    return 8 + length;
+}
+
 } // namespace shmlink::test

@@ -9,7 +9,9 @@
 #include <sys/wait.h>
 
 #include <chrono>
+#include <cstdint>
 #include <cstdlib>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
@@ -39,6 +41,27 @@ inline double field(const std::string& answer, const std::string& key)
     const auto at = answer.find(key + "=");
     REQUIRE_MESSAGE(at != std::string::npos, "no " << key << " in: " << answer);
     return std::stod(answer.substr(at + key.size() + 1));
+}
+
+/// Starts ring_peer's scribbler on object `name` of the segment at `path`
+/// (random bytes, ROUNDS times 64, a millisecond apart) and calls
+/// `exercise()` over and over until it has done; returns its answer.
+template <typename Exercise>
+std::string while_scribbled(const std::string& path, const std::string& name, std::uint64_t seed, int rounds,
+    Exercise&& exercise)
+{
+    Child scribbler = start_ring_peer({"scribble", path, name, std::to_string(seed), std::to_string(rounds)});
+    std::string answer;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (answer.empty() && std::chrono::steady_clock::now() < deadline) {
+        exercise();
+        try {
+            answer = scribbler.read_line(std::chrono::milliseconds(0));
+        } catch (const std::runtime_error&) {
+        }
+    }
+    CHECK(scribbler.wait() == 0);
+    return answer;
 }
 
 } // namespace shmlink::test
