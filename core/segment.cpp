@@ -642,6 +642,12 @@ ObjectInfo Segment::allocate(std::string_view name, std::uint16_t kind, std::uin
 ObjectInfo Segment::allocate(std::string_view name, std::uint16_t kind, std::uint16_t version, std::size_t length,
     std::size_t alignment, std::error_code& ec) noexcept
 {
+    return allocate(name, kind, version, length, alignment, {}, ec);
+}
+
+ObjectInfo Segment::allocate(std::string_view name, std::uint16_t kind, std::uint16_t version, std::size_t length,
+    std::size_t alignment, const std::function<void(std::span<std::byte>)>& initialize, std::error_code& ec) noexcept
+{
     return guarded(ec, [&]() -> ObjectInfo {
         ec.clear();
         if (!owner_) {
@@ -674,8 +680,11 @@ ObjectInfo Segment::allocate(std::string_view name, std::uint16_t kind, std::uin
             ec = Errc::no_space;
             return {};
         }
-        // Zero what a guest may have written into the free area before anyone sees it.
+        // Zero what a guest may have written into the free area before anyone
+        // sees it, and let the caller fill it in before it is published.
         std::memset(base() + offset, 0, length);
+        if (initialize)
+            initialize({base() + offset, length});
         DirectoryEntry& e = entry_of(base(), count);
         std::memset(e.name, 0, sizeof(e.name));
         std::memcpy(e.name, name.data(), name.size());

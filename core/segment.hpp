@@ -15,6 +15,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -136,6 +137,12 @@ public:
         std::size_t alignment = 128);
     ObjectInfo allocate(std::string_view name, std::uint16_t kind, std::uint16_t version, std::size_t length,
         std::size_t alignment, std::error_code& ec) noexcept;
+    /// As allocate(), and calls `initialize` on the zeroed bytes before the
+    /// entry is published, so that no process can find the object half made.
+    /// `initialize` must not throw.
+    ObjectInfo allocate(std::string_view name, std::uint16_t kind, std::uint16_t version, std::size_t length,
+        std::size_t alignment, const std::function<void(std::span<std::byte>)>& initialize,
+        std::error_code& ec) noexcept;
 
     /// Looks an object up by name (refreshing first if the segment grew).
     /// Throws Errc::not_found; the non-throwing form returns nullopt and sets ec.

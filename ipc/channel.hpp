@@ -4,6 +4,7 @@
 #pragma once
 
 #include "core/segment.hpp"
+#include "ipc/detail/object.hpp"
 #include "ipc/spsc_ring.hpp"
 
 #include <chrono>
@@ -13,6 +14,7 @@
 #include <string_view>
 #include <system_error>
 #include <type_traits>
+#include <utility>
 
 namespace shmlink {
 
@@ -24,13 +26,19 @@ public:
     Channel() noexcept = default;
 
     /// Creator: a channel with room for about `capacity_bytes / (sizeof(T) + 8)` values.
+    /// Errc::invalid_argument when a T would not fit (sizeof(T) > capacity_bytes / 2 - 8).
     static Channel create(Segment& segment, std::string_view name, std::size_t capacity_bytes)
     {
-        return Channel(SpscRing::create(segment, name, capacity_bytes));
+        return detail::or_throw("create channel", name,
+            [&](std::error_code& ec) { return create(segment, name, capacity_bytes, ec); });
     }
     static Channel create(Segment& segment, std::string_view name, std::size_t capacity_bytes,
         std::error_code& ec) noexcept
     {
+        if (capacity_bytes / 2 < sizeof(T) + sizeof(ipc::RecordHeader)) {
+            ec = Errc::invalid_argument;
+            return {};
+        }
         return Channel(SpscRing::create(segment, name, capacity_bytes, ec));
     }
     static Channel open(Segment& segment, std::string_view name) { return Channel(SpscRing::open(segment, name)); }
@@ -61,7 +69,7 @@ public:
     }
 
 private:
-    explicit Channel(SpscRing ring) noexcept : ring_(ring) {}
+    explicit Channel(SpscRing ring) noexcept : ring_(std::move(ring)) {}
     static std::span<const std::byte> bytes_of(const T& value) noexcept
     {
         return {reinterpret_cast<const std::byte*>(&value), sizeof(T)};

@@ -92,11 +92,12 @@ enum class LaneState : std::uint32_t {
     draining = 2, ///< its producer left or died: the consumer drains it, then frees it
 };
 
-/// One producer's lane in an MPSC ring.
+/// One producer's lane in an MPSC ring. Whether its owner lives is not
+/// written here: the owner holds a lock on a byte of the segment file
+/// (ipc/mpsc_ring.hpp), which the kernel drops when the owner dies.
 struct MpscLane {
-    std::uint64_t owner;            ///< (pid << 32) | LaneState; atomic
-    std::uint64_t owner_start_time; ///< the owner's start time (clock ticks since boot), 0 if unknown; atomic
-    std::uint8_t reserved[kFalseSharingRange - 16];
+    std::uint64_t owner; ///< (pid << 32) | LaneState; atomic. The pid is for people reading it.
+    std::uint8_t reserved[kFalseSharingRange - 8];
     SpscRingControl ring; ///< the lane's SPSC ring (readable.seq unused: readable_seq is); its data follows
 };
 
@@ -138,7 +139,6 @@ static_assert(offsetof(MpscRingControl, dead_producers) == 144);
 static_assert(offsetof(MpscRingControl, corrupt_lanes) == 152);
 static_assert(sizeof(MpscLane) == 4 * kFalseSharingRange);
 static_assert(offsetof(MpscLane, owner) == 0);
-static_assert(offsetof(MpscLane, owner_start_time) == 8);
 static_assert(offsetof(MpscLane, ring) == 128);
 
 static_assert(sizeof(MpmcQueueControl) == 3 * kFalseSharingRange);

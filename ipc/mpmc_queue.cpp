@@ -29,19 +29,19 @@ MpmcLayout create_mpmc(Segment& segment, std::string_view name, std::size_t capa
     }
     const std::uint32_t cell_bytes = cell_bytes_for(item_bytes);
     std::byte* object = create_object(segment, name, ipc::ObjectKind::mpmc_queue, ipc::kMpmcQueueVersion,
-        sizeof(ipc::MpmcQueueControl) + capacity * cell_bytes, ec);
+        sizeof(ipc::MpmcQueueControl) + capacity * cell_bytes, [&](std::byte* bytes) {
+            auto* control = reinterpret_cast<ipc::MpmcQueueControl*>(bytes);
+            std::byte* cells = bytes + sizeof(ipc::MpmcQueueControl);
+            // Cell i starts its first lap free for position i.
+            for (std::uint64_t i = 0; i < capacity; ++i)
+                *reinterpret_cast<std::uint64_t*>(cells + i * cell_bytes) = i;
+            control->capacity = capacity;
+            control->item_bytes = static_cast<std::uint32_t>(item_bytes);
+            control->cell_bytes = cell_bytes;
+        }, ec);
     if (object == nullptr)
         return {};
-    auto* control = reinterpret_cast<ipc::MpmcQueueControl*>(object);
-    std::byte* cells = object + sizeof(ipc::MpmcQueueControl);
-    // Cell i starts its first lap free for position i.
-    for (std::uint64_t i = 0; i < capacity; ++i)
-        *reinterpret_cast<std::uint64_t*>(cells + i * cell_bytes) = i;
-    control->item_bytes = static_cast<std::uint32_t>(item_bytes);
-    control->cell_bytes = cell_bytes;
-    // release: pairs with the acquire load in open_mpmc(); the cells are written before.
-    std::atomic_ref(control->capacity).store(capacity, std::memory_order_release);
-    return {control, cells, capacity, cell_bytes};
+    return {reinterpret_cast<ipc::MpmcQueueControl*>(object), object + sizeof(ipc::MpmcQueueControl), capacity, cell_bytes};
 }
 
 MpmcLayout open_mpmc(Segment& segment, std::string_view name, std::size_t item_bytes, std::error_code& ec) noexcept
@@ -52,8 +52,8 @@ MpmcLayout open_mpmc(Segment& segment, std::string_view name, std::size_t item_b
     if (object == nullptr)
         return {};
     auto* control = reinterpret_cast<ipc::MpmcQueueControl*>(object);
-    // acquire: pairs with the release store in create_mpmc().
-    const std::uint64_t capacity = std::atomic_ref(control->capacity).load(std::memory_order_acquire);
+    // relaxed: written before the directory entry was published (acquire in find()).
+    const std::uint64_t capacity = std::atomic_ref(control->capacity).load(std::memory_order_relaxed);
     const std::uint32_t stored_item_bytes = control->item_bytes;
     const std::uint32_t cell_bytes = control->cell_bytes;
     // Read once, here: every later index is masked by this capacity.

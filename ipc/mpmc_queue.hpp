@@ -12,8 +12,11 @@
 // Contract: any number of threads and processes on either side. T is copied
 // with memcpy; if peers are not trusted, T should accept any bit pattern.
 // A producer killed between its claim and its store leaves that cell
-// claimed: consumers see the queue empty at that point until the queue is
-// recreated (recovery of such claims is planned with the fault-injection work).
+// claimed, and a consumer killed between its claim and its store leaves it
+// full: the queue then stops at that cell (empty for consumers, full for
+// producers, never a hang past a timeout) until it is recreated. Recovering
+// such claims is left to the fault-injection work; MpscRing, whose lanes
+// isolate a dead producer, is the structure for untrusted producers.
 #pragma once
 
 #include "core/segment.hpp"
@@ -87,31 +90,21 @@ public:
     RingStatus try_push(const T& item) noexcept
     {
         std::atomic_ref enqueue(layout_.control->enqueue_pos);
-        // relaxed: the cell's sequence number, loaded with acquire, orders what follows.
-        std::uint64_t pos = enqueue.load(std::memory_order_relaxed);
+        // acquire: pairs with the acq_rel claims of other producers, so the
+        // sequence read next is at least as new as the position.
+        std::uint64_t pos = enqueue.load(std::memory_order_acquire);
         for (;;) {
-            std::byte* cell = cell_at(pos);
-            // acquire: pairs with the consumer's release store of pos + capacity in try_pop().
-            const std::uint64_t seq = std::atomic_ref(sequence(cell)).load(std::memory_order_acquire);
-            const auto ahead = static_cast<std::int64_t>(seq - pos);
-            if (ahead == 0) {
-                if (enqueue.compare_exchange_weak(pos, pos + 1, std::memory_order_relaxed)) {
-                    std::memcpy(cell + sizeof(std::uint64_t), &item, sizeof(T));
-                    // release: pairs with the acquire load of the sequence in try_pop(); the item is written before.
-                    std::atomic_ref(sequence(cell)).store(pos + 1, std::memory_order_release);
-                    notify(layout_.control->readable);
-                    return RingStatus::ok;
-                }
-                continue; // pos now holds the newer enqueue_pos
+            if (const Cell cell = find(Side::producer, pos); cell != Cell::claimable)
+                return cell == Cell::busy ? RingStatus::full : RingStatus::corrupt;
+            // acq_rel: see above; a failure reloads pos (acquire) and looks again.
+            if (enqueue.compare_exchange_weak(pos, pos + 1, std::memory_order_acq_rel, std::memory_order_acquire)) {
+                std::byte* cell = cell_at(pos);
+                std::memcpy(cell + sizeof(std::uint64_t), &item, sizeof(T));
+                // release: pairs with the acquire load of the sequence in find(); the item is written before.
+                std::atomic_ref(sequence(cell)).store(pos + 1, std::memory_order_release);
+                notify(layout_.control->readable);
+                return RingStatus::ok;
             }
-            // Behind by a lap: the item there (committed, or claimed) is not consumed yet.
-            if (ahead == 1 - static_cast<std::int64_t>(layout_.capacity) || ahead == -static_cast<std::int64_t>(layout_.capacity))
-                return RingStatus::full;
-            // Ahead: another producer took pos; a correct queue has moved enqueue_pos on.
-            const std::uint64_t newer = enqueue.load(std::memory_order_relaxed);
-            if (ahead < 0 || newer == pos)
-                return RingStatus::corrupt;
-            pos = newer;
         }
     }
 
@@ -119,31 +112,19 @@ public:
     RingStatus try_pop(T& item) noexcept
     {
         std::atomic_ref dequeue(layout_.control->dequeue_pos);
-        // relaxed: as in try_push().
-        std::uint64_t pos = dequeue.load(std::memory_order_relaxed);
+        // acquire: as in try_push().
+        std::uint64_t pos = dequeue.load(std::memory_order_acquire);
         for (;;) {
-            std::byte* cell = cell_at(pos);
-            // acquire: pairs with the producer's release store of pos + 1 in try_push().
-            const std::uint64_t seq = std::atomic_ref(sequence(cell)).load(std::memory_order_acquire);
-            const auto ahead = static_cast<std::int64_t>(seq - (pos + 1));
-            if (ahead == 0) {
-                if (dequeue.compare_exchange_weak(pos, pos + 1, std::memory_order_relaxed)) {
-                    std::memcpy(&item, cell + sizeof(std::uint64_t), sizeof(T));
-                    // release: pairs with the acquire load in try_push(); we are done reading the cell.
-                    std::atomic_ref(sequence(cell)).store(pos + layout_.capacity, std::memory_order_release);
-                    notify(layout_.control->writable);
-                    return RingStatus::ok;
-                }
-                continue;
+            if (const Cell cell = find(Side::consumer, pos); cell != Cell::claimable)
+                return cell == Cell::busy ? RingStatus::empty : RingStatus::corrupt;
+            if (dequeue.compare_exchange_weak(pos, pos + 1, std::memory_order_acq_rel, std::memory_order_acquire)) {
+                std::byte* cell = cell_at(pos);
+                std::memcpy(&item, cell + sizeof(std::uint64_t), sizeof(T));
+                // release: pairs with the acquire load in find(); we are done reading the cell.
+                std::atomic_ref(sequence(cell)).store(pos + layout_.capacity, std::memory_order_release);
+                notify(layout_.control->writable);
+                return RingStatus::ok;
             }
-            // Not written yet (or claimed and not committed); or a consumer a
-            // lap behind still copies the cell's last item out.
-            if (ahead == -1 || ahead == -static_cast<std::int64_t>(layout_.capacity))
-                return RingStatus::empty;
-            const std::uint64_t newer = dequeue.load(std::memory_order_relaxed);
-            if (ahead < 0 || newer == pos)
-                return RingStatus::corrupt;
-            pos = newer;
         }
     }
     std::optional<T> try_pop() noexcept
@@ -184,16 +165,53 @@ private:
     }
     static std::uint64_t& sequence(std::byte* cell) noexcept { return *reinterpret_cast<std::uint64_t*>(cell); }
 
-    // Whether the next try_* could succeed: each re-reads the shared state, for wait_until().
+    enum class Side { producer, consumer };
+    enum class Cell {
+        claimable, ///< the cell at pos is this side's to claim
+        busy,      ///< full (producer) or empty (consumer) at pos
+        corrupt,   ///< a sequence number no correct queue can hold
+    };
+
+    /// Classifies the cell at `pos` for `side`, moving `pos` on when another
+    /// claimer has taken it. A cell free for position p holds p; a committed
+    /// item at p holds p + 1. A producer at p finds a lap-old item (p + 1 -
+    /// capacity) or a lap-old claim (p - capacity) busy; a consumer at p
+    /// finds p (not written, or claimed) or p + 1 - capacity (a consumer a
+    /// lap behind still copying) busy. Ahead of that, the position must have
+    /// moved on; anything else is corrupt.
+    Cell find(Side side, std::uint64_t& pos) const noexcept
+    {
+        std::atomic_ref position(side == Side::producer ? layout_.control->enqueue_pos : layout_.control->dequeue_pos);
+        const auto capacity = static_cast<std::int64_t>(layout_.capacity);
+        for (;;) {
+            const std::uint64_t expected = side == Side::producer ? pos : pos + 1;
+            // acquire: pairs with the release stores of the sequence in try_push() and try_pop().
+            const std::uint64_t seq = std::atomic_ref(sequence(cell_at(pos))).load(std::memory_order_acquire);
+            const auto ahead = static_cast<std::int64_t>(seq - expected);
+            if (ahead == 0)
+                return Cell::claimable;
+            if (side == Side::producer ? (ahead == 1 - capacity || ahead == -capacity)
+                                       : (ahead == -1 || ahead == -capacity))
+                return Cell::busy;
+            const std::uint64_t newer = position.load(std::memory_order_acquire); // acquire: as in try_push()
+            if (ahead < 0 || newer == pos)
+                return Cell::corrupt;
+            pos = newer;
+        }
+    }
+
+    // Whether the next try_* could succeed or has something to report: for
+    // wait_until(), which needs a condition that re-reads the shared state.
     bool has_item() const noexcept
     {
-        const auto pos = std::atomic_ref(layout_.control->dequeue_pos).load(std::memory_order_relaxed);
-        return std::atomic_ref(sequence(cell_at(pos))).load(std::memory_order_acquire) == pos + 1;
+        // acquire: as in try_push().
+        std::uint64_t pos = std::atomic_ref(layout_.control->dequeue_pos).load(std::memory_order_acquire);
+        return find(Side::consumer, pos) != Cell::busy;
     }
     bool has_room() const noexcept
     {
-        const auto pos = std::atomic_ref(layout_.control->enqueue_pos).load(std::memory_order_relaxed);
-        return std::atomic_ref(sequence(cell_at(pos))).load(std::memory_order_acquire) == pos;
+        std::uint64_t pos = std::atomic_ref(layout_.control->enqueue_pos).load(std::memory_order_acquire);
+        return find(Side::producer, pos) != Cell::busy;
     }
 
     detail::MpmcLayout layout_;

@@ -1,11 +1,13 @@
 #include "ipc/mpsc_ring.hpp"
 
 #include "core/log.hpp"
-#include "core/process.hpp"
 #include "ipc/detail/object.hpp"
 
+#include <fcntl.h>
 #include <unistd.h>
 
+#include <cstdio>
+#include <cstring>
 #include <new>
 
 namespace shmlink {
@@ -35,6 +37,46 @@ ipc::MpscLane* lane_at(ipc::MpscRingControl* control, std::uint64_t lane_capacit
     return reinterpret_cast<ipc::MpscLane*>(first + index * lane_stride(lane_capacity));
 }
 
+// ---- lane locks: one byte of the segment file per lane, at the object's offset + lane ----
+
+/// A file description of the segment's file of our own (dup() would share
+/// the creator's when the fd was passed over a socket, and locks of one
+/// description never conflict with each other).
+UniqueFd reopen(const Segment& segment, std::error_code& ec) noexcept
+{
+    char path[48];
+    std::snprintf(path, sizeof(path), "/proc/self/fd/%d", segment.fd().get());
+    UniqueFd fd(::open(path, O_RDWR | O_CLOEXEC)); // a write lock needs a writable description
+    if (!fd)
+        ec = errno_code();
+    return fd;
+}
+
+flock lane_lock(short type, std::uint64_t offset) noexcept
+{
+    flock lock {};
+    lock.l_type = type;
+    lock.l_whence = SEEK_SET;
+    lock.l_start = static_cast<off_t>(offset);
+    lock.l_len = 1;
+    return lock;
+}
+
+/// Takes the lane's lock without waiting: false when another description holds it.
+bool lock_lane(const UniqueFd& fd, std::uint64_t offset) noexcept
+{
+    flock lock = lane_lock(F_WRLCK, offset);
+    return ::fcntl(fd.get(), F_OFD_SETLK, &lock) == 0;
+}
+
+/// True while some description (a live producer's) holds the lane's lock;
+/// also when the test itself fails, so that an error never frees a live lane.
+bool lane_held(const UniqueFd& probe, std::uint64_t offset) noexcept
+{
+    flock lock = lane_lock(F_WRLCK, offset);
+    return ::fcntl(probe.get(), F_OFD_GETLK, &lock) != 0 || lock.l_type != F_UNLCK;
+}
+
 /// The control block's fixed fields, checked against the object's length;
 /// null with `ec` set when a peer rewrote them.
 ipc::MpscRingControl* open_control(Segment& segment, std::string_view name, std::uint64_t& lane_capacity,
@@ -46,8 +88,8 @@ ipc::MpscRingControl* open_control(Segment& segment, std::string_view name, std:
     if (object == nullptr)
         return nullptr;
     auto* control = reinterpret_cast<ipc::MpscRingControl*>(object);
-    // acquire: pairs with the release store of lane_capacity_bytes in create().
-    lane_capacity = std::atomic_ref(control->lane_capacity_bytes).load(std::memory_order_acquire);
+    // relaxed: written before the directory entry was published (acquire in find()).
+    lane_capacity = std::atomic_ref(control->lane_capacity_bytes).load(std::memory_order_relaxed);
     lanes = control->lane_count;
     if (lanes == 0 || lanes > kMaxLanes || !SpscRing::valid_capacity(lane_capacity)
         || object_bytes(lanes, lane_capacity) != length) {
@@ -64,7 +106,10 @@ ipc::MpscRingControl* open_control(Segment& segment, std::string_view name, std:
 // ---- producer ----
 
 MpscProducer::MpscProducer(MpscProducer&& other) noexcept
-    : SpscRing(other), shared_(std::exchange(other.shared_, nullptr)), lane_index_(other.lane_index_)
+    : SpscRing(std::move(other)),
+      shared_(std::exchange(other.shared_, nullptr)),
+      lane_index_(other.lane_index_),
+      lock_(std::move(other.lock_))
 {
 }
 
@@ -72,9 +117,10 @@ MpscProducer& MpscProducer::operator=(MpscProducer&& other) noexcept
 {
     if (this != &other) {
         leave();
-        SpscRing::operator=(other);
+        SpscRing::operator=(std::move(other));
         shared_ = std::exchange(other.shared_, nullptr);
         lane_index_ = other.lane_index_;
+        lock_ = std::move(other.lock_);
     }
     return *this;
 }
@@ -85,13 +131,18 @@ void MpscProducer::leave() noexcept
 {
     if (shared_ == nullptr)
         return;
-    std::uint64_t owned = owner_word(::getpid(), ipc::LaneState::owned);
-    // release: pairs with the acquire load of owner in reap(); our last
-    // commit is published before the consumer may free the lane. A consumer
-    // that already found us "dead" (it cannot, while we run) keeps its state.
-    std::atomic_ref(shared_->owner).compare_exchange_strong(owned, owner_word(::getpid(), ipc::LaneState::draining),
-        std::memory_order_release, std::memory_order_relaxed);
+    std::atomic_ref owner(shared_->owner);
+    // relaxed: only to build the value we expect; the exchange below orders.
+    std::uint64_t owned = owner.load(std::memory_order_relaxed);
+    if (state_of(owned) == ipc::LaneState::owned) {
+        // release: pairs with the acquire load of owner in reap(); our last
+        // commit is published before the consumer may free the lane.
+        owner.compare_exchange_strong(owned, owner_word(pid_of(owned), ipc::LaneState::draining),
+            std::memory_order_release, std::memory_order_relaxed);
+    }
+    lock_.reset(); // after the owner word: the consumer never sees owned and unlocked from us
     shared_ = nullptr;
+    SpscRing::operator=(SpscRing());
 }
 
 MpscProducer MpscProducer::open(Segment& segment, std::string_view name)
@@ -107,19 +158,27 @@ MpscProducer MpscProducer::open(Segment& segment, std::string_view name, std::er
     ipc::MpscRingControl* control = open_control(segment, name, lane_capacity, lanes, ec);
     if (control == nullptr)
         return {};
-    const pid_t self = ::getpid();
+    UniqueFd lock = reopen(segment, ec);
+    if (!lock)
+        return {};
+    const auto object_offset = static_cast<std::uint64_t>(reinterpret_cast<std::byte*>(control) - segment.base());
     for (std::uint32_t i = 0; i < lanes; ++i) {
         ipc::MpscLane* shared = lane_at(control, lane_capacity, i);
+        // The lock first: an owned lane is always locked while its owner lives.
+        if (!lock_lane(lock, object_offset + i))
+            continue;
         std::uint64_t free = owner_word(0, ipc::LaneState::free);
         // acquire: pairs with the release store of a free owner in MpscRing::reset(),
         // so the lane's reset positions are visible before we start at them.
-        if (!std::atomic_ref(shared->owner).compare_exchange_strong(free, owner_word(self, ipc::LaneState::owned),
-                std::memory_order_acquire, std::memory_order_relaxed))
+        if (!std::atomic_ref(shared->owner).compare_exchange_strong(free, owner_word(::getpid(), ipc::LaneState::owned),
+                std::memory_order_acquire, std::memory_order_relaxed)) {
+            // Not free (a previous owner's lane still draining): give the lock back.
+            flock unlock = lane_lock(F_UNLCK, object_offset + i);
+            ::fcntl(lock.get(), F_OFD_SETLK, &unlock);
             continue;
-        // relaxed: read by reap() only to tell this process from a later one with our pid.
-        std::atomic_ref(shared->owner_start_time).store(process_start_time(self), std::memory_order_relaxed);
+        }
         SpscRing ring(&shared->ring, reinterpret_cast<std::byte*>(shared + 1), lane_capacity, &control->readable_seq);
-        return MpscProducer(ring, shared, i);
+        return MpscProducer(std::move(ring), shared, i, std::move(lock));
     }
     ec = Errc::no_free_lane;
     return {};
@@ -146,17 +205,15 @@ MpscRing MpscRing::create(Segment& segment, std::string_view name, std::size_t l
         ec = Errc::invalid_argument;
         return {};
     }
-    std::byte* object = detail::create_object(segment, name, ipc::ObjectKind::mpsc_ring, ipc::kMpscRingVersion,
-        object_bytes(lanes, lane_capacity_bytes), ec);
-    if (object == nullptr)
-        return {};
-    auto* control = reinterpret_cast<ipc::MpscRingControl*>(object);
-    control->lane_count = lanes;
-    for (std::uint32_t i = 0; i < lanes; ++i)
-        lane_at(control, lane_capacity_bytes, i)->ring.capacity_bytes = lane_capacity_bytes;
-    // release: pairs with the acquire load in open_control(); lanes are written before.
-    std::atomic_ref(control->lane_capacity_bytes).store(lane_capacity_bytes, std::memory_order_release);
-    return open(segment, name, options, ec);
+    const bool made = detail::create_object(segment, name, ipc::ObjectKind::mpsc_ring, ipc::kMpscRingVersion,
+        object_bytes(lanes, lane_capacity_bytes), [&](std::byte* object) {
+            auto* control = reinterpret_cast<ipc::MpscRingControl*>(object);
+            control->lane_count = lanes;
+            control->lane_capacity_bytes = lane_capacity_bytes;
+            for (std::uint32_t i = 0; i < lanes; ++i)
+                lane_at(control, lane_capacity_bytes, i)->ring.capacity_bytes = lane_capacity_bytes;
+        }, ec) != nullptr;
+    return made ? open(segment, name, options, ec) : MpscRing();
 }
 
 MpscRing MpscRing::open(Segment& segment, std::string_view name, const MpscOptions& options)
@@ -169,16 +226,26 @@ MpscRing MpscRing::open(Segment& segment, std::string_view name, const MpscOptio
 try {
     MpscRing ring;
     std::uint32_t lanes = 0;
-    ring.control_ = open_control(segment, name, ring.lane_capacity_, lanes, ec);
-    if (ring.control_ == nullptr)
+    ipc::MpscRingControl* control = open_control(segment, name, ring.lane_capacity_, lanes, ec);
+    if (control == nullptr)
         return {};
+    ring.probe_ = reopen(segment, ec);
+    if (!ring.probe_)
+        return {};
+    ring.control_ = control;
+    ring.object_offset_ = static_cast<std::uint64_t>(reinterpret_cast<std::byte*>(control) - segment.base());
     ring.options_ = options;
+    ring.next_reap_ = std::chrono::steady_clock::now() + options.reap_interval;
     ring.lanes_.resize(lanes);
     for (std::uint32_t i = 0; i < lanes; ++i) {
         Lane& lane = ring.lanes_[i];
-        lane.shared = lane_at(ring.control_, ring.lane_capacity_, i);
+        lane.shared = lane_at(control, ring.lane_capacity_, i);
         lane.ring = ring.consumer_view(lane.shared);
+        // We are the one consumer: a count left by one that died asleep would
+        // cost every commit a futex syscall from now on.
+        std::atomic_ref(lane.shared->ring.readable.sleepers).store(0, std::memory_order_relaxed);
     }
+    logger(); // made now, so the noexcept slow paths that log never allocate it
     return ring;
 } catch (const std::bad_alloc&) {
     ec = std::make_error_code(std::errc::not_enough_memory);
@@ -196,6 +263,7 @@ RingStatus MpscRing::quarantine(Lane& lane) noexcept
 
 RingSpan<const std::byte> MpscRing::peek() noexcept
 {
+    maybe_reap();
     const std::size_t count = lanes_.size();
     for (std::size_t i = 0, index = next_; i < count; ++i, index = index + 1 == count ? 0 : index + 1) {
         Lane& lane = lanes_[index];
@@ -227,6 +295,10 @@ RingStatus MpscRing::try_pop(std::span<std::byte> buffer, std::size_t& length) n
     if (!message)
         return message.status;
     if (message.bytes.size() > buffer.size()) {
+        // The message stays; the round robin moves on, so one producer's long
+        // message does not hold up the other lanes.
+        lanes_[peeked_].ring.peeked_end_ = 0;
+        next_ = peeked_ + 1 == lanes_.size() ? 0 : peeked_ + 1;
         peeked_ = SIZE_MAX;
         return RingStatus::too_large;
     }
@@ -250,11 +322,12 @@ bool MpscRing::wait(std::chrono::steady_clock::time_point deadline, const WaitOp
     // Sliced by reap_interval, so that a dead producer's lane is freed within
     // that bound even while the consumer sleeps.
     for (;;) {
-        const auto slice = std::min(deadline, std::chrono::steady_clock::now() + options_.reap_interval);
+        const auto slice = std::min(deadline, next_reap_);
         if (wait_until(control_->readable_seq, [this](bool sleeping) { register_sleeper(sleeping); },
                 [this] { return any_readable(); }, options, slice))
             return true;
-        reap();
+        if (std::chrono::steady_clock::now() >= next_reap_)
+            reap();
         if (std::chrono::steady_clock::now() >= deadline)
             return any_readable();
     }
@@ -262,6 +335,7 @@ bool MpscRing::wait(std::chrono::steady_clock::time_point deadline, const WaitOp
 
 RingStatus MpscRing::wait_readable(std::chrono::nanoseconds timeout, const WaitOptions& options) noexcept
 {
+    maybe_reap();
     if (peeked_ != SIZE_MAX || any_readable())
         return RingStatus::ok;
     return wait(deadline_after(timeout), options) ? RingStatus::ok : RingStatus::timed_out;
@@ -278,9 +352,10 @@ RingStatus MpscRing::arm_readable() noexcept
 {
     if (peeked_ != SIZE_MAX)
         return RingStatus::ok;
-    return arm([this](bool sleeping) { register_sleeper(sleeping); }, [this] { return any_readable(); })
-        ? RingStatus::ok
-        : RingStatus::empty;
+    if (armed_)
+        return any_readable() ? RingStatus::ok : RingStatus::empty;
+    armed_ = !arm([this](bool sleeping) { register_sleeper(sleeping); }, [this] { return any_readable(); });
+    return armed_ ? RingStatus::empty : RingStatus::ok;
 }
 
 void MpscRing::register_sleeper(bool sleeping) noexcept
@@ -302,12 +377,15 @@ void MpscRing::reset(Lane& lane) noexcept
             claim >> 32);
     }
     // Nobody writes the lane now: its producer is gone and no other can take
-    // it before the owner word says free. Start it afresh.
+    // it before the owner word says free. Start it afresh, sleeper counts
+    // included (a producer killed asleep leaves its count behind).
     std::atomic_ref(shared.ring.claim).store(0, std::memory_order_relaxed);
     std::atomic_ref(shared.ring.tail).store(0, std::memory_order_relaxed);
     std::atomic_ref(shared.ring.head).store(0, std::memory_order_relaxed);
-    std::atomic_ref(shared.owner_start_time).store(0, std::memory_order_relaxed);
+    std::atomic_ref(shared.ring.writable.sleepers).store(0, std::memory_order_relaxed);
     lane.ring = consumer_view(lane.shared);
+    if (armed_) // we are registered in every lane's count: stay registered in this one
+        std::atomic_ref(shared.ring.readable.sleepers).fetch_add(1, std::memory_order_relaxed);
     lane.quarantined = false;
     // release: pairs with the acquire compare-and-swap in MpscProducer::open().
     std::atomic_ref(shared.owner).store(owner_word(0, ipc::LaneState::free), std::memory_order_release);
@@ -315,27 +393,29 @@ void MpscRing::reset(Lane& lane) noexcept
 
 std::size_t MpscRing::reap() noexcept
 {
+    next_reap_ = std::chrono::steady_clock::now() + options_.reap_interval;
     std::size_t freed = 0;
-    for (Lane& lane : lanes_) {
+    for (std::uint32_t i = 0; i < lanes_.size(); ++i) {
+        Lane& lane = lanes_[i];
         std::atomic_ref owner(lane.shared->owner);
         // acquire: pairs with the release compare-and-swap in MpscProducer::leave().
         std::uint64_t seen = owner.load(std::memory_order_acquire);
+        if (state_of(seen) == ipc::LaneState::free)
+            continue;
         if (state_of(seen) == ipc::LaneState::owned) {
-            const auto start = std::atomic_ref(lane.shared->owner_start_time).load(std::memory_order_relaxed);
-            if (process_alive(pid_of(seen), start))
+            if (lane_held(probe_, object_offset_ + i))
                 continue;
+            // Owned, and nobody holds its lock: the owner's process is gone.
             if (!owner.compare_exchange_strong(seen, owner_word(pid_of(seen), ipc::LaneState::draining),
                     std::memory_order_acquire, std::memory_order_acquire))
                 continue; // it changed meanwhile; look again next time
             std::atomic_ref(control_->dead_producers).fetch_add(1, std::memory_order_relaxed); // relaxed: a statistic
-            logger().warn("MPSC ring: the producer of lane {} (pid {}) died", &lane - lanes_.data(), pid_of(seen));
-            seen = owner_word(pid_of(seen), ipc::LaneState::draining);
+            logger().warn("MPSC ring: the producer of lane {} (pid {}) died", i, pid_of(seen));
         }
-        if (state_of(seen) == ipc::LaneState::owned || state_of(seen) == ipc::LaneState::free)
-            continue;
         // Draining (or a state a peer scribbled): free it once everything
         // committed was delivered; a quarantined lane has nothing to deliver.
-        if (!lane.quarantined && lane.ring.readable_now())
+        // A lane still locked has a producer that is still leaving.
+        if ((!lane.quarantined && lane.ring.readable_now()) || lane_held(probe_, object_offset_ + i))
             continue;
         reset(lane);
         ++freed;

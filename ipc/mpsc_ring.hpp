@@ -6,18 +6,29 @@
 // with each other (no compare-and-swap on the hot path), per-producer order
 // is the lane's order, and a producer that is killed between reserve() and
 // commit() blocks nobody: its claim was never published, so the consumer
-// simply does not see it. The consumer's reap() notices the dead owner (pid
-// and start time, so pid reuse is not mistaken for life), delivers what the
-// lane had committed, counts the abandoned claim, and frees the lane for a
-// new producer. pop() and wait_readable() reap every `reap_interval` while
-// they wait; a consumer that only polls calls reap() itself now and then.
+// simply does not see it.
+//
+// A producer holds an open-file-description lock on one byte of the segment
+// file for its lane while it owns the lane. The kernel drops that lock when
+// the last fd of the description closes, so when the producer's process
+// dies (however it dies: SIGKILL included), the lock is gone. The consumer's
+// reap() tests the locks of owned lanes: a lane whose lock is gone belongs
+// to a dead producer. It delivers what the lane had committed, counts the
+// abandoned claim, and frees the lane for a new producer. Unlike a pid, the
+// lock means the same in every pid namespace, survives pid reuse, and
+// follows the file description across fork().
+//
+// The consumer reaps while it waits (every reap_interval) and, while busy,
+// every reap_interval as well (it looks at the clock once per 1024 calls).
 //
 // Contract: one consumer (MpscRing) at a time; each MpscProducer from one
 // thread at a time. A lane the consumer finds corrupt is quarantined (the
-// others go on) and freed once its producer is gone.
+// others go on) and freed once its producer is gone. /proc must be mounted:
+// each side opens its own file description of the segment through it.
 #pragma once
 
 #include "core/segment.hpp"
+#include "core/unique_fd.hpp"
 #include "ipc/layout.hpp"
 #include "ipc/spsc_ring.hpp"
 #include "ipc/wait.hpp"
@@ -48,7 +59,8 @@ public:
     ~MpscProducer(); ///< gives the lane back: the consumer drains and frees it
 
     /// Takes a free lane of the MPSC ring `name`.
-    /// Errors: those of SpscRing::open, and Errc::no_free_lane.
+    /// Errors: those of SpscRing::open, Errc::no_free_lane, and errno when
+    /// the segment cannot be reopened through /proc for the lane's lock.
     static MpscProducer open(Segment& segment, std::string_view name);
     static MpscProducer open(Segment& segment, std::string_view name, std::error_code& ec) noexcept;
 
@@ -66,19 +78,21 @@ public:
     [[nodiscard]] std::uint32_t lane() const noexcept { return lane_index_; }
 
 private:
-    MpscProducer(SpscRing lane, ipc::MpscLane* shared, std::uint32_t index) noexcept
-        : SpscRing(lane), shared_(shared), lane_index_(index)
+    MpscProducer(SpscRing lane, ipc::MpscLane* shared, std::uint32_t index, UniqueFd lock) noexcept
+        : SpscRing(std::move(lane)), shared_(shared), lane_index_(index), lock_(std::move(lock))
     {
     }
     void leave() noexcept;
 
     ipc::MpscLane* shared_ = nullptr;
     std::uint32_t lane_index_ = 0;
+    UniqueFd lock_; // our own file description of the segment, holding the lane's lock
 };
 
 struct MpscOptions {
-    /// How often a waiting consumer checks for dead producers: the bound on
-    /// how long a dead producer's lane stays taken.
+    /// How often the consumer checks for dead producers, waiting or busy:
+    /// with a consumer that keeps calling in, the bound on how long a dead
+    /// producer's lane stays taken.
     std::chrono::milliseconds reap_interval {100};
 };
 
@@ -93,7 +107,8 @@ public:
         std::uint32_t lanes, const MpscOptions& options = {});
     static MpscRing create(Segment& segment, std::string_view name, std::size_t lane_capacity_bytes,
         std::uint32_t lanes, const MpscOptions& options, std::error_code& ec);
-    /// The consumer in a process that did not create the ring.
+    /// The consumer in a process that did not create the ring. It clears
+    /// the sleeper counts a consumer that died asleep may have left.
     static MpscRing open(Segment& segment, std::string_view name, const MpscOptions& options = {});
     static MpscRing open(Segment& segment, std::string_view name, const MpscOptions& options, std::error_code& ec);
 
@@ -119,11 +134,17 @@ public:
     RingStatus wait_readable(std::chrono::nanoseconds timeout, const WaitOptions& options = {}) noexcept;
     /// Eventfd mode, as SpscRing::arm_readable(); every producer needs the fd.
     RingStatus arm_readable() noexcept;
-    void disarm_readable() noexcept { register_sleeper(false); }
+    void disarm_readable() noexcept
+    {
+        if (armed_)
+            register_sleeper(false);
+        armed_ = false;
+    }
 
     /// Finds producers that died or left, frees their lanes once drained,
     /// and counts their abandoned claims. Returns how many lanes it freed.
-    /// Makes a few syscalls per owned lane: call it from the slow path.
+    /// Makes one syscall per owned lane; the ring calls it every
+    /// reap_interval by itself.
     std::size_t reap() noexcept;
     [[nodiscard]] MpscStats stats() const noexcept;
 
@@ -134,6 +155,12 @@ private:
         bool quarantined = false;
     };
     RingStatus quarantine(Lane& lane) noexcept;
+    void maybe_reap() noexcept
+    {
+        // A clock read per 1024 calls keeps reaping off the hot path.
+        if ((++calls_ & 1023) == 0 && std::chrono::steady_clock::now() >= next_reap_)
+            reap();
+    }
     bool any_readable() noexcept;
     void register_sleeper(bool sleeping) noexcept;
     void reset(Lane& lane) noexcept;
@@ -143,6 +170,11 @@ private:
     ipc::MpscRingControl* control_ = nullptr;
     std::vector<Lane> lanes_;
     std::uint64_t lane_capacity_ = 0;
+    std::uint64_t object_offset_ = 0; // where the lanes' lock bytes are
+    UniqueFd probe_;                  // our own file description, to test producers' locks
+    std::uint64_t calls_ = 0;
+    std::chrono::steady_clock::time_point next_reap_ {};
+    bool armed_ = false;
     std::size_t next_ = 0;         // where the round robin starts
     std::size_t peeked_ = SIZE_MAX; // the lane peek() returned a message from
     MpscOptions options_;
@@ -151,6 +183,7 @@ private:
 template <typename Handle>
 std::size_t MpscRing::consume(Handle&& handle, std::size_t max, RingStatus* status) noexcept
 {
+    maybe_reap();
     std::size_t handled = 0;
     RingStatus last = RingStatus::empty;
     const std::size_t count = lanes_.size();
@@ -165,7 +198,7 @@ std::size_t MpscRing::consume(Handle&& handle, std::size_t max, RingStatus* stat
     }
     next_ = next_ + 1 >= count ? 0 : next_ + 1;
     if (status != nullptr)
-        *status = handled == max ? RingStatus::ok : last;
+        *status = last == RingStatus::corrupt || handled != max ? last : RingStatus::ok;
     return handled;
 }
 

@@ -24,8 +24,10 @@ SpscRing::SpscRing(ipc::SpscRingControl* control, std::byte* data, std::uint64_t
 {
     // Each side starts where the shared positions are; a side that finds
     // them inconsistent reports corrupt on first use.
-    write_ = std::atomic_ref(control_->tail).load(std::memory_order_acquire);
+    // Head first: tail only grows, so a tail read after it is never behind it,
+    // even while both sides run.
     read_ = std::atomic_ref(control_->head).load(std::memory_order_acquire);
+    write_ = std::atomic_ref(control_->tail).load(std::memory_order_acquire);
     cached_head_ = read_;
     cached_tail_ = read_;
     broken_ = read_ > write_ || write_ - read_ > capacity_ || (read_ | write_) % ipc::kRecordAlignment != 0;
@@ -45,12 +47,11 @@ SpscRing SpscRing::create(Segment& segment, std::string_view name, std::size_t c
         return {};
     }
     std::byte* object = detail::create_object(segment, name, ipc::ObjectKind::spsc_ring, ipc::kSpscRingVersion,
-        sizeof(ipc::SpscRingControl) + capacity_bytes, ec);
+        sizeof(ipc::SpscRingControl) + capacity_bytes,
+        [&](std::byte* bytes) { reinterpret_cast<ipc::SpscRingControl*>(bytes)->capacity_bytes = capacity_bytes; }, ec);
     if (object == nullptr)
         return {};
     auto* control = reinterpret_cast<ipc::SpscRingControl*>(object);
-    // release: pairs with the acquire load in open(); the rest is zero already.
-    std::atomic_ref(control->capacity_bytes).store(capacity_bytes, std::memory_order_release);
     return SpscRing(control, object + sizeof(ipc::SpscRingControl), capacity_bytes, &control->readable.seq);
 }
 
@@ -67,8 +68,8 @@ SpscRing SpscRing::open(Segment& segment, std::string_view name, std::error_code
     if (object == nullptr)
         return {};
     auto* control = reinterpret_cast<ipc::SpscRingControl*>(object);
-    // acquire: pairs with the release store in create().
-    const std::uint64_t capacity = std::atomic_ref(control->capacity_bytes).load(std::memory_order_acquire);
+    // relaxed: written before the directory entry was published (acquire in find()).
+    const std::uint64_t capacity = std::atomic_ref(control->capacity_bytes).load(std::memory_order_relaxed);
     // The capacity is read once, here, and must agree with the directory's length.
     if (!valid_capacity(capacity) || capacity != length - sizeof(ipc::SpscRingControl)) {
         ec = Errc::corrupt_directory;
@@ -96,7 +97,7 @@ std::size_t SpscRing::try_push_batch(std::span<const std::span<const std::byte>>
             break;
         if (!message.empty())
             std::memcpy(slot.bytes.data(), message.data(), message.size());
-        commit_unpublished(message.size());
+        static_cast<void>(commit_unpublished(message.size())); // reserved just above: always true
         ++pushed;
     }
     if (pushed != 0)
@@ -152,7 +153,10 @@ RingStatus SpscRing::arm_readable() noexcept
         return RingStatus::corrupt;
     if (peeked_end_ != 0 || read_ != cached_tail_)
         return RingStatus::ok;
-    return arm(control_->readable, [this] { return readable_now(); }) ? RingStatus::ok : RingStatus::empty;
+    if (armed_)
+        return readable_now() ? RingStatus::ok : RingStatus::empty;
+    armed_ = !arm(control_->readable, [this] { return readable_now(); });
+    return armed_ ? RingStatus::empty : RingStatus::ok;
 }
 
 RingStatus SpscRing::pop(std::span<std::byte> buffer, std::size_t& length, std::chrono::nanoseconds timeout,

@@ -44,8 +44,9 @@ const char* to_string(RingStatus status) noexcept;
 namespace detail {
 
 /// The blocking form of a try_ call: `attempt()` until it answers other
-/// than `busy`, with `wait(deadline)` in between; timed_out when a wait
-/// reaches the deadline. The clock is read only once the first attempt is busy.
+/// than `busy`, with `wait(deadline)` in between; timed_out at the deadline,
+/// also when waits keep succeeding and attempts keep losing (to other
+/// consumers, say). The clock is read only once the first attempt is busy.
 template <typename Attempt, typename Wait>
 RingStatus retry(RingStatus busy, std::chrono::nanoseconds timeout, Attempt&& attempt, Wait&& wait) noexcept
 {
@@ -57,8 +58,8 @@ RingStatus retry(RingStatus busy, std::chrono::nanoseconds timeout, Attempt&& at
         if (!wait(deadline))
             return RingStatus::timed_out;
         status = attempt();
-    } while (status == busy);
-    return status;
+    } while (status == busy && std::chrono::steady_clock::now() < deadline);
+    return status == busy ? RingStatus::timed_out : status;
 }
 
 } // namespace detail
@@ -74,6 +75,17 @@ struct RingSpan {
 class SpscRing {
 public:
     SpscRing() noexcept = default;
+    /// Move-only: a ring object is one side's process-local state, and two
+    /// copies would be two producers (or consumers) of one ring.
+    SpscRing(SpscRing&& other) noexcept : SpscRing(static_cast<const SpscRing&>(other)) { other.forget(); }
+    SpscRing& operator=(SpscRing&& other) noexcept
+    {
+        if (this != &other) {
+            operator=(static_cast<const SpscRing&>(other));
+            other.forget();
+        }
+        return *this;
+    }
 
     /// Capacities a ring accepts: a power of two from 256 to 2^31 bytes.
     static bool valid_capacity(std::uint64_t capacity_bytes) noexcept
@@ -92,9 +104,13 @@ public:
     static SpscRing open(Segment& segment, std::string_view name);
     static SpscRing open(Segment& segment, std::string_view name, std::error_code& ec) noexcept;
 
+    /// A ring that is not valid() (default, moved-from, or a failed open) answers corrupt to every call.
     [[nodiscard]] bool valid() const noexcept { return control_ != nullptr; }
     [[nodiscard]] std::size_t capacity_bytes() const noexcept { return capacity_; }
-    [[nodiscard]] std::size_t max_message_bytes() const noexcept { return capacity_ / 2 - sizeof(ipc::RecordHeader); }
+    [[nodiscard]] std::size_t max_message_bytes() const noexcept
+    {
+        return capacity_ == 0 ? 0 : capacity_ / 2 - sizeof(ipc::RecordHeader);
+    }
     /// Bytes committed and not yet released (records and padding), as of now.
     [[nodiscard]] std::size_t size_bytes() const noexcept;
 
@@ -107,8 +123,8 @@ public:
     void commit() noexcept { commit(reserved_length_); }
     void commit(std::size_t length) noexcept
     {
-        commit_unpublished(length);
-        publish();
+        if (commit_unpublished(length))
+            publish();
     }
     RingStatus try_push(std::span<const std::byte> message) noexcept;
     /// Pushes as many of `messages` as fit, in order, and publishes them with
@@ -156,9 +172,21 @@ public:
     /// commit signals its wake fd. After the fd fires (or to give up), call
     /// disarm_readable() once, drain the fd, and consume.
     RingStatus arm_readable() noexcept;
-    void disarm_readable() noexcept { disarm(control_->readable); }
+    void disarm_readable() noexcept
+    {
+        if (armed_) // only what arm_readable() armed: a stray disarm must not wrap the count
+            disarm(control_->readable);
+        armed_ = false;
+    }
 
 private:
+    SpscRing(const SpscRing&) = default;
+    SpscRing& operator=(const SpscRing&) = default;
+    void forget() noexcept
+    {
+        const SpscRing none;
+        operator=(none);
+    }
     friend class MpscRing;
     friend class MpscProducer;
     /// `wake_seq`: the futex word the consumer sleeps on, this ring's
@@ -168,7 +196,8 @@ private:
     {
         return (sizeof(ipc::RecordHeader) + length + ipc::kRecordAlignment - 1) & ~std::uint64_t {ipc::kRecordAlignment - 1};
     }
-    void commit_unpublished(std::size_t length) noexcept;
+    /// False (and nothing done) without a reservation, or past its length.
+    bool commit_unpublished(std::size_t length) noexcept;
     void publish() noexcept
     {
         // release: pairs with the acquire load of tail in peek(); the records are written before.
@@ -196,7 +225,8 @@ private:
     std::uint32_t* wake_seq_ = nullptr;
     std::byte* data_ = nullptr;
     std::uint64_t capacity_ = 0; // read once at open; never re-read from shared memory
-    bool broken_ = false;
+    bool broken_ = true; // also while not valid(): every call then answers corrupt
+    bool armed_ = false; // the consumer is registered as a sleeper by arm_readable()
     // Producer side (process-local).
     int wake_fd_ = -1; // borrowed: the consumer's eventfd in eventfd mode
     std::uint64_t write_ = 0;       // next record position; tail once published
@@ -244,16 +274,17 @@ inline RingSpan<std::byte> SpscRing::reserve(std::size_t length) noexcept
     return {RingStatus::ok, {data_ + (at & (capacity_ - 1)) + sizeof(ipc::RecordHeader), length}};
 }
 
-inline void SpscRing::commit_unpublished(std::size_t length) noexcept
+inline bool SpscRing::commit_unpublished(std::size_t length) noexcept
 {
     if (!reserved_ || length > reserved_length_)
-        return;
+        return false;
     const ipc::RecordHeader header {static_cast<std::uint32_t>(length), static_cast<std::uint32_t>(ipc::RecordType::message)};
     std::memcpy(data_ + (reserved_at_ & (capacity_ - 1)), &header, sizeof(header));
     write_ = reserved_at_ + record_bytes(length);
     reserved_ = false;
     // relaxed: the release store of tail that follows publishes it with the record.
     std::atomic_ref(control_->claim).store(0, std::memory_order_relaxed);
+    return true;
 }
 
 inline RingStatus SpscRing::try_push(std::span<const std::byte> message) noexcept

@@ -37,6 +37,12 @@ void futex_wake_all(std::uint32_t* word) noexcept { ::syscall(SYS_futex, word, F
 
 namespace shmlink {
 
+void detail::pause_briefly() noexcept
+{
+    const timespec millisecond {0, 1'000'000};
+    ::nanosleep(&millisecond, nullptr);
+}
+
 void detail::signal_eventfd(int fd) noexcept
 {
     const std::uint64_t one = 1;

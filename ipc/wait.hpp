@@ -40,6 +40,8 @@ int futex_wait(std::uint32_t* word, std::uint32_t expected, std::chrono::steady_
 void futex_wake_all(std::uint32_t* word) noexcept;
 /// Adds 1 to an eventfd's counter (the eventfd mode's wake-up).
 void signal_eventfd(int fd) noexcept;
+/// Sleeps a millisecond: the fallback when futex itself fails.
+void pause_briefly() noexcept;
 
 inline void cpu_relax() noexcept
 {
@@ -155,6 +157,8 @@ bool wait_until(std::uint32_t& seq, Register&& register_as, Ready&& ready, const
             return true;
         const int rc = detail::futex_wait(&seq, seen, deadline);
         register_as(false);
+        if (rc != 0 && rc != ETIMEDOUT)
+            detail::pause_briefly(); // futex refused (a seccomp filter, say): poll, but not in a busy loop
         if (ready())
             return true;
         if (rc == ETIMEDOUT || std::chrono::steady_clock::now() >= deadline)

@@ -31,10 +31,10 @@ std::byte* open_object(Segment& segment, std::string_view name, ipc::ObjectKind 
 }
 
 std::byte* create_object(Segment& segment, std::string_view name, ipc::ObjectKind kind, std::uint16_t version,
-    std::size_t length, std::error_code& ec) noexcept
+    std::size_t length, const std::function<void(std::byte*)>& initialize, std::error_code& ec) noexcept
 {
-    const ObjectInfo object
-        = segment.allocate(name, static_cast<std::uint16_t>(kind), version, length, ipc::kFalseSharingRange, ec);
+    const ObjectInfo object = segment.allocate(name, static_cast<std::uint16_t>(kind), version, length,
+        ipc::kFalseSharingRange, [&](std::span<std::byte> bytes) { initialize(bytes.data()); }, ec);
     return ec ? nullptr : segment.base() + object.offset;
 }
 

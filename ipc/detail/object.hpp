@@ -8,6 +8,7 @@
 #include "ipc/layout.hpp"
 
 #include <cstddef>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -21,9 +22,10 @@ std::byte* open_object(Segment& segment, std::string_view name, ipc::ObjectKind 
     std::size_t min_length, std::uint64_t& length, std::error_code& ec) noexcept;
 
 /// Allocates `length` bytes under `name` for an object of `kind`, aligned
-/// for its control block; null with `ec` set on failure.
+/// for its control block, and has `initialize` fill in its fixed fields
+/// before it is published; null with `ec` set on failure.
 std::byte* create_object(Segment& segment, std::string_view name, ipc::ObjectKind kind, std::uint16_t version,
-    std::size_t length, std::error_code& ec) noexcept;
+    std::size_t length, const std::function<void(std::byte*)>& initialize, std::error_code& ec) noexcept;
 
 /// Calls the error_code form `make(ec)` and throws shmlink::Error
 /// ("<what> '<name>': <reason>") if it failed.

@@ -10,6 +10,9 @@
 //   ring_peer mpsc-produce PATH RING COUNT ID     MPSC producer ID: messages tagged (ID, seq)
 //   ring_peer mpsc-claim PATH RING COMMITS        MPSC producer that commits COMMITS messages, then
 //                                                 reserves one, prints "claimed" and waits to be killed
+//   ring_peer mpsc-fork-produce PATH RING COUNT ID  MPSC producer that forks once its lane is
+//                                                 taken; the first process exits at once, the
+//                                                 child waits 300 ms, then produces
 //   ring_peer mpmc-produce PATH QUEUE COUNT ID    MPMC producer of items (ID, seq, hash)
 //   ring_peer mpmc-consume PATH QUEUE             MPMC consumer until a stop item; prints a fingerprint
 #include "core/segment.hpp"
@@ -17,6 +20,8 @@
 #include "ipc/mpsc_ring.hpp"
 #include "ipc/spsc_ring.hpp"
 #include "tests/support/messages.hpp"
+
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
@@ -173,6 +178,26 @@ int mpsc_produce(Segment& segment, const char* name, std::uint64_t count, std::u
     return 0;
 }
 
+int mpsc_fork_produce(Segment& segment, const char* name, std::uint64_t count, std::uint64_t id)
+{
+    MpscProducer producer = MpscProducer::open(segment, name);
+    std::printf("forked lane=%u\n", producer.lane());
+    std::fflush(stdout);
+    const pid_t child = ::fork();
+    if (child < 0)
+        return 1;
+    if (child > 0)
+        ::_exit(0); // the process that took the lane is gone; its child holds the lane now
+    ::close(STDOUT_FILENO); // the test reads the first process's line only; EOF on exit
+    std::this_thread::sleep_for(300ms); // longer than the consumer's reap interval
+    std::vector<std::byte> message(8 + 512);
+    for (std::uint64_t seq = 0; seq < count; ++seq)
+        if (producer.push(std::span(message).first(test::make_tagged_message(id, seq, 512, message)), 10s)
+            != RingStatus::ok)
+            return 1;
+    return 0;
+}
+
 int mpsc_claim(Segment& segment, const char* name, std::uint64_t commits)
 {
     MpscProducer producer = MpscProducer::open(segment, name);
@@ -259,6 +284,8 @@ try {
         return scribble(segment, argv[3], std::strtoull(argv[4], nullptr, 10), std::atoi(argv[5]));
     if (job == "mpsc-produce" && argc == 6)
         return mpsc_produce(segment, argv[3], std::strtoull(argv[4], nullptr, 10), std::strtoull(argv[5], nullptr, 10));
+    if (job == "mpsc-fork-produce" && argc == 6)
+        return mpsc_fork_produce(segment, argv[3], std::strtoull(argv[4], nullptr, 10), std::strtoull(argv[5], nullptr, 10));
     if (job == "mpsc-claim" && argc == 5)
         return mpsc_claim(segment, argv[3], std::strtoull(argv[4], nullptr, 10));
     if (job == "mpmc-produce" && argc == 6)

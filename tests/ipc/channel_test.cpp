@@ -48,4 +48,11 @@ TEST_CASE("values of one type in order, until full; a record of another size is 
     const char longer[40] = {};
     REQUIRE(sender.ring().try_push(std::as_bytes(std::span(longer))) == RingStatus::ok);
     CHECK(receiver.try_receive(tick) == RingStatus::corrupt);
+
+    struct Big {
+        char bytes[200];
+    };
+    std::error_code ec;
+    Channel<Big>::create(segment, "too-small", 256, ec); // a Big would never fit
+    CHECK(ec == Errc::invalid_argument);
 }

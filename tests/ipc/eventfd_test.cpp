@@ -88,6 +88,9 @@ TEST_CASE("arming a ring that has a message, or an MPSC ring, answers at once")
     ring.disarm_readable();
     REQUIRE(ring.try_push(std::as_bytes(std::span("x", 1))) == RingStatus::ok);
     CHECK(ring.arm_readable() == RingStatus::ok); // not armed: nothing to disarm
+    ring.disarm_readable();                       // a stray disarm must not wrap the sleeper count
+    const auto* control = reinterpret_cast<const ipc::SpscRingControl*>(segment.base() + segment.find("ring").offset);
+    CHECK(control->readable.sleepers == 0);
 
     MpscRing mpsc = MpscRing::create(segment, "mpsc", 1024, 2);
     CHECK(mpsc.arm_readable() == RingStatus::empty);
