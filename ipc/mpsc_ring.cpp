@@ -428,9 +428,11 @@ MpscStats MpscRing::stats() const noexcept
     MpscStats stats;
     if (control_ == nullptr)
         return stats;
-    for (const Lane& lane : lanes_)
-        stats.producers += state_of(std::atomic_ref(lane.shared->owner).load(std::memory_order_relaxed))
-            == ipc::LaneState::owned;
+    for (const Lane& lane : lanes_) {
+        const auto state = state_of(std::atomic_ref(lane.shared->owner).load(std::memory_order_relaxed));
+        stats.producers += state == ipc::LaneState::owned;
+        stats.draining += state != ipc::LaneState::owned && state != ipc::LaneState::free;
+    }
     stats.abandoned_claims = std::atomic_ref(control_->abandoned_claims).load(std::memory_order_relaxed);
     stats.dead_producers = std::atomic_ref(control_->dead_producers).load(std::memory_order_relaxed);
     stats.corrupt_lanes = std::atomic_ref(control_->corrupt_lanes).load(std::memory_order_relaxed);

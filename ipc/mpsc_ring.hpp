@@ -45,6 +45,7 @@ namespace shmlink {
 
 struct MpscStats {
     std::uint32_t producers = 0;        ///< lanes owned by a live (or not yet reaped) producer
+    std::uint32_t draining = 0;         ///< lanes whose producer left or died, not yet drained and freed
     std::uint64_t abandoned_claims = 0; ///< reservations whose producer died before commit
     std::uint64_t dead_producers = 0;   ///< producers the consumer found dead
     std::uint64_t corrupt_lanes = 0;    ///< lanes quarantined because their records were broken
