@@ -291,22 +291,13 @@ void MpscRing::release() noexcept
 
 RingStatus MpscRing::try_pop(std::span<std::byte> buffer, std::size_t& length) noexcept
 {
-    const auto message = peek();
-    if (!message)
-        return message.status;
-    if (message.bytes.size() > buffer.size()) {
+    return detail::pop_into(*this, buffer, length, [this] {
         // The message stays; the round robin moves on, so one producer's long
         // message does not hold up the other lanes.
         lanes_[peeked_].ring.peeked_end_ = 0;
         next_ = peeked_ + 1 == lanes_.size() ? 0 : peeked_ + 1;
         peeked_ = SIZE_MAX;
-        return RingStatus::too_large;
-    }
-    if (!message.bytes.empty())
-        std::memcpy(buffer.data(), message.bytes.data(), message.bytes.size());
-    length = message.bytes.size();
-    release();
-    return RingStatus::ok;
+    });
 }
 
 bool MpscRing::any_readable() noexcept

@@ -62,6 +62,26 @@ RingStatus retry(RingStatus busy, std::chrono::nanoseconds timeout, Attempt&& at
     return status == busy ? RingStatus::timed_out : status;
 }
 
+/// try_pop() of a ring with peek() and release(): copies the oldest message
+/// into `buffer` and frees it, or, when it is longer than `buffer`, calls
+/// `leave()` so that it stays (too_large).
+template <typename Ring, typename Leave>
+RingStatus pop_into(Ring& ring, std::span<std::byte> buffer, std::size_t& length, Leave&& leave) noexcept
+{
+    const auto message = ring.peek();
+    if (!message)
+        return message.status;
+    if (message.bytes.size() > buffer.size()) {
+        leave();
+        return RingStatus::too_large;
+    }
+    if (!message.bytes.empty())
+        std::memcpy(buffer.data(), message.bytes.data(), message.bytes.size());
+    length = message.bytes.size();
+    ring.release();
+    return RingStatus::ok;
+}
+
 } // namespace detail
 
 /// A span handed out by the ring, with the status that explains an empty one.
@@ -338,18 +358,7 @@ inline RingSpan<const std::byte> SpscRing::peek() noexcept
 
 inline RingStatus SpscRing::try_pop(std::span<std::byte> buffer, std::size_t& length) noexcept
 {
-    const auto message = peek();
-    if (!message)
-        return message.status;
-    if (message.bytes.size() > buffer.size()) {
-        peeked_end_ = 0;
-        return RingStatus::too_large;
-    }
-    if (!message.bytes.empty())
-        std::memcpy(buffer.data(), message.bytes.data(), message.bytes.size());
-    length = message.bytes.size();
-    release();
-    return RingStatus::ok;
+    return detail::pop_into(*this, buffer, length, [this] { peeked_end_ = 0; });
 }
 
 template <typename Handle>
