@@ -37,6 +37,10 @@ public:
         case Errc::wrong_kind: return "the object is of another kind";
         case Errc::no_free_lane: return "every producer lane is taken";
         case Errc::item_size_mismatch: return "the queue holds items of another size";
+        case Errc::bad_frame: return "malformed control frame";
+        case Errc::protocol_mismatch: return "unsupported protocol version";
+        case Errc::refused: return "refused by the host";
+        case Errc::timed_out: return "timed out";
         }
         return "unknown shmlink error " + std::to_string(value);
     }

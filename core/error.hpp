@@ -38,6 +38,10 @@ enum class Errc {
     wrong_kind,           ///< a directory object of that name is another kind of object
     no_free_lane,         ///< every producer lane of an MPSC ring is taken
     item_size_mismatch,   ///< a typed queue or channel holds items of another size
+    bad_frame,            ///< a control frame is malformed (see docs/protocol.md)
+    protocol_mismatch,    ///< the peer speaks another protocol version
+    refused,              ///< the host refused this guest (credentials, or full)
+    timed_out,            ///< a setup step (handshake, connect) took longer than its timeout
 };
 
 const std::error_category& error_category() noexcept;

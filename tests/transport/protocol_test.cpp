@@ -1,0 +1,145 @@
+// Tests of transport/protocol.hpp: every frame survives a round trip, and
+// every way a peer can get a frame wrong is refused with a reason.
+#include "core/error.hpp"
+#include "transport/protocol.hpp"
+
+#include <doctest/doctest.h>
+
+#include <cstring>
+#include <ostream>
+#include <string>
+
+using namespace shmlink;
+using namespace shmlink::protocol;
+
+namespace {
+
+Frame round_trip(const Frame& frame)
+{
+    const auto bytes = encode(frame);
+    Frame out;
+    std::string reason;
+    const auto ec = decode(bytes, fds_of(type_of(frame)), out, reason);
+    INFO(reason);
+    REQUIRE_FALSE(static_cast<bool>(ec));
+    CHECK(out.index() == frame.index());
+    return out;
+}
+
+std::error_code decode_bytes(std::vector<std::byte> bytes, std::size_t fds, std::string& reason)
+{
+    Frame out;
+    return decode(bytes, fds, out, reason);
+}
+
+template <typename T>
+void poke(std::vector<std::byte>& bytes, std::size_t at, T value)
+{
+    std::memcpy(bytes.data() + at, &value, sizeof(value));
+}
+
+} // namespace
+
+TEST_CASE("every frame type survives encode and decode")
+{
+    const auto hello = std::get<Hello>(round_trip(Hello {1234, "guest-a"}));
+    CHECK(hello.pid == 1234);
+    CHECK(hello.name == "guest-a");
+
+    Welcome welcome {1 << 20, 1 << 30, 7, 3, {}};
+    welcome.directory.push_back({"host.inbox", 0x0102, 1, 4096, 65536});
+    welcome.directory.push_back({"guest.3", 0x0101, 1, 69632, 4480});
+    const auto got = std::get<Welcome>(round_trip(welcome));
+    CHECK(got.size_bytes == welcome.size_bytes);
+    CHECK(got.max_size_bytes == welcome.max_size_bytes);
+    CHECK(got.generation == 7);
+    CHECK(got.guest_id == 3);
+    REQUIRE(got.directory.size() == 2);
+    CHECK(got.directory[1].name == "guest.3");
+    CHECK(got.directory[1].kind == 0x0101);
+    CHECK(got.directory[1].offset == 69632);
+    CHECK(got.directory[1].length == 4480);
+
+    const auto grown = std::get<Grown>(round_trip(Grown {8 << 20, 9}));
+    CHECK(grown.size_bytes == 8 << 20);
+    CHECK(grown.generation == 9);
+    CHECK(std::get<Goodbye>(round_trip(Goodbye {2})).reason == 2);
+    const auto error = std::get<ErrorReport>(round_trip(ErrorReport {13, "not your uid"}));
+    CHECK(error.code == 13);
+    CHECK(error.text == "not your uid");
+
+    // A full directory still fits in one frame.
+    Welcome full;
+    for (int i = 0; i < 60; ++i)
+        full.directory.push_back({std::string(39, 'n'), 1, 1, 4096, 8});
+    CHECK(encode(full).size() <= kMaxFrameBytes);
+    CHECK(std::get<Welcome>(round_trip(full)).directory.size() == 60);
+}
+
+TEST_CASE("malformed frames are refused with a reason")
+{
+    std::string reason;
+    const auto good = encode(Grown {4096, 1});
+
+    SUBCASE("short") { CHECK(decode_bytes({good.begin(), good.begin() + 10}, 0, reason) == Errc::bad_frame); }
+    SUBCASE("bad magic")
+    {
+        auto bytes = good;
+        poke<std::uint32_t>(bytes, 0, 0xdeadbeef);
+        CHECK(decode_bytes(bytes, 0, reason) == Errc::bad_frame);
+        CHECK(reason.find("magic") != std::string::npos);
+    }
+    SUBCASE("another protocol version")
+    {
+        auto bytes = good;
+        poke<std::uint16_t>(bytes, 4, 2);
+        CHECK(decode_bytes(bytes, 0, reason) == Errc::protocol_mismatch);
+        CHECK(reason.find("version 2") != std::string::npos);
+    }
+    SUBCASE("unknown type")
+    {
+        auto bytes = good;
+        poke<std::uint16_t>(bytes, 6, 77);
+        CHECK(decode_bytes(bytes, 0, reason) == Errc::bad_frame);
+    }
+    SUBCASE("oversized length")
+    {
+        auto bytes = good;
+        poke<std::uint32_t>(bytes, 8, 0x7fffffff);
+        Header header;
+        CHECK(decode_header(bytes, header, reason) == Errc::bad_frame);
+        CHECK(reason.find("maximum") != std::string::npos);
+    }
+    SUBCASE("truncated body")
+    {
+        CHECK(decode_bytes({good.begin(), good.end() - 1}, 0, reason) == Errc::bad_frame);
+    }
+    SUBCASE("a body longer than its type's layout")
+    {
+        auto bytes = good;
+        bytes.resize(bytes.size() + 8);
+        poke<std::uint32_t>(bytes, 8, 24);
+        CHECK(decode_bytes(bytes, 0, reason) == Errc::bad_frame);
+    }
+    SUBCASE("fds where none belong, and a welcome without its fd")
+    {
+        CHECK(decode_bytes(good, 1, reason) == Errc::bad_frame);
+        CHECK(reason.find("fds") != std::string::npos);
+        const auto welcome = encode(Welcome {});
+        CHECK(decode_bytes(welcome, 0, reason) == Errc::bad_frame);
+        auto declares = good;
+        poke<std::uint32_t>(declares, 12, 3);
+        CHECK(decode_bytes(declares, 3, reason) == Errc::bad_frame);
+    }
+    SUBCASE("a name longer than allowed, and a directory name without its NUL")
+    {
+        auto hello = encode(Hello {1, "abc"});
+        poke<std::uint16_t>(hello, kHeaderBytes + 4, 1000);
+        CHECK(decode_bytes(hello, 0, reason) == Errc::bad_frame);
+        Welcome welcome;
+        welcome.directory.push_back({"x", 1, 1, 4096, 8});
+        auto bytes = encode(welcome);
+        std::memset(bytes.data() + kHeaderBytes + 32, 'x', 40);
+        CHECK(decode_bytes(bytes, 1, reason) == Errc::bad_frame);
+    }
+}

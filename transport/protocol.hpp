@@ -1,0 +1,93 @@
+// The host/guest control protocol (docs/protocol.md), as values: encoding
+// frames to bytes and decoding bytes a peer sent back into frames, with
+// every field checked. No I/O here; transport/frame_socket.hpp moves frames.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <system_error>
+#include <variant>
+#include <vector>
+
+namespace shmlink::protocol {
+
+inline constexpr std::uint32_t kMagic = 0x50434c53; ///< "SLCP" read as a little-endian integer
+inline constexpr std::uint16_t kVersion = 1;
+inline constexpr std::size_t kHeaderBytes = 16;
+inline constexpr std::size_t kMaxFrameBytes = 4096; ///< header included
+inline constexpr std::size_t kMaxNameBytes = 64;
+inline constexpr std::size_t kMaxDirectoryEntries = 60;
+
+enum class FrameType : std::uint16_t {
+    hello = 1,   ///< guest -> host: who connects
+    welcome = 2, ///< host -> guest, with the segment's fd: what to attach to
+    grown = 3,   ///< host -> guest: the segment grew; refresh before touching the new extent
+    goodbye = 4, ///< either way: the sender leaves
+    error = 5,   ///< host -> guest: why the host refuses or drops it, before closing
+};
+
+struct Hello {
+    std::uint32_t pid = 0;
+    std::string name; ///< 0..64 bytes
+};
+
+/// One directory entry as the welcome lists it.
+struct Entry {
+    std::string name;
+    std::uint16_t kind = 0;
+    std::uint16_t version = 0;
+    std::uint64_t offset = 0;
+    std::uint64_t length = 0;
+};
+
+struct Welcome {
+    std::uint64_t size_bytes = 0;
+    std::uint64_t max_size_bytes = 0;
+    std::uint64_t generation = 0;
+    std::uint32_t guest_id = 0; ///< names this guest's objects (see docs/protocol.md)
+    std::vector<Entry> directory;
+};
+
+struct Grown {
+    std::uint64_t size_bytes = 0;
+    std::uint64_t generation = 0;
+};
+
+struct Goodbye {
+    std::uint32_t reason = 0; ///< 0: a normal leave
+};
+
+struct ErrorReport {
+    std::uint32_t code = 0; ///< a shmlink::Errc or errno value
+    std::string text;       ///< 0..256 bytes, for people
+};
+
+using Frame = std::variant<Hello, Welcome, Grown, Goodbye, ErrorReport>;
+
+FrameType type_of(const Frame& frame) noexcept;
+/// How many fds travel with a frame of this type (welcome: the segment; others: none).
+std::size_t fds_of(FrameType type) noexcept;
+
+/// The frame's bytes, header included.
+std::vector<std::byte> encode(const Frame& frame);
+
+/// The header of a frame whose first kHeaderBytes bytes are `bytes`:
+/// checks magic, version, type, size and fd count, and says how many body
+/// bytes follow. On error, `reason` says what was wrong in a phrase.
+struct Header {
+    FrameType type {};
+    std::uint32_t body_bytes = 0;
+    std::uint32_t fd_count = 0;
+};
+std::error_code decode_header(std::span<const std::byte> bytes, Header& header, std::string& reason) noexcept;
+
+/// A whole frame (header and body) that arrived with `fds_received` fds.
+std::error_code decode(std::span<const std::byte> bytes, std::size_t fds_received, Frame& frame,
+    std::string& reason);
+
+/// The error of a malformed frame: Errc::bad_frame.
+std::error_code bad_frame() noexcept;
+
+} // namespace shmlink::protocol
