@@ -48,9 +48,12 @@ private:
 class BorrowedFd {
 public:
     BorrowedFd(const UniqueFd& owner) noexcept : fd_(owner.get()) {} // NOLINT: implicit on purpose
+    /// An fd that another owner keeps open, such as an Asio socket's native_handle().
+    static BorrowedFd of(int fd) noexcept { return BorrowedFd(fd); }
     [[nodiscard]] int get() const noexcept { return fd_; }
 
 private:
+    explicit BorrowedFd(int fd) noexcept : fd_(fd) {}
     int fd_;
 };
 

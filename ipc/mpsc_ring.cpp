@@ -410,6 +410,8 @@ std::size_t MpscRing::reap() noexcept
             continue;
         reset(lane);
         ++freed;
+        if (options_.on_lane_freed)
+            options_.on_lane_freed(i);
     }
     return freed;
 }

@@ -36,9 +36,11 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <string_view>
 #include <system_error>
+#include <type_traits>
 #include <vector>
 
 namespace shmlink {
@@ -95,6 +97,10 @@ struct MpscOptions {
     /// with a consumer that keeps calling in, the bound on how long a dead
     /// producer's lane stays taken.
     std::chrono::milliseconds reap_interval {100};
+    /// Called (from reap(), on the consumer's thread) when a lane is freed
+    /// for a new producer: a host empties what it had queued for that
+    /// lane's producer here. Must not throw.
+    std::function<void(std::uint32_t lane)> on_lane_freed;
 };
 
 /// The consumer's end.
@@ -127,8 +133,9 @@ public:
     RingStatus try_pop(std::span<std::byte> buffer, std::size_t& length) noexcept;
     RingStatus pop(std::span<std::byte> buffer, std::size_t& length, std::chrono::nanoseconds timeout,
         const WaitOptions& options = {}) noexcept;
-    /// Calls `handle(std::span<const std::byte>)` for up to `max` messages,
-    /// lane after lane, freeing each lane's share with one store.
+    /// Calls `handle(std::span<const std::byte>)`, or `handle(lane, bytes)`
+    /// to learn which producer's lane a message came from, for up to `max`
+    /// messages, lane after lane, freeing each lane's share with one store.
     template <typename Handle>
     std::size_t consume(Handle&& handle, std::size_t max, RingStatus* status = nullptr) noexcept;
     /// Waits until some lane is readable (ok), or timed_out; reaps meanwhile.
@@ -193,7 +200,13 @@ std::size_t MpscRing::consume(Handle&& handle, std::size_t max, RingStatus* stat
         if (lane.quarantined)
             continue;
         RingStatus lane_status = RingStatus::ok;
-        handled += lane.ring.consume(handle, max - handled, &lane_status);
+        if constexpr (std::is_invocable_v<Handle&, std::uint32_t, std::span<const std::byte>>) {
+            const auto lane_index = static_cast<std::uint32_t>(index);
+            handled += lane.ring.consume(
+                [&](std::span<const std::byte> bytes) { handle(lane_index, bytes); }, max - handled, &lane_status);
+        } else {
+            handled += lane.ring.consume(handle, max - handled, &lane_status);
+        }
         if (lane_status == RingStatus::corrupt)
             last = quarantine(lane);
     }

@@ -113,7 +113,6 @@ std::vector<std::byte> encode(const Frame& frame)
         w.put64(welcome->size_bytes);
         w.put64(welcome->max_size_bytes);
         w.put64(welcome->generation);
-        w.put32(welcome->guest_id);
         const std::size_t count = welcome->directory.size() < kMaxDirectoryEntries ? welcome->directory.size()
                                                                                      : kMaxDirectoryEntries;
         w.put32(static_cast<std::uint32_t>(count));
@@ -190,7 +189,6 @@ std::error_code decode(std::span<const std::byte> bytes, std::size_t fds_receive
         welcome.size_bytes = r.get<std::uint64_t>();
         welcome.max_size_bytes = r.get<std::uint64_t>();
         welcome.generation = r.get<std::uint64_t>();
-        welcome.guest_id = r.get<std::uint32_t>();
         const auto count = r.get<std::uint32_t>();
         if (count > kMaxDirectoryEntries)
             return fail(reason, "welcome lists more directory entries than a segment holds");

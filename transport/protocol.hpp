@@ -46,7 +46,6 @@ struct Welcome {
     std::uint64_t size_bytes = 0;
     std::uint64_t max_size_bytes = 0;
     std::uint64_t generation = 0;
-    std::uint32_t guest_id = 0; ///< names this guest's objects (see docs/protocol.md)
     std::vector<Entry> directory;
 };
 

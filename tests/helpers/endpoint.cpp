@@ -1,0 +1,129 @@
+// Test helper that plays a host or a guest of transport/ in its own process
+// and prints one line per answer ("ok ..." or "error ..."):
+//   endpoint host SOCKET SEGMENT|-       an echo host (a memfd segment for "-"); prints "ready";
+//                                        reads "grow BYTES", "guests" and "quit" on stdin
+//   endpoint guest SOCKET NAME COUNT     joins through the socket, sends COUNT messages and
+//                                        checks each echo; "ok lane=L echoed=N generation=G size=S"
+//   endpoint path-guest SEGMENT COUNT    the same, joined by the segment's path
+//   endpoint wait-host SOCKET            joins, then waits for a message until the host is gone;
+//                                        "ok host=<error> waited_ms=T"
+#include "tests/support/messages.hpp"
+#include "transport/guest.hpp"
+#include "transport/host.hpp"
+
+#include <poll.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <string>
+#include <vector>
+
+using namespace shmlink;
+using namespace std::chrono_literals;
+
+namespace {
+
+/// Echoes every message back to the lane it came from, and obeys stdin.
+int run_host(const std::string& socket_path, const std::string& segment_path)
+{
+    boost::asio::io_context io;
+    Host host(io, {.socket_path = socket_path, .segment_path = segment_path == "-" ? "" : segment_path});
+    std::printf("ready\n");
+    std::fflush(stdout);
+    std::string line;
+    for (;;) {
+        io.poll();
+        const std::size_t echoed = host.inbox().consume(
+            [&](std::uint32_t lane, std::span<const std::byte> bytes) { host.outbox(lane).push(bytes, 1s); }, 256);
+        pollfd in {STDIN_FILENO, POLLIN, 0};
+        if (::poll(&in, 1, echoed == 0 ? 1 : 0) > 0) {
+            if (!std::getline(std::cin, line) || line == "quit")
+                return 0;
+            if (line.rfind("grow ", 0) == 0) {
+                host.grow(std::strtoull(line.c_str() + 5, nullptr, 10));
+                std::printf("ok generation=%llu size=%zu\n", static_cast<unsigned long long>(host.segment().generation()),
+                    host.segment().size_bytes());
+            } else if (line == "guests") {
+                std::printf("ok guests=%zu\n", host.guest_count());
+            } else {
+                std::printf("error unknown command\n");
+            }
+            std::fflush(stdout);
+        }
+    }
+}
+
+/// Sends `count` messages and checks that each comes back intact.
+int echo_loop(Guest& guest, std::uint64_t count)
+{
+    std::vector<std::byte> message(8 + 512);
+    std::vector<std::byte> reply(8 + 512);
+    const std::uint64_t id = 1000 + guest.lane();
+    for (std::uint64_t seq = 0; seq < count; ++seq) {
+        const auto length = test::make_tagged_message(id, seq, 512, message);
+        if (const auto status = guest.outbox().push(std::span(message).first(length), 10s); status != RingStatus::ok) {
+            std::printf("error push %llu: %s\n", static_cast<unsigned long long>(seq), to_string(status));
+            return 1;
+        }
+        std::size_t got = 0;
+        std::error_code host_error;
+        if (const auto status = guest.receive(reply, got, 10s, host_error); status != RingStatus::ok) {
+            std::printf("error echo %llu: %s %s\n", static_cast<unsigned long long>(seq), to_string(status),
+                host_error.message().c_str());
+            return 1;
+        }
+        if (got != length || std::memcmp(reply.data(), message.data(), length) != 0) {
+            std::printf("error echo %llu differs\n", static_cast<unsigned long long>(seq));
+            return 1;
+        }
+    }
+    guest.poll();
+    guest.segment().refresh();
+    std::printf("ok lane=%u echoed=%llu generation=%llu size=%zu\n", guest.lane(), static_cast<unsigned long long>(count),
+        static_cast<unsigned long long>(guest.segment().generation()), guest.segment().size_bytes());
+    return 0;
+}
+
+int wait_host(const std::string& socket_path)
+{
+    Guest guest = Guest::connect(socket_path, {.name = "waiter"});
+    std::printf("joined lane=%u\n", guest.lane());
+    std::fflush(stdout);
+    std::byte buffer[64];
+    std::size_t length = 0;
+    std::error_code host_error;
+    const auto start = std::chrono::steady_clock::now();
+    const auto status = guest.receive(buffer, length, 60s, host_error);
+    const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start);
+    std::printf("ok status=%s host=%s waited_ms=%lld\n", to_string(status), host_error ? host_error.message().c_str() : "alive",
+        static_cast<long long>(waited.count()));
+    return 0;
+}
+
+} // namespace
+
+int main(int argc, char** argv)
+try {
+    const std::string job = argc > 1 ? argv[1] : "";
+    if (job == "host" && argc == 4)
+        return run_host(argv[2], argv[3]);
+    if (job == "guest" && argc == 5) {
+        Guest guest = Guest::connect(argv[2], {.name = argv[3]});
+        return echo_loop(guest, std::strtoull(argv[4], nullptr, 10));
+    }
+    if (job == "path-guest" && argc == 4) {
+        Guest guest = Guest::attach(argv[2]);
+        return echo_loop(guest, std::strtoull(argv[3], nullptr, 10));
+    }
+    if (job == "wait-host" && argc == 3)
+        return wait_host(argv[2]);
+    std::fprintf(stderr, "usage: endpoint host|guest|path-guest|wait-host ...\n");
+    return 2;
+} catch (const std::exception& e) {
+    std::printf("error %s\n", e.what());
+    return 1;
+}

@@ -1,0 +1,330 @@
+// Tests of transport/host.hpp and transport/guest.hpp. This process is the
+// host (or, where the host must die, tests/helpers/endpoint is); every guest
+// is tests/helpers/endpoint in a process of its own.
+#include "core/error.hpp"
+#include "tests/support/child.hpp"
+#include "tests/support/leaks.hpp"
+#include "transport/fd_socket.hpp"
+#include "transport/guest.hpp"
+#include "transport/host.hpp"
+#include "transport/protocol.hpp"
+
+#include <doctest/doctest.h>
+
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace shmlink;
+using namespace std::chrono_literals;
+using shmlink::test::Child;
+
+namespace {
+
+Child start_endpoint(const std::vector<std::string>& args)
+{
+    const char* path = std::getenv("SHMLINK_ENDPOINT");
+    REQUIRE_MESSAGE(path != nullptr, "SHMLINK_ENDPOINT is not set (run through meson test)");
+    std::vector<std::string> argv {path};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return Child::spawn(argv);
+}
+
+std::string socket_path(const std::string& tag)
+{
+    return "/tmp/shmlink-test-" + std::to_string(::getpid()) + "-" + tag + ".sock";
+}
+
+/// The host's side of the tests: echoes every message to the lane it came
+/// from, and runs the io_context, until `done()` or the timeout.
+void serve(boost::asio::io_context& io, Host& host, const std::function<bool()>& done,
+    std::chrono::seconds timeout = 60s, const std::function<void(std::uint64_t)>& per_message = {})
+{
+    std::uint64_t served = 0;
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (!done() && std::chrono::steady_clock::now() < deadline) {
+        io.poll();
+        const std::size_t echoed = host.inbox().consume(
+            [&](std::uint32_t lane, std::span<const std::byte> bytes) {
+                host.outbox(lane).push(bytes, 1s);
+                if (per_message)
+                    per_message(++served);
+            },
+            256);
+        if (echoed == 0)
+            host.inbox().wait_readable(1ms);
+    }
+}
+
+/// An endpoint's answer line, read while the host keeps serving.
+std::string answer_of(boost::asio::io_context& io, Host& host, Child& child, std::chrono::seconds timeout = 60s)
+{
+    std::string line;
+    serve(io, host, [&] {
+        try {
+            line = child.read_line(0ms);
+        } catch (const std::runtime_error&) {
+        }
+        return !line.empty();
+    }, timeout);
+    return line;
+}
+
+/// A raw connection to the host's socket, for speaking the protocol badly.
+struct RawPeer {
+    explicit RawPeer(const std::string& path)
+    {
+        fd.reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+        sockaddr_un address {};
+        address.sun_family = AF_UNIX;
+        std::strncpy(address.sun_path, path.c_str(), sizeof(address.sun_path) - 1);
+        REQUIRE(::connect(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0);
+    }
+    void send(std::span<const std::byte> bytes, std::span<const BorrowedFd> fds = {})
+    {
+        REQUIRE_FALSE(static_cast<bool>(send_with_fds(fd, bytes, fds)));
+    }
+    /// True once the host has closed its end (reads EOF), pumping the host meanwhile.
+    bool closed_by(boost::asio::io_context& io, Host& host)
+    {
+        bool closed = false;
+        serve(io, host, [&] {
+            std::byte b[4096];
+            const ssize_t n = ::recv(fd.get(), b, sizeof(b), MSG_DONTWAIT);
+            closed = n == 0 || (n < 0 && errno != EAGAIN);
+            return closed;
+        }, 10s);
+        return closed;
+    }
+    UniqueFd fd;
+};
+
+template <typename T>
+void poke(std::vector<std::byte>& bytes, std::size_t at, T value)
+{
+    std::memcpy(bytes.data() + at, &value, sizeof(value));
+}
+
+} // namespace
+
+TEST_CASE("a host and three guests: two through the socket (fd passed), one by path; all exchange messages")
+{
+    const test::ResourceCount before;
+    const test::ShmPath segment_file("host-three");
+    const std::string sock = socket_path("three");
+    {
+        boost::asio::io_context io;
+        Host host(io, {.socket_path = sock, .segment_path = segment_file.path});
+        std::vector<std::string> joined;
+        host.on_join = [&](const GuestInfo& g) { joined.push_back(g.name); };
+        Child a = start_endpoint({"guest", sock, "a", "2000"});
+        Child b = start_endpoint({"guest", sock, "b", "2000"});
+        Child c = start_endpoint({"path-guest", segment_file.path, "2000"});
+        for (Child* g : {&a, &b, &c}) {
+            const std::string answer = answer_of(io, host, *g);
+            INFO(answer);
+            CHECK(answer.find("echoed=2000") != std::string::npos);
+            CHECK(g->wait() == 0);
+        }
+        std::sort(joined.begin(), joined.end());
+        CHECK(joined == std::vector<std::string> {"a", "b"}); // the path guest never used the socket
+        serve(io, host, [&] { return host.guest_count() == 0; }, 10s);
+        CHECK(host.guest_count() == 0);
+    }
+    CHECK_FALSE(std::filesystem::exists(sock));
+    SHMLINK_CHECK_NO_LEAKS(before);
+}
+
+TEST_CASE("the host grows the segment 10 times while guests send: nothing lost, every guest at the host's generation")
+{
+    const std::string sock = socket_path("grow");
+    boost::asio::io_context io;
+    Host host(io, {.socket_path = sock, .max_guests = 2});
+    Child a = start_endpoint({"guest", sock, "a", "6000"});
+    Child b = start_endpoint({"guest", sock, "b", "6000"});
+    std::string answer_a;
+    std::string answer_b;
+    int grows = 0;
+    serve(io, host, [&] {
+        for (auto [child, answer] : {std::pair {&a, &answer_a}, std::pair {&b, &answer_b}})
+            if (answer->empty())
+                try {
+                    *answer = child->read_line(0ms);
+                } catch (const std::runtime_error&) {
+                }
+        return !answer_a.empty() && !answer_b.empty();
+    }, 120s, [&](std::uint64_t served) {
+        if (served % 500 == 0 && grows < 10) {
+            host.grow(host.segment().size_bytes() + (64 << 10));
+            ++grows;
+        }
+    });
+    CHECK(grows == 10);
+    const std::string expected = "generation=" + std::to_string(host.segment().generation())
+        + " size=" + std::to_string(host.segment().size_bytes());
+    for (const auto& answer : {answer_a, answer_b}) {
+        INFO(answer);
+        CHECK(answer.find("echoed=6000") != std::string::npos);
+        CHECK(answer.find(expected) != std::string::npos);
+    }
+    CHECK(host.segment().generation() == 10);
+}
+
+TEST_CASE("a guest SIGKILLed mid-stream: the host notices, frees its lane, serves the others, lets a new guest in")
+{
+    const std::string sock = socket_path("kill-guest");
+    boost::asio::io_context io;
+    Host host(io, {.socket_path = sock, .max_guests = 2});
+    std::vector<std::string> left;
+    host.on_leave = [&](const GuestInfo& g) { left.push_back(g.name); };
+    Child victim = start_endpoint({"guest", sock, "victim", "1000000"});
+    std::uint64_t served = 0;
+    serve(io, host, [&] { return served > 500; }, 60s, [&](std::uint64_t n) { served = n; });
+    // Kill it mid-stream, with another guest joined and sending.
+    Child other = start_endpoint({"guest", sock, "other", "3000"});
+    serve(io, host, [&] { return host.inbox().stats().producers == 2; }, 60s);
+    REQUIRE(host.inbox().stats().producers == 2);
+    victim.kill(SIGKILL);
+    CHECK(victim.wait() != 0);
+    const std::string answer = answer_of(io, host, other);
+    INFO(answer);
+    CHECK(answer.find("echoed=3000") != std::string::npos);
+    // The hang-up tells the host at once; the lane follows within the
+    // inbox's reap interval (the dying process may close its lane's lock
+    // after its socket).
+    serve(io, host, [&] { return left.size() == 2 && host.inbox().stats().dead_producers == 1; }, 10s);
+    CHECK(std::find(left.begin(), left.end(), "victim") != left.end());
+    CHECK(host.inbox().stats().dead_producers == 1);
+    // Both lanes are free again: two new guests fit.
+    Child next = start_endpoint({"guest", sock, "next", "500"});
+    Child last = start_endpoint({"guest", sock, "last", "500"});
+    CHECK(answer_of(io, host, next).find("echoed=500") != std::string::npos);
+    CHECK(answer_of(io, host, last).find("echoed=500") != std::string::npos);
+}
+
+TEST_CASE("the host SIGKILLed: a waiting guest returns an error within its watch interval, not at its timeout")
+{
+    const std::string sock = socket_path("kill-host");
+    Child host = start_endpoint({"host", sock, "-"});
+    REQUIRE(host.read_line() == "ready");
+    Child waiter = start_endpoint({"wait-host", sock});
+    REQUIRE(waiter.read_line().rfind("joined", 0) == 0);
+    std::this_thread::sleep_for(200ms);
+    host.kill(SIGKILL);
+    CHECK(host.wait() != 0);
+    const std::string answer = waiter.read_line(30s);
+    INFO(answer);
+    CHECK(answer.find("host=peer closed the connection") != std::string::npos);
+    const auto waited = std::stoll(answer.substr(answer.find("waited_ms=") + 10));
+    CHECK(waited < 10'000); // it waits for 60 s when the host lives
+    CHECK(waiter.wait() == 0);
+    ::unlink(sock.c_str());
+}
+
+TEST_CASE("bad peers are dropped with a reason, leak no fd, and leave the host serving")
+{
+    const std::string sock = socket_path("bad");
+    boost::asio::io_context io;
+    Host host(io, {.socket_path = sock, .handshake_timeout = 300ms});
+    const int fds_before = test::count_open_fds();
+    const auto hello = protocol::encode(protocol::Hello {1, "bad"});
+
+    SUBCASE("garbage")
+    {
+        RawPeer peer(sock);
+        const std::string junk(64, 'j');
+        peer.send(std::as_bytes(std::span(junk)));
+        CHECK(peer.closed_by(io, host));
+    }
+    SUBCASE("a truncated frame, then a hang-up")
+    {
+        RawPeer peer(sock);
+        peer.send(std::span(hello).first(hello.size() - 3));
+        peer.fd.reset();
+    }
+    SUBCASE("an oversized length")
+    {
+        RawPeer peer(sock);
+        auto bytes = hello;
+        poke<std::uint32_t>(bytes, 8, 1 << 20);
+        peer.send(bytes);
+        CHECK(peer.closed_by(io, host));
+    }
+    SUBCASE("a wrong protocol version")
+    {
+        RawPeer peer(sock);
+        auto bytes = hello;
+        poke<std::uint16_t>(bytes, 4, 9);
+        peer.send(bytes);
+        CHECK(peer.closed_by(io, host));
+    }
+    SUBCASE("a hello with fds it should not carry")
+    {
+        RawPeer peer(sock);
+        UniqueFd extra(::dup(STDERR_FILENO));
+        UniqueFd another(::dup(STDERR_FILENO));
+        const BorrowedFd fds[] = {extra, another};
+        peer.send(hello, fds);
+        CHECK(peer.closed_by(io, host));
+    }
+    SUBCASE("a disconnect in the middle of the handshake")
+    {
+        RawPeer peer(sock);
+        peer.fd.reset();
+    }
+    SUBCASE("silence past the handshake timeout")
+    {
+        RawPeer peer(sock);
+        CHECK(peer.closed_by(io, host));
+    }
+    // Whatever happened, the host lets the next guest in and serves it.
+    {
+        Child good = start_endpoint({"guest", sock, "good", "200"});
+        const std::string answer = answer_of(io, host, good);
+        INFO(answer);
+        CHECK(answer.find("echoed=200") != std::string::npos);
+        CHECK(good.wait() == 0);
+    }
+    serve(io, host, [&] { return test::count_open_fds() == fds_before; }, 10s);
+    CHECK_MESSAGE(test::count_open_fds() == fds_before, "fd leak in the host");
+}
+
+TEST_CASE("a guest running as another uid is refused by the default policy")
+{
+    if (::geteuid() != 0) {
+        MESSAGE("skipped: needs root to run a guest as another uid");
+        return;
+    }
+    const std::string sock = socket_path("uid");
+    boost::asio::io_context io;
+    Host host(io, {.socket_path = sock});
+    std::filesystem::permissions(sock, std::filesystem::perms::all); // let the other uid reach the socket at all
+    const pid_t child = ::fork();
+    if (child == 0) {
+        if (::setresgid(65534, 65534, 65534) != 0 || ::setresuid(65534, 65534, 65534) != 0)
+            ::_exit(3);
+        try {
+            Guest::connect(sock, {.name = "nobody"});
+            ::_exit(1); // let in: wrong
+        } catch (const Error& e) {
+            ::_exit(e.code() == Errc::refused ? 0 : 2);
+        }
+    }
+    int status = 0;
+    serve(io, host, [&] { return ::waitpid(child, &status, WNOHANG) == child; }, 30s);
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+    CHECK(host.guest_count() == 0);
+}

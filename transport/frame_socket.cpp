@@ -1,0 +1,99 @@
+#include "transport/frame_socket.hpp"
+
+#include "core/error.hpp"
+#include "transport/fd_socket.hpp"
+
+#include <poll.h>
+
+namespace shmlink {
+
+FrameSocket::FrameSocket(Socket socket) : socket_(std::move(socket)), buffer_(protocol::kMaxFrameBytes)
+{
+    socket_.non_blocking(true);
+}
+
+void FrameSocket::close() noexcept
+{
+    boost::system::error_code ignored;
+    socket_.close(ignored);
+    fds_.clear();
+}
+
+std::error_code FrameSocket::send(const protocol::Frame& frame, std::span<const BorrowedFd> fds) noexcept
+try {
+    if (fds.size() != protocol::fds_of(protocol::type_of(frame)))
+        return Errc::invalid_argument;
+    const auto bytes = protocol::encode(frame);
+    return send_with_fds(BorrowedFd::of(socket_.native_handle()), bytes, fds);
+} catch (const std::bad_alloc&) {
+    return std::make_error_code(std::errc::not_enough_memory);
+}
+
+std::error_code FrameSocket::read_available(ReceivedFrame& received, std::string& reason)
+{
+    for (;;) {
+        ReceivedMessage got;
+        const std::error_code ec = recv_with_fds(BorrowedFd::of(socket_.native_handle()),
+            std::span(buffer_).subspan(have_, need_ - have_), got);
+        if (ec == std::errc::operation_would_block || ec == std::errc::resource_unavailable_try_again)
+            return std::make_error_code(std::errc::operation_would_block);
+        if (ec == Errc::peer_closed && have_ != 0) {
+            reason = "hung up in the middle of a frame";
+            return protocol::bad_frame();
+        }
+        if (ec) {
+            if (ec == Errc::control_truncated)
+                reason = "more fds than a frame may carry";
+            return ec;
+        }
+        for (auto& fd : got.fds)
+            fds_.push_back(std::move(fd));
+        if (fds_.size() > 1) {
+            fds_.clear(); // closes them: no frame carries more than one
+            reason = "more fds than a frame may carry";
+            return protocol::bad_frame();
+        }
+        have_ += got.bytes;
+        if (have_ < need_)
+            continue;
+        if (need_ == protocol::kHeaderBytes) {
+            protocol::Header header;
+            if (const auto bad = protocol::decode_header(std::span(buffer_).first(have_), header, reason)) {
+                fds_.clear();
+                return bad;
+            }
+            need_ = protocol::kHeaderBytes + header.body_bytes;
+            if (have_ < need_)
+                continue;
+        }
+        // A whole frame: decode it and start on the next.
+        const std::error_code bad = protocol::decode(std::span(buffer_).first(have_), fds_.size(), received.frame, reason);
+        have_ = 0;
+        need_ = protocol::kHeaderBytes;
+        if (bad) {
+            fds_.clear();
+            return bad;
+        }
+        received.fds = std::move(fds_);
+        fds_.clear();
+        return {};
+    }
+}
+
+std::error_code FrameSocket::receive(ReceivedFrame& received, std::chrono::milliseconds timeout, std::string& reason)
+{
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+        const std::error_code ec = read_available(received, reason);
+        if (ec != std::errc::operation_would_block)
+            return ec;
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+        if (left.count() <= 0)
+            return Errc::timed_out;
+        pollfd p {socket_.native_handle(), POLLIN, 0};
+        if (::poll(&p, 1, static_cast<int>(left.count())) < 0 && errno != EINTR)
+            return errno_code();
+    }
+}
+
+} // namespace shmlink

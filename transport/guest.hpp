@@ -1,0 +1,66 @@
+// shmlink::Guest: a process that joins a host's segment, through the host's
+// socket (the segment's fd arrives in the welcome; SCM_RIGHTS) or by the
+// segment's path. Either way it takes a lane of the host's inbox (its
+// identity in the segment) and reads what the host sends it on guest.<lane>.
+// A guest that came through the socket follows the host's grows and learns
+// of the host's death from the socket's hang-up.
+#pragma once
+
+#include "core/segment.hpp"
+#include "ipc/mpsc_ring.hpp"
+#include "ipc/spsc_ring.hpp"
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <span>
+#include <string>
+#include <system_error>
+
+namespace shmlink {
+
+struct GuestOptions {
+    std::string name = "guest"; ///< sent in the hello, for the host's logs (0..64 bytes)
+    std::chrono::milliseconds timeout {2000}; ///< for connecting and the welcome
+};
+
+class Guest {
+public:
+    /// Joins the host listening at `socket_path`. Throws shmlink::Error
+    /// ("guest /run/x.sock: ..."): ECONNREFUSED, Errc::refused (with the
+    /// host's reason), Errc::timed_out, Errc::bad_frame, Errc::no_free_lane.
+    static Guest connect(const std::filesystem::path& socket_path, const GuestOptions& options = {});
+    /// Joins by the segment's path, without a socket: no grown notices (call
+    /// segment().refresh()) and no news of the host's death.
+    static Guest attach(const std::filesystem::path& segment_path);
+
+    Guest(Guest&&) noexcept;
+    Guest& operator=(Guest&&) noexcept;
+    ~Guest(); ///< says goodbye (when connected) and gives the lane back
+
+    [[nodiscard]] Segment& segment() noexcept;
+    /// This guest's lane of host.inbox: its identity in the segment.
+    [[nodiscard]] std::uint32_t lane() const noexcept;
+    /// To the host (a lane of host.inbox).
+    [[nodiscard]] MpscProducer& outbox() noexcept;
+    /// From the host (guest.<lane>).
+    [[nodiscard]] SpscRing& inbox() noexcept;
+
+    /// Handles the control frames that arrived, without waiting: a grown
+    /// notice refreshes the segment. Errc::peer_closed once the host is gone
+    /// (and from then on); a malformed frame is Errc::bad_frame.
+    std::error_code poll();
+    /// inbox().pop() that keeps watching the host meanwhile: ok, timed_out,
+    /// or corrupt; when the host goes away while it waits, `host_error` is
+    /// set (peer_closed) and it returns timed_out at once.
+    RingStatus receive(std::span<std::byte> buffer, std::size_t& length, std::chrono::nanoseconds timeout,
+        std::error_code& host_error);
+
+private:
+    struct State;
+    explicit Guest(std::unique_ptr<State> state) noexcept;
+    std::unique_ptr<State> state_;
+};
+
+} // namespace shmlink

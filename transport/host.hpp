@@ -1,0 +1,86 @@
+// shmlink::Host: the process that owns a segment and lets guests in. It
+// creates the segment (a path, or a memfd that only the socket hands out),
+// an MPSC ring every guest writes into ("host.inbox", one lane per guest)
+// and an SPSC ring back to each lane's guest ("guest.N"), and listens on a
+// Unix socket. For each connection it checks the peer's credentials
+// (SO_PEERCRED), waits for its hello, answers with a welcome carrying the
+// segment's fd, tells it about every grow, and notices its hang-up. All of
+// it runs on one Boost.Asio io_context; the rings are the caller's to use.
+#pragma once
+
+#include "core/segment.hpp"
+#include "ipc/mpsc_ring.hpp"
+#include "ipc/spsc_ring.hpp"
+#include "transport/asio.hpp"
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <string>
+
+namespace shmlink {
+
+/// Who is at the other end of a connection, as the kernel says (SO_PEERCRED).
+struct PeerCredentials {
+    pid_t pid = 0;
+    uid_t uid = 0;
+    gid_t gid = 0;
+};
+
+/// A guest that joined through the socket.
+struct GuestInfo {
+    std::uint64_t connection = 0; ///< numbers connections in the order they came
+    PeerCredentials peer;
+    std::string name; ///< from its hello
+};
+
+struct HostOptions {
+    std::filesystem::path socket_path;  ///< where guests connect; replaced if a stale socket is there
+    std::filesystem::path segment_path; ///< empty: an anonymous memfd, reachable only through the socket
+    std::size_t segment_bytes = std::size_t {4} << 20;
+    std::size_t max_segment_bytes = std::size_t {1} << 30;
+    std::uint32_t max_guests = 8;                  ///< lanes of host.inbox, and guest.N rings
+    std::size_t ring_bytes = std::size_t {64} << 10; ///< each lane's and each guest.N ring's capacity
+    std::chrono::milliseconds handshake_timeout {2000};
+    std::chrono::milliseconds reap_interval {100};
+    /// Who may join; the default lets in processes of the host's own uid.
+    std::function<bool(const PeerCredentials&)> allow;
+};
+
+class Host {
+public:
+    /// Creates the segment and the rings and starts listening on `io`.
+    /// Throws shmlink::Error ("host /run/x.sock: ...").
+    Host(boost::asio::io_context& io, HostOptions options);
+    ~Host(); ///< says goodbye to every guest, stops listening, removes the socket path
+    Host(const Host&) = delete;
+    Host& operator=(const Host&) = delete;
+
+    [[nodiscard]] Segment& segment() noexcept;
+    /// The consumer of host.inbox: what every guest sends. consume() with a
+    /// `(lane, bytes)` handler says which guest (lane) sent what.
+    [[nodiscard]] MpscRing& inbox() noexcept;
+    /// The producer of guest.N: to the guest on lane N of the inbox.
+    [[nodiscard]] SpscRing& outbox(std::uint32_t lane);
+    /// Guests joined through the socket now.
+    [[nodiscard]] std::size_t guest_count() const noexcept;
+
+    /// Grows the segment (Segment::grow) and sends every joined guest a
+    /// grown frame, so that it refreshes before it touches the new extent.
+    void grow(std::size_t new_size_bytes);
+
+    /// Called on the io_context's thread when a guest joins or goes (a
+    /// goodbye, a hang-up, or death: the kernel closes a dead guest's socket).
+    std::function<void(const GuestInfo&)> on_join;
+    std::function<void(const GuestInfo&)> on_leave;
+
+private:
+    struct State;
+    std::unique_ptr<State> state_;
+};
+
+} // namespace shmlink
