@@ -378,8 +378,6 @@ void MpscRing::reset(Lane& lane) noexcept
     if (armed_) // we are registered in every lane's count: stay registered in this one
         std::atomic_ref(shared.ring.readable.sleepers).fetch_add(1, std::memory_order_relaxed);
     lane.quarantined = false;
-    // release: pairs with the acquire compare-and-swap in MpscProducer::open().
-    std::atomic_ref(shared.owner).store(owner_word(0, ipc::LaneState::free), std::memory_order_release);
 }
 
 std::size_t MpscRing::reap() noexcept
@@ -409,9 +407,11 @@ std::size_t MpscRing::reap() noexcept
         if ((!lane.quarantined && lane.ring.readable_now()) || lane_held(probe_, object_offset_ + i))
             continue;
         reset(lane);
-        ++freed;
-        if (options_.on_lane_freed)
+        if (options_.on_lane_freed) // before the lane is offered again
             options_.on_lane_freed(i);
+        // release: pairs with the acquire compare-and-swap in MpscProducer::open().
+        owner.store(owner_word(0, ipc::LaneState::free), std::memory_order_release);
+        ++freed;
     }
     return freed;
 }

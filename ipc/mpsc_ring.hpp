@@ -97,9 +97,9 @@ struct MpscOptions {
     /// with a consumer that keeps calling in, the bound on how long a dead
     /// producer's lane stays taken.
     std::chrono::milliseconds reap_interval {100};
-    /// Called (from reap(), on the consumer's thread) when a lane is freed
-    /// for a new producer: a host empties what it had queued for that
-    /// lane's producer here. Must not throw.
+    /// Called (from reap(), on the consumer's thread) when a lane is freed,
+    /// before a new producer can take it: a host empties what it had queued
+    /// for that lane's producer here. Must not throw.
     std::function<void(std::uint32_t lane)> on_lane_freed;
 };
 

@@ -1,6 +1,7 @@
 #include "transport/frame_socket.hpp"
 
 #include "core/error.hpp"
+#include "ipc/wait.hpp"
 #include "transport/fd_socket.hpp"
 
 #include <poll.h>
@@ -37,11 +38,16 @@ std::error_code FrameSocket::read_available(ReceivedFrame& received, std::string
             std::span(buffer_).subspan(have_, need_ - have_), got);
         if (ec == std::errc::operation_would_block || ec == std::errc::resource_unavailable_try_again)
             return std::make_error_code(std::errc::operation_would_block);
-        if (ec == Errc::peer_closed && have_ != 0) {
-            reason = "hung up in the middle of a frame";
-            return protocol::bad_frame();
-        }
         if (ec) {
+            // Whatever came of this frame is dropped, its fds closed now.
+            const bool mid_frame = have_ != 0;
+            fds_.clear();
+            have_ = 0;
+            need_ = protocol::kHeaderBytes;
+            if (ec == Errc::peer_closed && mid_frame) {
+                reason = "hung up in the middle of a frame";
+                return protocol::bad_frame();
+            }
             if (ec == Errc::control_truncated)
                 reason = "more fds than a frame may carry";
             return ec;
@@ -60,6 +66,7 @@ std::error_code FrameSocket::read_available(ReceivedFrame& received, std::string
             protocol::Header header;
             if (const auto bad = protocol::decode_header(std::span(buffer_).first(have_), header, reason)) {
                 fds_.clear();
+                have_ = 0;
                 return bad;
             }
             need_ = protocol::kHeaderBytes + header.body_bytes;
@@ -82,7 +89,7 @@ std::error_code FrameSocket::read_available(ReceivedFrame& received, std::string
 
 std::error_code FrameSocket::receive(ReceivedFrame& received, std::chrono::milliseconds timeout, std::string& reason)
 {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    const auto deadline = deadline_after(timeout);
     for (;;) {
         const std::error_code ec = read_available(received, reason);
         if (ec != std::errc::operation_would_block)
@@ -91,7 +98,8 @@ std::error_code FrameSocket::receive(ReceivedFrame& received, std::chrono::milli
         if (left.count() <= 0)
             return Errc::timed_out;
         pollfd p {socket_.native_handle(), POLLIN, 0};
-        if (::poll(&p, 1, static_cast<int>(left.count())) < 0 && errno != EINTR)
+        const auto wait_ms = std::min<std::chrono::milliseconds::rep>(left.count(), 60'000); // poll takes an int
+        if (::poll(&p, 1, static_cast<int>(wait_ms)) < 0 && errno != EINTR)
             return errno_code();
     }
 }

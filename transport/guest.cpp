@@ -4,7 +4,11 @@
 #include "core/log.hpp"
 #include "transport/frame_socket.hpp"
 
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
+
+#include <cstring>
 
 #include <algorithm>
 #include <optional>
@@ -16,6 +20,8 @@ namespace {
 /// How often a waiting receive() looks at the control socket: the bound on
 /// how late a guest learns that its host died.
 constexpr auto kWatchInterval = std::chrono::milliseconds(50);
+/// How long a guest that attaches by path waits for a free lane.
+constexpr auto kLaneWait = std::chrono::seconds(2);
 
 } // namespace
 
@@ -27,10 +33,17 @@ struct Guest::State {
     SpscRing inbox;
     std::error_code host_error;
 
-    /// Takes a lane of host.inbox and opens guest.<lane>.
-    void join(const std::string& context)
+    /// Takes a lane of host.inbox and opens guest.<lane>. A lane its last
+    /// guest just left is free again within the host's reap interval, so
+    /// no free lane is worth waiting for until `deadline`.
+    void join(const std::string& context, std::chrono::steady_clock::time_point deadline)
     {
-        outbox = MpscProducer::open(segment, "host.inbox");
+        std::error_code ec;
+        while (!(outbox = MpscProducer::open(segment, "host.inbox", ec)).valid()) {
+            if (ec != Errc::no_free_lane || std::chrono::steady_clock::now() >= deadline)
+                throw Error(ec, context, "take a lane of host.inbox");
+            detail::pause_briefly();
+        }
         inbox = SpscRing::open(segment, "guest." + std::to_string(outbox.lane()));
         logger().info("{}: joined on lane {}", context, outbox.lane());
     }
@@ -49,34 +62,83 @@ Guest::~Guest()
 Guest Guest::connect(const std::filesystem::path& socket_path, const GuestOptions& options)
 {
     const std::string context = "guest " + socket_path.string();
+    const auto deadline = deadline_after(options.timeout);
     auto state = std::make_unique<State>();
+    // Close-on-exec (a child of ours must not keep the host's connection
+    // alive) and non-blocking: a host whose backlog is full makes connect()
+    // answer EAGAIN, which we retry until the timeout rather than block.
+    UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    if (!fd)
+        throw Error(errno_code(), context, "socket");
+    sockaddr_un address {};
+    address.sun_family = AF_UNIX;
+    if (socket_path.native().size() >= sizeof(address.sun_path))
+        throw Error(Errc::invalid_argument, context, "the socket path is too long");
+    std::strncpy(address.sun_path, socket_path.c_str(), sizeof(address.sun_path) - 1);
+    while (::connect(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
+        if (errno != EAGAIN && errno != EINTR)
+            throw Error(errno_code(), context, std::string("connect: ") + std::strerror(errno));
+        if (std::chrono::steady_clock::now() >= deadline)
+            throw Error(Errc::timed_out, context, "connect: the host's backlog stayed full");
+        detail::pause_briefly();
+    }
     boost::asio::local::stream_protocol::socket socket(state->io);
-    boost::system::error_code error;
-    socket.connect(boost::asio::local::stream_protocol::endpoint(socket_path.string()), error);
-    if (error)
-        throw Error(std::error_code(error.value(), std::system_category()), context, "connect: " + error.message());
+    socket.assign(boost::asio::local::stream_protocol(), fd.release());
     state->control.emplace(std::move(socket));
-    if (const auto ec = state->control->send(protocol::Hello {static_cast<std::uint32_t>(::getpid()), options.name}))
-        throw Error(ec, context, "hello: " + ec.message());
+    // A host that refuses us may close before our hello is out: its reason
+    // is still in our receive queue, so read it even when the hello fails.
+    const auto sent = state->control->send(protocol::Hello {static_cast<std::uint32_t>(::getpid()), options.name});
 
     ReceivedFrame received;
     std::string reason;
-    if (const auto ec = state->control->receive(received, options.timeout, reason))
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (const auto ec = state->control->receive(received, std::max(left, std::chrono::milliseconds(0)), reason)) {
+        if (sent)
+            throw Error(sent, context, "hello: " + sent.message());
         throw Error(ec, context, reason.empty() ? "welcome: " + ec.message() : "welcome: " + reason);
+    }
     if (const auto* refusal = std::get_if<protocol::ErrorReport>(&received.frame))
         throw Error(Errc::refused, context, "refused: " + refusal->text);
     if (!std::holds_alternative<protocol::Welcome>(received.frame) || received.fds.size() != 1)
         throw Error(Errc::bad_frame, context, "the host answered the hello with something else than a welcome");
     state->segment = Segment::attach(std::move(received.fds.front()));
-    state->join(context);
+    state->join(context, deadline);
     return Guest(std::move(state));
+}
+
+/// The error_code form of a throwing join.
+template <typename Join>
+Guest Guest::or_error(std::error_code& ec, Join&& join) noexcept
+{
+    try {
+        ec.clear();
+        return join();
+    } catch (const std::system_error& e) {
+        ec = e.code();
+    } catch (const std::bad_alloc&) {
+        ec = std::make_error_code(std::errc::not_enough_memory);
+    } catch (const std::exception&) {
+        ec = std::make_error_code(std::errc::io_error);
+    }
+    return Guest(nullptr);
+}
+
+Guest Guest::connect(const std::filesystem::path& socket_path, const GuestOptions& options,
+    std::error_code& ec) noexcept
+{
+    return or_error(ec, [&] { return connect(socket_path, options); });
+}
+
+Guest Guest::attach(const std::filesystem::path& segment_path, std::error_code& ec) noexcept
+{
+    return or_error(ec, [&] { return attach(segment_path); });
 }
 
 Guest Guest::attach(const std::filesystem::path& segment_path)
 {
     auto state = std::make_unique<State>();
     state->segment = Segment::attach(segment_path);
-    state->join("guest " + segment_path.string());
+    state->join("guest " + segment_path.string(), deadline_after(kLaneWait));
     return Guest(std::move(state));
 }
 
@@ -102,7 +164,13 @@ std::error_code Guest::poll()
             return ec;
         }
         if (std::holds_alternative<protocol::Grown>(received.frame)) {
-            s.segment.refresh();
+            std::error_code refresh_error;
+            s.segment.refresh(refresh_error);
+            if (refresh_error) {
+                s.host_error = refresh_error;
+                logger().warn("guest: cannot follow the host's grow: {}", refresh_error.message());
+                return refresh_error;
+            }
         } else if (std::holds_alternative<protocol::Goodbye>(received.frame)) {
             s.host_error = Errc::peer_closed;
             return s.host_error;
@@ -117,6 +185,11 @@ std::error_code Guest::poll()
 RingStatus Guest::receive(std::span<std::byte> buffer, std::size_t& length, std::chrono::nanoseconds timeout,
     std::error_code& host_error)
 {
+    // The ring first: a message that is there costs no syscall, even when
+    // the host has gone since it sent it.
+    const RingStatus first = state_->inbox.try_pop(buffer, length);
+    if (first != RingStatus::empty)
+        return first;
     const auto deadline = deadline_after(timeout);
     for (;;) {
         if ((host_error = poll()))

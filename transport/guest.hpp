@@ -31,9 +31,17 @@ public:
     /// ("guest /run/x.sock: ..."): ECONNREFUSED, Errc::refused (with the
     /// host's reason), Errc::timed_out, Errc::bad_frame, Errc::no_free_lane.
     static Guest connect(const std::filesystem::path& socket_path, const GuestOptions& options = {});
+    /// As connect(); on failure `ec` is set and the Guest is not valid().
+    static Guest connect(const std::filesystem::path& socket_path, const GuestOptions& options,
+        std::error_code& ec) noexcept;
     /// Joins by the segment's path, without a socket: no grown notices (call
-    /// segment().refresh()) and no news of the host's death.
+    /// segment().refresh()) and no news of the host's death. Waits up to 2 s
+    /// for a free lane (connect() waits up to its timeout).
     static Guest attach(const std::filesystem::path& segment_path);
+    static Guest attach(const std::filesystem::path& segment_path, std::error_code& ec) noexcept;
+
+    /// False for a Guest that failed to join (the error_code forms) or was moved from.
+    [[nodiscard]] bool valid() const noexcept { return state_ != nullptr; }
 
     Guest(Guest&&) noexcept;
     Guest& operator=(Guest&&) noexcept;
@@ -52,14 +60,18 @@ public:
     /// (and from then on); a malformed frame is Errc::bad_frame.
     std::error_code poll();
     /// inbox().pop() that keeps watching the host meanwhile: ok, timed_out,
-    /// or corrupt; when the host goes away while it waits, `host_error` is
-    /// set (peer_closed) and it returns timed_out at once.
+    /// or corrupt. A message already there is returned without a syscall.
+    /// While it waits it looks at the control socket every 50 ms: when the
+    /// host has gone, `host_error` is set (peer_closed, or the socket's
+    /// error) and it returns timed_out at once. Never throws.
     RingStatus receive(std::span<std::byte> buffer, std::size_t& length, std::chrono::nanoseconds timeout,
         std::error_code& host_error);
 
 private:
     struct State;
     explicit Guest(std::unique_ptr<State> state) noexcept;
+    template <typename Join>
+    static Guest or_error(std::error_code& ec, Join&& join) noexcept;
     std::unique_ptr<State> state_;
 };
 

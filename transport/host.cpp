@@ -5,9 +5,13 @@
 #include "transport/frame_socket.hpp"
 
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <list>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -17,31 +21,59 @@ using boost::asio::local::stream_protocol;
 
 namespace {
 
+constexpr auto kAcceptBackoff = std::chrono::milliseconds(100);
+
 std::string guest_ring_name(std::uint32_t lane) { return "guest." + std::to_string(lane); }
 
-PeerCredentials credentials_of(stream_protocol::socket& socket)
+/// The peer's credentials, or nothing when the kernel would not say (then the peer is refused).
+std::optional<PeerCredentials> credentials_of(stream_protocol::socket& socket)
 {
     ucred cred {};
     socklen_t length = sizeof(cred);
     if (::getsockopt(socket.native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &length) != 0)
-        return {};
-    return {cred.pid, cred.uid, cred.gid};
+        return std::nullopt;
+    return PeerCredentials {cred.pid, cred.uid, cred.gid};
+}
+
+/// Removes a socket file that no host listens on any more; refuses to take
+/// over a live host's path (EADDRINUSE) or to remove something that is not a socket.
+void remove_stale_socket(const std::filesystem::path& path, const std::string& context)
+{
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) != 0)
+        return;
+    if (!S_ISSOCK(st.st_mode))
+        throw Error(std::make_error_code(std::errc::file_exists), context, "the path exists and is not a socket");
+    UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_un address {};
+    address.sun_family = AF_UNIX;
+    std::strncpy(address.sun_path, path.c_str(), sizeof(address.sun_path) - 1);
+    if (probe && ::connect(probe.get(), reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0)
+        throw Error(std::make_error_code(std::errc::address_in_use), context, "another host listens there");
+    ::unlink(path.c_str());
 }
 
 } // namespace
 
-struct Host::State {
+/// Everything the io_context's handlers touch. Handlers hold a weak_ptr to
+/// it and a shared_ptr to their connection, so that neither a destroyed Host
+/// nor an erased connection is ever touched by a handler that runs later.
+struct Host::State : std::enable_shared_from_this<Host::State> {
     struct Connection {
         FrameSocket socket;
         boost::asio::steady_timer handshake;
         GuestInfo info;
         bool joined = false;
+        bool closed = false;
     };
+    using ConnectionPtr = std::shared_ptr<Connection>;
 
     State(Host& host, boost::asio::io_context& io, HostOptions options)
-        : host(host), io(io), options(std::move(options)), acceptor(io)
+        : host(host), io(io), options(std::move(options)), acceptor(io), backoff(io)
     {
     }
+
+    Host* host_ptr() noexcept { return stopped ? nullptr : &host; }
 
     Host& host;
     boost::asio::io_context& io;
@@ -50,131 +82,168 @@ struct Host::State {
     MpscRing inbox;
     std::vector<SpscRing> outboxes;
     stream_protocol::acceptor acceptor;
-    std::list<Connection> connections;
+    boost::asio::steady_timer backoff;
+    std::list<ConnectionPtr> connections;
     std::uint64_t next_connection = 1;
+    ino_t socket_inode = 0;
+    bool stopped = false;
 
     void accept()
     {
-        acceptor.async_accept([this](const boost::system::error_code& error, stream_protocol::socket socket) {
-            if (error == boost::asio::error::operation_aborted)
-                return; // the host is going away
-            if (!error)
-                admit(std::move(socket));
-            else
-                logger().warn("host {}: accept: {}", options.socket_path.string(), error.message());
+        acceptor.async_wait(stream_protocol::acceptor::wait_read,
+            [weak = weak_from_this()](const boost::system::error_code& error) {
+                const auto self = weak.lock();
+                if (!self || self->stopped || error == boost::asio::error::operation_aborted)
+                    return;
+                self->accept_one();
+            });
+    }
+
+    void accept_one()
+    {
+        // accept4 rather than Asio's accept: the connection must be close-on-exec,
+        // or a child the host starts would keep guests from seeing it die.
+        const int fd = ::accept4(acceptor.native_handle(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (fd < 0 && errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
+            logger().warn("host {}: accept: {}; retrying in {} ms", options.socket_path.string(), std::strerror(errno),
+                kAcceptBackoff.count());
+            backoff.expires_after(kAcceptBackoff);
+            backoff.async_wait([weak = weak_from_this()](const boost::system::error_code& error) {
+                if (const auto self = weak.lock(); self && !error && !self->stopped)
+                    self->accept();
+            });
+            return;
+        }
+        if (fd >= 0) {
+            stream_protocol::socket socket(io);
+            socket.assign(stream_protocol(), fd);
+            admit(std::move(socket));
+        }
+        if (!stopped)
             accept();
-        });
     }
 
     void admit(stream_protocol::socket socket)
     {
-        const PeerCredentials peer = credentials_of(socket);
-        auto& c = connections.emplace_back(Connection {FrameSocket(std::move(socket)), boost::asio::steady_timer(io),
-            GuestInfo {next_connection++, peer, {}}});
-        const bool allowed = options.allow ? options.allow(peer) : peer.uid == ::geteuid();
+        const std::optional<PeerCredentials> peer = credentials_of(socket);
+        auto c = std::make_shared<Connection>(Connection {FrameSocket(std::move(socket)), boost::asio::steady_timer(io),
+            GuestInfo {next_connection++, peer.value_or(PeerCredentials {}), {}}});
+        connections.push_back(c);
+        if (!peer) {
+            refuse(c, "the kernel would not tell who it is (SO_PEERCRED)");
+            return;
+        }
+        const bool allowed = options.allow ? options.allow(*peer) : peer->uid == ::geteuid();
         if (!allowed) {
-            refuse(c, Errc::refused, "uid " + std::to_string(peer.uid) + " may not join");
+            refuse(c, "uid " + std::to_string(peer->uid) + " may not join");
             return;
         }
         if (connections.size() > options.max_guests) {
-            refuse(c, Errc::refused, "the host has " + std::to_string(options.max_guests) + " guests already");
+            refuse(c, "the host has " + std::to_string(options.max_guests) + " guests already");
             return;
         }
-        c.handshake.expires_after(options.handshake_timeout);
-        c.handshake.async_wait([this, &c](const boost::system::error_code& error) {
-            if (!error && !c.joined)
-                drop(c, "no hello within the handshake timeout");
+        c->handshake.expires_after(options.handshake_timeout);
+        c->handshake.async_wait([weak = weak_from_this(), c](const boost::system::error_code& error) {
+            const auto self = weak.lock();
+            if (self && !error && !c->joined)
+                self->drop(c, "no hello within the handshake timeout");
         });
         receive(c);
     }
 
-    void receive(Connection& c)
+    void receive(const ConnectionPtr& c)
     {
-        c.socket.async_receive([this, &c](std::error_code ec, ReceivedFrame received, std::string reason) {
-            if (ec == std::errc::operation_canceled)
+        c->socket.async_receive([weak = weak_from_this(), c](std::error_code ec, ReceivedFrame received, std::string reason) {
+            const auto self = weak.lock();
+            if (!self || c->closed || ec == std::errc::operation_canceled)
                 return;
             if (ec == Errc::peer_closed) {
-                drop(c, c.joined ? "hung up" : "hung up before its hello");
+                self->drop(c, c->joined ? "hung up" : "hung up before its hello");
                 return;
             }
             if (ec) {
-                drop(c, reason.empty() ? ec.message() : reason);
+                self->drop(c, reason.empty() ? ec.message() : reason);
                 return;
             }
-            if (const auto* hello = std::get_if<protocol::Hello>(&received.frame); hello && !c.joined) {
-                welcome(c, *hello);
-            } else if (std::holds_alternative<protocol::Goodbye>(received.frame) && c.joined) {
-                drop(c, "said goodbye");
+            if (const auto* hello = std::get_if<protocol::Hello>(&received.frame); hello && !c->joined) {
+                if (!self->welcome(c, *hello))
+                    return;
+            } else if (std::holds_alternative<protocol::Goodbye>(received.frame) && c->joined) {
+                self->drop(c, "said goodbye");
                 return;
             } else {
-                drop(c, "sent a frame out of turn");
+                self->drop(c, "sent a frame out of turn");
                 return;
             }
-            receive(c);
+            if (!c->closed && !self->stopped)
+                self->receive(c);
         });
     }
 
-    void welcome(Connection& c, const protocol::Hello& hello)
+    /// Sends the welcome; false (and the connection dropped) when it could not.
+    bool welcome(const ConnectionPtr& c, const protocol::Hello& hello)
     {
-        c.info.name = hello.name;
+        c->info.name = hello.name;
         protocol::Welcome frame;
-        const SegmentInfo info = segment.info();
         frame.size_bytes = segment.size_bytes();
         frame.max_size_bytes = segment.max_size_bytes();
-        frame.generation = info.generation;
+        frame.generation = segment.generation();
         std::error_code ec;
         for (const ObjectInfo& o : segment.objects(ec))
             frame.directory.push_back({o.name, o.kind, o.version, o.offset, o.length});
         const BorrowedFd fds[] = {segment.fd()};
-        if ((ec = c.socket.send(frame, fds))) {
+        if ((ec = c->socket.send(frame, fds))) {
             drop(c, "welcome not sent: " + ec.message());
-            return;
+            return false;
         }
-        c.joined = true;
-        c.handshake.cancel();
-        logger().info("host {}: guest '{}' (pid {}) joined", options.socket_path.string(), c.info.name, c.info.peer.pid);
-        if (host.on_join)
-            host.on_join(c.info);
+        c->joined = true;
+        c->handshake.cancel();
+        logger().info("host {}: guest '{}' (pid {}) joined", options.socket_path.string(), c->info.name, c->info.peer.pid);
+        if (Host* h = host_ptr(); h && h->on_join)
+            h->on_join(c->info); // last: it may destroy the Host (stopped is then set)
+        return !c->closed && !stopped;
     }
 
-    void refuse(Connection& c, Errc code, const std::string& why)
+    void refuse(const ConnectionPtr& c, const std::string& why)
     {
-        logger().warn("host {}: refused pid {}: {}", options.socket_path.string(), c.info.peer.pid, why);
-        c.socket.send(protocol::ErrorReport {static_cast<std::uint32_t>(code), why});
+        logger().warn("host {}: refused pid {}: {}", options.socket_path.string(), c->info.peer.pid, why);
+        c->socket.send(protocol::ErrorReport {static_cast<std::uint32_t>(Errc::refused), why});
+        // Shut down our side for writing only, so that the guest can still
+        // read the refusal after its hello fails; then forget the connection.
+        ::shutdown(c->socket.socket().native_handle(), SHUT_WR);
         remove(c);
     }
 
-    void drop(Connection& c, const std::string& why)
+    void drop(const ConnectionPtr& c, const std::string& why)
     {
-        if (c.joined)
-            logger().info("host {}: guest '{}' (pid {}) left: {}", options.socket_path.string(), c.info.name,
-                c.info.peer.pid, why);
+        if (c->closed)
+            return; // a timer and a read can both end one connection
+        if (c->joined)
+            logger().info("host {}: guest '{}' (pid {}) left: {}", options.socket_path.string(), c->info.name,
+                c->info.peer.pid, why);
         else
-            logger().warn("host {}: dropped pid {}: {}", options.socket_path.string(), c.info.peer.pid, why);
-        const GuestInfo info = c.info;
-        const bool joined = c.joined;
+            logger().warn("host {}: dropped pid {}: {}", options.socket_path.string(), c->info.peer.pid, why);
+        const bool joined = c->joined;
         remove(c);
-        // A dead guest's lane is freed (and its guest.N emptied) by the
-        // inbox's reap: the kernel dropped its lock when it died.
-        inbox.reap();
-        if (joined && host.on_leave)
-            host.on_leave(info);
+        // The guest's lane of the inbox is freed by the inbox's own reap, on
+        // the consumer's thread: the kernel dropped the lane's lock when the
+        // guest closed its description.
+        if (Host* h = host_ptr(); joined && h && h->on_leave)
+            h->on_leave(c->info); // last: it may destroy the Host
     }
 
-    /// Closes the connection and forgets it once its pending handlers ran.
-    void remove(Connection& c)
+    /// Closes the connection; handlers still queued for it hold it alive and see it closed.
+    void remove(const ConnectionPtr& c)
     {
-        c.handshake.cancel();
-        c.socket.close();
-        // Handlers still queued for it must see it alive: erase later.
-        boost::asio::post(io, [this, &c] {
-            connections.remove_if([&](const Connection& other) { return &other == &c; });
-        });
+        c->closed = true;
+        c->handshake.cancel();
+        c->socket.close();
+        connections.remove(c);
     }
 };
 
 Host::Host(boost::asio::io_context& io, HostOptions options)
-    : state_(std::make_unique<State>(*this, io, std::move(options)))
+    : state_(std::make_shared<State>(*this, io, std::move(options)))
 {
     State& s = *state_;
     const std::string context = "host " + s.options.socket_path.string();
@@ -185,23 +254,32 @@ Host::Host(boost::asio::io_context& io, HostOptions options)
     s.segment = s.options.segment_path.empty() ? Segment::create_anonymous(s.options.segment_bytes, segment_options)
                                                : Segment::create(s.options.segment_path, s.options.segment_bytes, segment_options);
     MpscOptions inbox_options {.reap_interval = s.options.reap_interval, .on_lane_freed = [&s](std::uint32_t lane) {
-        // The next guest on this lane must not read what was meant for the last.
-        SpscRing leftovers = SpscRing::open(s.segment, guest_ring_name(lane));
+        // Before the lane is offered again: the next guest on it must not
+        // read what was meant for the last one.
+        std::error_code ec;
+        SpscRing leftovers = SpscRing::open(s.segment, guest_ring_name(lane), ec);
         leftovers.consume([](std::span<const std::byte>) {}, SIZE_MAX);
     }};
     s.inbox = MpscRing::create(s.segment, "host.inbox", s.options.ring_bytes, s.options.max_guests, inbox_options);
     for (std::uint32_t lane = 0; lane < s.options.max_guests; ++lane)
         s.outboxes.push_back(SpscRing::create(s.segment, guest_ring_name(lane), s.options.ring_bytes));
 
-    ::unlink(s.options.socket_path.c_str()); // a stale socket from a host that died
+    remove_stale_socket(s.options.socket_path, context);
+    // Made by hand for SOCK_CLOEXEC (Asio's would leak into children), then handed to Asio.
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        throw Error(errno_code(), context, "socket");
     boost::system::error_code error;
-    s.acceptor.open(stream_protocol(), error);
+    s.acceptor.assign(stream_protocol(), fd, error);
     if (!error)
         s.acceptor.bind(stream_protocol::endpoint(s.options.socket_path.string()), error);
     if (!error)
         s.acceptor.listen(boost::asio::socket_base::max_listen_connections, error);
     if (error)
         throw Error(std::error_code(error.value(), std::system_category()), context, "listen: " + error.message());
+    struct stat st {};
+    if (::stat(s.options.socket_path.c_str(), &st) == 0)
+        s.socket_inode = st.st_ino;
     logger().info("{}: listening, segment of {} bytes", context, s.segment.size_bytes());
     s.accept();
 }
@@ -209,15 +287,19 @@ Host::Host(boost::asio::io_context& io, HostOptions options)
 Host::~Host()
 {
     State& s = *state_;
-    for (auto& c : s.connections) {
-        if (c.joined)
-            c.socket.send(protocol::Goodbye {});
-        c.handshake.cancel();
-        c.socket.close();
+    s.stopped = true; // handlers that still run see it and leave everything alone
+    for (const auto& c : std::list(s.connections)) {
+        if (c->joined)
+            c->socket.send(protocol::Goodbye {});
+        s.remove(c);
     }
     boost::system::error_code ignored;
+    s.backoff.cancel();
     s.acceptor.close(ignored);
-    ::unlink(s.options.socket_path.c_str());
+    // Only our own socket file: a newer host may have taken the path since.
+    struct stat st {};
+    if (::stat(s.options.socket_path.c_str(), &st) == 0 && st.st_ino == s.socket_inode)
+        ::unlink(s.options.socket_path.c_str());
 }
 
 Segment& Host::segment() noexcept { return state_->segment; }
@@ -230,7 +312,7 @@ std::size_t Host::guest_count() const noexcept
 {
     std::size_t joined = 0;
     for (const auto& c : state_->connections)
-        joined += c.joined && c.socket.is_open();
+        joined += c->joined;
     return joined;
 }
 
@@ -239,11 +321,10 @@ void Host::grow(std::size_t new_size_bytes)
     State& s = *state_;
     s.segment.grow(new_size_bytes);
     const protocol::Grown grown {s.segment.size_bytes(), s.segment.generation()};
-    for (auto& c : s.connections)
-        if (c.joined)
-            if (const auto ec = c.socket.send(grown))
-                logger().warn("host {}: grown not sent to '{}': {}", s.options.socket_path.string(), c.info.name,
-                    ec.message());
+    for (const auto& c : std::list(s.connections))
+        if (c->joined)
+            if (const auto ec = c->socket.send(grown))
+                s.drop(c, "cannot be told of the grow (" + ec.message() + "): it stopped reading its socket");
 }
 
 } // namespace shmlink

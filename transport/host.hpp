@@ -6,6 +6,10 @@
 // (SO_PEERCRED), waits for its hello, answers with a welcome carrying the
 // segment's fd, tells it about every grow, and notices its hang-up. All of
 // it runs on one Boost.Asio io_context; the rings are the caller's to use.
+//
+// Threading: construct, destroy and call grow() and guest_count() on the
+// thread that runs the io_context. The inbox has one consumer (any thread);
+// a dead guest's lane is freed by the inbox's own reap on that thread.
 #pragma once
 
 #include "core/segment.hpp"
@@ -75,12 +79,13 @@ public:
 
     /// Called on the io_context's thread when a guest joins or goes (a
     /// goodbye, a hang-up, or death: the kernel closes a dead guest's socket).
+    /// They may destroy the Host. Must not throw.
     std::function<void(const GuestInfo&)> on_join;
     std::function<void(const GuestInfo&)> on_leave;
 
 private:
     struct State;
-    std::unique_ptr<State> state_;
+    std::shared_ptr<State> state_; // shared with the io_context's handlers, which hold it weakly
 };
 
 } // namespace shmlink

@@ -193,7 +193,7 @@ std::error_code decode(std::span<const std::byte> bytes, std::size_t fds_receive
         if (count > kMaxDirectoryEntries)
             return fail(reason, "welcome lists more directory entries than a segment holds");
         for (std::uint32_t i = 0; i < count; ++i) {
-            char name[kNameField];
+            char name[kNameField] = {};
             Entry e;
             r.take(name, sizeof(name));
             e.kind = r.get<std::uint16_t>();
@@ -201,8 +201,8 @@ std::error_code decode(std::span<const std::byte> bytes, std::size_t fds_receive
             r.get<std::uint32_t>();
             e.offset = r.get<std::uint64_t>();
             e.length = r.get<std::uint64_t>();
-            if (std::memchr(name, '\0', sizeof(name)) == nullptr)
-                return fail(reason, "welcome has a directory name without its NUL");
+            if (std::memchr(name, '\0', sizeof(name)) == nullptr || name[0] == '\0')
+                return fail(reason, "welcome has an empty or unterminated directory name");
             e.name = name;
             welcome.directory.push_back(std::move(e));
         }

@@ -64,6 +64,7 @@ struct ErrorReport {
 };
 
 using Frame = std::variant<Hello, Welcome, Grown, Goodbye, ErrorReport>;
+static_assert(std::variant_size_v<Frame> == 5, "type_of() maps the variant's index to FrameType: keep them in order");
 
 FrameType type_of(const Frame& frame) noexcept;
 /// How many fds travel with a frame of this type (welcome: the segment; others: none).

@@ -237,7 +237,9 @@ TEST_CASE("bad peers are dropped with a reason, leak no fd, and leave the host s
 {
     const std::string sock = socket_path("bad");
     boost::asio::io_context io;
-    Host host(io, {.socket_path = sock, .handshake_timeout = 300ms});
+    // A handshake timeout far beyond closed_by()'s wait: a close it sees is
+    // the host's answer to the bad frame, not to the silence after it.
+    Host host(io, {.socket_path = sock, .handshake_timeout = 60s});
     const int fds_before = test::count_open_fds();
     const auto hello = protocol::encode(protocol::Hello {1, "bad"});
 
@@ -284,9 +286,18 @@ TEST_CASE("bad peers are dropped with a reason, leak no fd, and leave the host s
         RawPeer peer(sock);
         peer.fd.reset();
     }
-    SUBCASE("silence past the handshake timeout")
+    SUBCASE("a hello, then a hang-up before the welcome could be sent")
     {
         RawPeer peer(sock);
+        peer.send(hello);
+        peer.fd.reset();
+    }
+    SUBCASE("a frame with an fd on a type that carries none")
+    {
+        RawPeer peer(sock);
+        UniqueFd extra(::dup(STDERR_FILENO));
+        const BorrowedFd fds[] = {extra};
+        peer.send(hello, fds);
         CHECK(peer.closed_by(io, host));
     }
     // Whatever happened, the host lets the next guest in and serves it.
@@ -322,9 +333,70 @@ TEST_CASE("a guest running as another uid is refused by the default policy")
             ::_exit(e.code() == Errc::refused ? 0 : 2);
         }
     }
-    int status = 0;
+    int status = -1; // not an exit status: a child that never exits fails the checks below
     serve(io, host, [&] { return ::waitpid(child, &status, WNOHANG) == child; }, 30s);
+    REQUIRE(status != -1);
     CHECK(WIFEXITED(status));
     CHECK(WEXITSTATUS(status) == 0);
     CHECK(host.guest_count() == 0);
+}
+
+TEST_CASE("a silent peer is dropped after the handshake timeout; a policy that refuses is told to the guest")
+{
+    const std::string sock = socket_path("policy");
+    boost::asio::io_context io;
+    bool refuse = false;
+    Host host(io, {.socket_path = sock, .handshake_timeout = 300ms,
+        .allow = [&](const PeerCredentials&) { return !refuse; }});
+    {
+        RawPeer silent(sock);
+        const auto started = std::chrono::steady_clock::now();
+        CHECK(silent.closed_by(io, host));
+        CHECK(std::chrono::steady_clock::now() - started >= 300ms);
+    }
+    refuse = true;
+    Child guest = start_endpoint({"guest", sock, "unwanted", "10"});
+    const std::string answer = answer_of(io, host, guest);
+    INFO(answer);
+    CHECK(answer.find("error guest " + sock + ": refused") == 0);
+    CHECK(guest.wait() != 0);
+    CHECK(host.guest_count() == 0);
+}
+
+TEST_CASE("a host destroyed from its own callback, and an io_context run after the host is gone")
+{
+    const std::string sock = socket_path("lifetime");
+    boost::asio::io_context io;
+    auto host = std::make_unique<Host>(io, HostOptions {.socket_path = sock});
+    host->on_join = [&](const GuestInfo&) { host.reset(); }; // the first guest ends the host
+    Child guest = start_endpoint({"wait-host", sock});
+    const auto until = std::chrono::steady_clock::now() + 30s;
+    while (host && std::chrono::steady_clock::now() < until)
+        io.run_for(10ms);
+    CHECK_FALSE(host);
+    io.run_for(100ms); // handlers of the dead host must find nothing to touch (ASan would say)
+    const std::string joined = guest.read_line();
+    const std::string answer = guest.read_line();
+    INFO(joined);
+    INFO(answer);
+    CHECK(answer.find("host=peer closed the connection") != std::string::npos);
+    CHECK(guest.wait() == 0);
+    CHECK_FALSE(std::filesystem::exists(sock));
+}
+
+TEST_CASE("joining a host that is not there: a clear error, thrown or returned")
+{
+    const std::string sock = socket_path("absent");
+    std::error_code ec;
+    Guest guest = Guest::connect(sock, {}, ec);
+    CHECK(ec == std::errc::no_such_file_or_directory);
+    CHECK_FALSE(guest.valid());
+    try {
+        Guest::connect(sock);
+        FAIL("connected to nothing");
+    } catch (const Error& e) {
+        CHECK(std::string(e.what()).find("guest " + sock + ": connect") == 0);
+    }
+    Guest::attach("/dev/shm/shmlink-test-no-such-segment", ec);
+    CHECK(ec == std::errc::no_such_file_or_directory);
 }
