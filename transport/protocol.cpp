@@ -8,7 +8,6 @@ namespace shmlink::protocol {
 namespace {
 
 constexpr std::size_t kMaxErrorText = 256;
-constexpr std::size_t kEntryBytes = 64; // name[40], kind, version, reserved[4], offset, length
 constexpr std::size_t kNameField = 40;
 
 /// Appends little-endian fields (every platform shmlink runs on is little-endian: the ABI tag checks it).
@@ -117,7 +116,7 @@ std::vector<std::byte> encode(const Frame& frame)
                                                                                      : kMaxDirectoryEntries;
         w.put32(static_cast<std::uint32_t>(count));
         for (std::size_t i = 0; i < count; ++i) {
-            const Entry& e = welcome->directory[i];
+            const ObjectInfo& e = welcome->directory[i];
             char name[kNameField] = {};
             std::memcpy(name, e.name.data(), e.name.size() < kNameField - 1 ? e.name.size() : kNameField - 1);
             w.put(name, sizeof(name));
@@ -194,7 +193,7 @@ std::error_code decode(std::span<const std::byte> bytes, std::size_t fds_receive
             return fail(reason, "welcome lists more directory entries than a segment holds");
         for (std::uint32_t i = 0; i < count; ++i) {
             char name[kNameField] = {};
-            Entry e;
+            ObjectInfo e;
             r.take(name, sizeof(name));
             e.kind = r.get<std::uint16_t>();
             e.version = r.get<std::uint16_t>();

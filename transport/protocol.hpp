@@ -3,6 +3,8 @@
 // every field checked. No I/O here; transport/frame_socket.hpp moves frames.
 #pragma once
 
+#include "core/segment.hpp"
+
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -33,20 +35,11 @@ struct Hello {
     std::string name; ///< 0..64 bytes
 };
 
-/// One directory entry as the welcome lists it.
-struct Entry {
-    std::string name;
-    std::uint16_t kind = 0;
-    std::uint16_t version = 0;
-    std::uint64_t offset = 0;
-    std::uint64_t length = 0;
-};
-
 struct Welcome {
     std::uint64_t size_bytes = 0;
     std::uint64_t max_size_bytes = 0;
     std::uint64_t generation = 0;
-    std::vector<Entry> directory;
+    std::vector<ObjectInfo> directory; ///< the segment's directory, as core/segment.hpp reads it
 };
 
 struct Grown {
