@@ -1,0 +1,118 @@
+#include "ipc/inspect.hpp"
+
+#include "ipc/layout.hpp"
+#include "ipc/spsc_ring.hpp"
+
+#include <atomic>
+
+namespace shmlink {
+namespace {
+
+template <typename T>
+T load(const T& field) noexcept
+{
+    // relaxed: a snapshot for people; nothing is ordered after it.
+    return std::atomic_ref(const_cast<T&>(field)).load(std::memory_order_relaxed);
+}
+
+SpscState spsc_state(const ipc::SpscRingControl& control, std::uint64_t capacity) noexcept
+{
+    SpscState s;
+    s.capacity_bytes = capacity;
+    s.head = load(control.head);
+    s.tail = load(control.tail);
+    s.consistent = s.head <= s.tail && s.tail - s.head <= capacity && (s.head | s.tail) % ipc::kRecordAlignment == 0;
+    s.fill_bytes = s.consistent ? s.tail - s.head : 0;
+    const std::uint64_t claim = load(control.claim);
+    s.claim_open = (claim & 1) != 0;
+    s.claim_bytes = static_cast<std::uint32_t>(claim >> 32);
+    s.readable_sleepers = load(control.readable.sleepers);
+    s.writable_sleepers = load(control.writable.sleepers);
+    return s;
+}
+
+const char* lane_state_name(std::uint32_t state) noexcept
+{
+    switch (static_cast<ipc::LaneState>(state)) {
+    case ipc::LaneState::free: return "free";
+    case ipc::LaneState::owned: return "owned";
+    case ipc::LaneState::draining: return "draining";
+    }
+    return "invalid";
+}
+
+} // namespace
+
+ObjectState inspect(const Segment& segment, const ObjectInfo& object)
+{
+    ObjectState result {object, "unknown", {}, {}, {}, {}};
+    const std::byte* base = segment.base() + object.offset;
+    const auto aligned = object.offset % ipc::kFalseSharingRange == 0;
+    switch (static_cast<ipc::ObjectKind>(object.kind)) {
+    case ipc::ObjectKind::spsc_ring: {
+        result.kind = "spsc ring";
+        const auto& control = *reinterpret_cast<const ipc::SpscRingControl*>(base);
+        const std::uint64_t capacity = aligned && object.length >= sizeof(control) ? load(control.capacity_bytes) : 0;
+        if (!SpscRing::valid_capacity(capacity) || capacity != object.length - sizeof(control))
+            result.error = "capacity does not match the object's length";
+        else
+            result.spsc = spsc_state(control, capacity);
+        break;
+    }
+    case ipc::ObjectKind::mpsc_ring: {
+        result.kind = "mpsc ring";
+        const auto& control = *reinterpret_cast<const ipc::MpscRingControl*>(base);
+        if (!aligned || object.length < sizeof(control)) {
+            result.error = "too short for its control block";
+            break;
+        }
+        MpscState m;
+        m.lane_count = load(control.lane_count);
+        m.lane_capacity_bytes = load(control.lane_capacity_bytes);
+        const std::uint64_t stride = sizeof(ipc::MpscLane) + m.lane_capacity_bytes;
+        if (m.lane_count == 0 || m.lane_count > 64 || !SpscRing::valid_capacity(m.lane_capacity_bytes)
+            || sizeof(control) + m.lane_count * stride != object.length) {
+            result.error = "lanes do not fill the object's length";
+            break;
+        }
+        m.abandoned_claims = load(control.abandoned_claims);
+        m.dead_producers = load(control.dead_producers);
+        m.corrupt_lanes = load(control.corrupt_lanes);
+        for (std::uint32_t i = 0; i < m.lane_count; ++i) {
+            const auto& lane = *reinterpret_cast<const ipc::MpscLane*>(base + sizeof(control) + i * stride);
+            const std::uint64_t owner = load(lane.owner);
+            m.lanes.push_back({i, lane_state_name(static_cast<std::uint32_t>(owner)), static_cast<pid_t>(owner >> 32),
+                spsc_state(lane.ring, m.lane_capacity_bytes)});
+        }
+        result.mpsc = std::move(m);
+        break;
+    }
+    case ipc::ObjectKind::mpmc_queue: {
+        result.kind = "mpmc queue";
+        const auto& control = *reinterpret_cast<const ipc::MpmcQueueControl*>(base);
+        if (!aligned || object.length < sizeof(control)) {
+            result.error = "too short for its control block";
+            break;
+        }
+        MpmcState q;
+        q.capacity = load(control.capacity);
+        q.item_bytes = load(control.item_bytes);
+        if (q.capacity < 2 || (q.capacity & (q.capacity - 1)) != 0 || q.item_bytes == 0 || q.item_bytes > 4096
+            || sizeof(control) + q.capacity * load(control.cell_bytes) != object.length) {
+            result.error = "cells do not fill the object's length";
+            break;
+        }
+        q.enqueue_pos = load(control.enqueue_pos);
+        q.dequeue_pos = load(control.dequeue_pos);
+        q.consistent = q.dequeue_pos <= q.enqueue_pos && q.enqueue_pos - q.dequeue_pos <= q.capacity;
+        q.size = q.consistent ? q.enqueue_pos - q.dequeue_pos : 0;
+        q.readable_sleepers = load(control.readable.sleepers);
+        q.writable_sleepers = load(control.writable.sleepers);
+        result.mpmc = q;
+        break;
+    }
+    }
+    return result;
+}
+
+} // namespace shmlink

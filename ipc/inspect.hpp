@@ -1,0 +1,73 @@
+// Reading the state of a ring or queue without taking part in it: for tools
+// (tools/shmlink inspect) and monitoring. Every value is loaded once,
+// relaxed, from a segment that may be live: a snapshot, not a transaction.
+// Nothing is written, and a peer's garbage is reported, never followed.
+#pragma once
+
+#include "core/segment.hpp"
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace shmlink {
+
+/// One SPSC ring, or one lane of an MPSC ring.
+struct SpscState {
+    std::uint64_t capacity_bytes = 0;
+    std::uint64_t head = 0;
+    std::uint64_t tail = 0;
+    std::uint64_t fill_bytes = 0;       ///< tail - head, when they make sense
+    std::uint32_t claim_bytes = 0;      ///< a reserved, uncommitted message's length
+    bool claim_open = false;
+    std::uint32_t readable_sleepers = 0; ///< consumers asleep (or armed) on it
+    std::uint32_t writable_sleepers = 0; ///< producers asleep on it
+    bool consistent = true;             ///< false when its positions break the ring's rules
+};
+
+struct LaneState {
+    std::uint32_t index = 0;
+    std::string state; ///< "free", "owned", "draining", or "invalid"
+    pid_t pid = 0;     ///< as the owner wrote it
+    SpscState ring;
+};
+
+struct MpscState {
+    std::uint32_t lane_count = 0;
+    std::uint64_t lane_capacity_bytes = 0;
+    std::uint64_t abandoned_claims = 0;
+    std::uint64_t dead_producers = 0;
+    std::uint64_t corrupt_lanes = 0;
+    std::vector<LaneState> lanes;
+};
+
+struct MpmcState {
+    std::uint64_t capacity = 0;
+    std::uint32_t item_bytes = 0;
+    std::uint64_t enqueue_pos = 0;
+    std::uint64_t dequeue_pos = 0;
+    std::uint64_t size = 0;
+    std::uint32_t readable_sleepers = 0;
+    std::uint32_t writable_sleepers = 0;
+    bool consistent = true;
+};
+
+/// What an object is, as far as ipc/ knows it; `kind` names it ("spsc ring",
+/// "mpsc ring", "mpmc queue", or "unknown"). A known kind whose fixed fields
+/// do not match its object's length has `error` set and no state.
+struct ObjectState {
+    ObjectInfo object;
+    std::string kind;
+    std::string error;
+    std::optional<SpscState> spsc;
+    std::optional<MpscState> mpsc;
+    std::optional<MpmcState> mpmc;
+};
+
+/// The state of `object` in `segment` (which may be attached read-only).
+ObjectState inspect(const Segment& segment, const ObjectInfo& object);
+
+} // namespace shmlink
