@@ -236,6 +236,7 @@ try {
     ring.object_offset_ = static_cast<std::uint64_t>(reinterpret_cast<std::byte*>(control) - segment.base());
     ring.options_ = options;
     ring.next_reap_ = std::chrono::steady_clock::now() + options.reap_interval;
+    ring.reap_requested_ = std::make_unique<std::atomic<bool>>(false);
     ring.lanes_.resize(lanes);
     for (std::uint32_t i = 0; i < lanes; ++i) {
         Lane& lane = ring.lanes_[i];
@@ -341,6 +342,7 @@ RingStatus MpscRing::pop(std::span<std::byte> buffer, std::size_t& length, std::
 
 RingStatus MpscRing::arm_readable() noexcept
 {
+    maybe_reap();
     if (peeked_ != SIZE_MAX)
         return RingStatus::ok;
     if (armed_)
@@ -383,6 +385,7 @@ void MpscRing::reset(Lane& lane) noexcept
 std::size_t MpscRing::reap() noexcept
 {
     next_reap_ = std::chrono::steady_clock::now() + options_.reap_interval;
+    reap_requested_->store(false, std::memory_order_relaxed);
     std::size_t freed = 0;
     for (std::uint32_t i = 0; i < lanes_.size(); ++i) {
         Lane& lane = lanes_[i];

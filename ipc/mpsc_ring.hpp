@@ -36,7 +36,9 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <atomic>
 #include <functional>
+#include <memory>
 #include <span>
 #include <string_view>
 #include <system_error>
@@ -152,8 +154,17 @@ public:
     /// Finds producers that died or left, frees their lanes once drained,
     /// and counts their abandoned claims. Returns how many lanes it freed.
     /// Makes one syscall per owned lane; the ring calls it every
-    /// reap_interval by itself.
+    /// reap_interval by itself, from its consumer calls.
     std::size_t reap() noexcept;
+    /// From any thread: asks the consumer to reap at its next call (peek,
+    /// try_pop, consume, pop, wait_readable, arm_readable), as when a
+    /// producer's connection hung up. A consumer idle in eventfd mode reaps
+    /// when it next calls in.
+    void request_reap() noexcept
+    {
+        if (reap_requested_)
+            reap_requested_->store(true, std::memory_order_relaxed); // relaxed: only a hint to look
+    }
     [[nodiscard]] MpscStats stats() const noexcept;
 
 private:
@@ -166,7 +177,8 @@ private:
     void maybe_reap() noexcept
     {
         // A clock read per 1024 calls keeps reaping off the hot path.
-        if ((++calls_ & 1023) == 0 && std::chrono::steady_clock::now() >= next_reap_)
+        if (reap_requested_->load(std::memory_order_relaxed)
+            || ((++calls_ & 1023) == 0 && std::chrono::steady_clock::now() >= next_reap_))
             reap();
     }
     bool any_readable() noexcept;
@@ -182,6 +194,7 @@ private:
     UniqueFd probe_;                  // our own file description, to test producers' locks
     std::uint64_t calls_ = 0;
     std::chrono::steady_clock::time_point next_reap_ {};
+    std::unique_ptr<std::atomic<bool>> reap_requested_; // set by request_reap() from any thread
     bool armed_ = false;
     std::size_t next_ = 0;         // where the round robin starts
     std::size_t peeked_ = SIZE_MAX; // the lane peek() returned a message from

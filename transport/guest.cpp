@@ -83,11 +83,17 @@ Guest Guest::connect(const std::filesystem::path& socket_path, const GuestOption
         detail::pause_briefly();
     }
     boost::asio::local::stream_protocol::socket socket(state->io);
-    socket.assign(boost::asio::local::stream_protocol(), fd.release());
+    boost::system::error_code error;
+    socket.assign(boost::asio::local::stream_protocol(), fd.get(), error);
+    if (error)
+        throw Error(std::error_code(error.value(), std::system_category()), context, "register the socket");
+    static_cast<void>(fd.release()); // the Asio socket owns it now
     state->control.emplace(std::move(socket));
     // A host that refuses us may close before our hello is out: its reason
     // is still in our receive queue, so read it even when the hello fails.
     const auto sent = state->control->send(protocol::Hello {static_cast<std::uint32_t>(::getpid()), options.name});
+    if (sent && sent != std::errc::broken_pipe && sent != std::errc::connection_reset)
+        throw Error(sent, context, "hello: " + sent.message());
 
     ReceivedFrame received;
     std::string reason;
@@ -187,6 +193,7 @@ RingStatus Guest::receive(std::span<std::byte> buffer, std::size_t& length, std:
 {
     // The ring first: a message that is there costs no syscall, even when
     // the host has gone since it sent it.
+    host_error.clear();
     const RingStatus first = state_->inbox.try_pop(buffer, length);
     if (first != RingStatus::empty)
         return first;

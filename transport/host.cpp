@@ -44,13 +44,17 @@ void remove_stale_socket(const std::filesystem::path& path, const std::string& c
         return;
     if (!S_ISSOCK(st.st_mode))
         throw Error(std::make_error_code(std::errc::file_exists), context, "the path exists and is not a socket");
-    UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
     sockaddr_un address {};
     address.sun_family = AF_UNIX;
     std::strncpy(address.sun_path, path.c_str(), sizeof(address.sun_path) - 1);
-    if (probe && ::connect(probe.get(), reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0)
+    if (!probe)
+        throw Error(errno_code(), context, "socket");
+    if (::connect(probe.get(), reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0 || errno == EAGAIN)
         throw Error(std::make_error_code(std::errc::address_in_use), context, "another host listens there");
-    ::unlink(path.c_str());
+    if (errno != ECONNREFUSED)
+        throw Error(errno_code(), context, "cannot tell whether the socket there is stale");
+    ::unlink(path.c_str()); // nobody listens: a host that died left it
 }
 
 } // namespace
@@ -116,8 +120,15 @@ struct Host::State : std::enable_shared_from_this<Host::State> {
         }
         if (fd >= 0) {
             stream_protocol::socket socket(io);
-            socket.assign(stream_protocol(), fd);
-            admit(std::move(socket));
+            boost::system::error_code error;
+            socket.assign(stream_protocol(), fd, error);
+            if (error) {
+                ::close(fd);
+                logger().warn("host {}: a connection could not be registered: {}", options.socket_path.string(),
+                    error.message());
+            } else {
+                admit(std::move(socket));
+            }
         }
         if (!stopped)
             accept();
@@ -226,8 +237,9 @@ struct Host::State : std::enable_shared_from_this<Host::State> {
         const bool joined = c->joined;
         remove(c);
         // The guest's lane of the inbox is freed by the inbox's own reap, on
-        // the consumer's thread: the kernel dropped the lane's lock when the
-        // guest closed its description.
+        // the consumer's thread (the kernel dropped the lane's lock when the
+        // guest closed its description): ask for it at the consumer's next call.
+        inbox.request_reap();
         if (Host* h = host_ptr(); joined && h && h->on_leave)
             h->on_leave(c->info); // last: it may destroy the Host
     }
@@ -249,6 +261,8 @@ Host::Host(boost::asio::io_context& io, HostOptions options)
     const std::string context = "host " + s.options.socket_path.string();
     if (s.options.max_guests == 0 || s.options.max_guests > 64)
         throw Error(Errc::invalid_argument, context, "max_guests must be 1 to 64");
+    // Before the segment: a live host at this socket keeps its segment file too.
+    remove_stale_socket(s.options.socket_path, context);
     const SegmentOptions segment_options {.max_size_bytes = s.options.max_segment_bytes,
         .cleanup = Cleanup::unlink_on_close, .replace_existing = true};
     s.segment = s.options.segment_path.empty() ? Segment::create_anonymous(s.options.segment_bytes, segment_options)
@@ -264,13 +278,14 @@ Host::Host(boost::asio::io_context& io, HostOptions options)
     for (std::uint32_t lane = 0; lane < s.options.max_guests; ++lane)
         s.outboxes.push_back(SpscRing::create(s.segment, guest_ring_name(lane), s.options.ring_bytes));
 
-    remove_stale_socket(s.options.socket_path, context);
     // Made by hand for SOCK_CLOEXEC (Asio's would leak into children), then handed to Asio.
     const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0)
         throw Error(errno_code(), context, "socket");
     boost::system::error_code error;
     s.acceptor.assign(stream_protocol(), fd, error);
+    if (error)
+        ::close(fd);
     if (!error)
         s.acceptor.bind(stream_protocol::endpoint(s.options.socket_path.string()), error);
     if (!error)
@@ -318,13 +333,17 @@ std::size_t Host::guest_count() const noexcept
 
 void Host::grow(std::size_t new_size_bytes)
 {
-    State& s = *state_;
+    const auto keep = state_; // on_leave, called from drop(), may destroy this Host
+    State& s = *keep;
     s.segment.grow(new_size_bytes);
     const protocol::Grown grown {s.segment.size_bytes(), s.segment.generation()};
-    for (const auto& c : std::list(s.connections))
-        if (c->joined)
+    for (const auto& c : std::list(s.connections)) {
+        if (s.stopped)
+            return;
+        if (c->joined && !c->closed)
             if (const auto ec = c->socket.send(grown))
                 s.drop(c, "cannot be told of the grow (" + ec.message() + "): it stopped reading its socket");
+    }
 }
 
 } // namespace shmlink

@@ -79,7 +79,8 @@ public:
 
     /// Called on the io_context's thread when a guest joins or goes (a
     /// goodbye, a hang-up, or death: the kernel closes a dead guest's socket).
-    /// They may destroy the Host. Must not throw.
+    /// They may destroy the Host (and with it the callback itself: touch
+    /// nothing of the callback's own after that). Must not throw.
     std::function<void(const GuestInfo&)> on_join;
     std::function<void(const GuestInfo&)> on_leave;
 

@@ -400,3 +400,30 @@ TEST_CASE("joining a host that is not there: a clear error, thrown or returned")
     Guest::attach("/dev/shm/shmlink-test-no-such-segment", ec);
     CHECK(ec == std::errc::no_such_file_or_directory);
 }
+
+TEST_CASE("a guest's lane is free for the next guest as soon as the host's consumer calls in after the hang-up")
+{
+    // One lane, and a consumer that never waits and calls in far fewer than
+    // the 1024 times between its clock checks: only the hang-up's request
+    // to reap can free the lane in time for the second guest.
+    const std::string sock = socket_path("one-lane");
+    boost::asio::io_context io;
+    Host host(io, {.socket_path = sock, .max_guests = 1, .reap_interval = std::chrono::hours(1)});
+    for (const char* name : {"first", "second"}) {
+        Child guest = start_endpoint({"guest", sock, name, "50"});
+        std::string answer;
+        const auto until = std::chrono::steady_clock::now() + 30s;
+        while (answer.empty() && std::chrono::steady_clock::now() < until) {
+            io.run_for(1ms);
+            host.inbox().consume(
+                [&](std::uint32_t lane, std::span<const std::byte> bytes) { host.outbox(lane).push(bytes, 1s); }, 64);
+            try {
+                answer = guest.read_line(0ms);
+            } catch (const std::runtime_error&) {
+            }
+        }
+        INFO(answer);
+        CHECK(answer.find("echoed=50") != std::string::npos);
+        CHECK(guest.wait() == 0);
+    }
+}
