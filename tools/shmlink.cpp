@@ -1,16 +1,27 @@
-// The shmlink command-line tool. So far one subcommand:
+// The shmlink command-line tool:
 //   shmlink inspect PATH [--json]     a segment's header, directory and rings
 //   shmlink inspect --fd N [--json]   the same for an inherited fd
-// It attaches read-only and writes nothing: a live segment is not disturbed.
-// Exit codes: 0 done, 1 the segment could not be read (the message says
-// which file and why), 2 bad usage.
+//   shmlink ls [DIR]                  the segments in DIR (default /dev/shm)
+//   shmlink gc [DIR] [--yes]          removes the segments whose creator is gone
+// inspect and ls attach read-only (ls reads only headers) and change nothing.
+// Exit codes: 0 done, 1 a file could not be read or removed (the message
+// says which file and why), 2 bad usage.
 #include "core/error.hpp"
+#include "core/layout.hpp"
+#include "core/process.hpp"
 #include "core/segment.hpp"
+#include "core/unique_fd.hpp"
 #include "ipc/inspect.hpp"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -19,6 +30,8 @@ namespace {
 
 constexpr char kUsage[] = R"(usage: shmlink inspect PATH [--json]
        shmlink inspect --fd N [--json]
+       shmlink ls [DIR]
+       shmlink gc [DIR] [--yes]
 
 inspect   prints a segment's header (layout version, size, maximum,
           generation, creator and whether it is alive), its directory, and
@@ -27,7 +40,13 @@ inspect   prints a segment's header (layout version, size, maximum,
   --json  one JSON object instead of text, for scripts
   --fd N  an fd this process inherited instead of a path
 
-Exit status: 0 done, 1 the segment could not be read, 2 bad usage.
+ls        lists the shmlink segments in DIR (default /dev/shm): path, owner,
+          size, creator pid and whether the creator is alive. It reads only
+          each file's header; other files are not listed.
+gc        removes the segments in DIR whose creator is gone, asking for each
+          on stdin (y to remove) unless --yes.
+
+Exit status: 0 done, 1 a file could not be read or removed, 2 bad usage.
 )";
 
 std::string json_string(std::string_view s)
@@ -204,6 +223,115 @@ int inspect(int argc, char** argv)
     }
 }
 
+/// A segment found by ls and gc: its header says shmlink, and checks out.
+struct Found {
+    std::string path;
+    uid_t owner = 0;
+    std::uint64_t size_bytes = 0;
+    pid_t creator = 0;
+    bool alive = false;
+};
+
+/// The segments in `dir`, by their headers alone (pread: nothing is mapped).
+std::vector<Found> find_segments(const std::string& dir)
+{
+    std::vector<Found> found;
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+        shmlink::UniqueFd fd(::open(entry.path().c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
+        struct stat st {};
+        if (!fd || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode))
+            continue;
+        shmlink::layout::SegmentHeader header {};
+        if (::pread(fd.get(), &header, sizeof(header), 0) != static_cast<ssize_t>(sizeof(header)))
+            continue;
+        std::string detail;
+        if (shmlink::layout::validate_header(header, static_cast<std::uint64_t>(st.st_size), detail))
+            continue;
+        found.push_back({entry.path().string(), st.st_uid, header.size_bytes, static_cast<pid_t>(header.creator_pid),
+            shmlink::process_alive(static_cast<pid_t>(header.creator_pid), header.creator_start_time)});
+    }
+    if (ec)
+        throw shmlink::Error(ec, "ls " + dir);
+    std::sort(found.begin(), found.end(), [](const Found& a, const Found& b) { return a.path < b.path; });
+    return found;
+}
+
+/// Parses "[DIR] [flag]"; false on bad usage.
+bool parse_dir(int argc, char** argv, const char* flag, std::string& dir, bool& flag_set)
+{
+    dir = "/dev/shm";
+    bool have_dir = false;
+    for (int i = 2; i < argc; ++i) {
+        const std::string_view arg = argv[i];
+        if (flag != nullptr && arg == flag)
+            flag_set = true;
+        else if (!have_dir && !arg.starts_with("-")) {
+            dir = arg;
+            have_dir = true;
+        } else
+            return false;
+    }
+    return true;
+}
+
+int ls(int argc, char** argv)
+{
+    std::string dir;
+    bool unused = false;
+    if (!parse_dir(argc, argv, nullptr, dir, unused)) {
+        std::fputs(kUsage, stderr);
+        return 2;
+    }
+    try {
+        const auto found = find_segments(dir);
+        std::printf("%-48s %8s %14s %8s  %s\n", "segment", "owner", "bytes", "creator", "creator alive");
+        for (const auto& f : found)
+            std::printf("%-48s %8u %14llu %8d  %s\n", f.path.c_str(), f.owner, static_cast<unsigned long long>(f.size_bytes),
+                static_cast<int>(f.creator), f.alive ? "yes" : "no");
+        return 0;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "shmlink: %s\n", e.what());
+        return 1;
+    }
+}
+
+int gc(int argc, char** argv)
+{
+    std::string dir;
+    bool yes = false;
+    if (!parse_dir(argc, argv, "--yes", dir, yes)) {
+        std::fputs(kUsage, stderr);
+        return 2;
+    }
+    try {
+        int failed = 0;
+        for (const auto& f : find_segments(dir)) {
+            if (f.alive)
+                continue;
+            if (!yes) {
+                std::printf("remove %s (creator %d is gone)? [y/N] ", f.path.c_str(), static_cast<int>(f.creator));
+                std::fflush(stdout);
+                char answer[16] = {};
+                if (std::fgets(answer, sizeof(answer), stdin) == nullptr || (answer[0] != 'y' && answer[0] != 'Y')) {
+                    std::printf("%skept %s\n", answer[0] == '\0' ? "\n" : "", f.path.c_str());
+                    continue;
+                }
+            }
+            if (::unlink(f.path.c_str()) != 0) {
+                std::fprintf(stderr, "shmlink: gc %s: %s\n", f.path.c_str(), std::strerror(errno));
+                ++failed;
+                continue;
+            }
+            std::printf("removed %s\n", f.path.c_str());
+        }
+        return failed == 0 ? 0 : 1;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "shmlink: %s\n", e.what());
+        return 1;
+    }
+}
+
 } // namespace
 
 int main(int argc, char** argv)
@@ -211,6 +339,10 @@ int main(int argc, char** argv)
     const std::string_view command = argc > 1 ? argv[1] : "";
     if (command == "inspect")
         return inspect(argc, argv);
+    if (command == "ls")
+        return ls(argc, argv);
+    if (command == "gc")
+        return gc(argc, argv);
     if (command == "--help" || command == "-h" || command == "help") {
         std::fputs(kUsage, stdout);
         return 0;

@@ -9,8 +9,10 @@
 #include <doctest/doctest.h>
 
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <stdexcept>
 #include <string>
@@ -21,14 +23,16 @@ using shmlink::test::Child;
 
 namespace {
 
-/// The tool's whole stdout and its exit code.
-std::pair<std::string, int> run_tool(const std::vector<std::string>& args)
+/// The tool's whole stdout and its exit code; `answer` is typed at its prompt.
+std::pair<std::string, int> run_tool(const std::vector<std::string>& args, const std::string& answer = {})
 {
     const char* tool = std::getenv("SHMLINK_TOOL");
     REQUIRE_MESSAGE(tool != nullptr, "SHMLINK_TOOL is not set (run through meson test)");
     std::vector<std::string> argv {tool};
     argv.insert(argv.end(), args.begin(), args.end());
     Child child = Child::spawn(argv);
+    if (!answer.empty())
+        child.send(answer);
     std::string out;
     try {
         for (;;)
@@ -98,4 +102,56 @@ TEST_CASE("inspect of a foreign or missing file: the file and the reason, and ex
     const auto [help, help_exit] = run_tool({"inspect", "--help"});
     CHECK(help_exit == 0);
     CHECK(help.find("usage: shmlink inspect PATH") != std::string::npos);
+}
+
+TEST_CASE("ls finds exactly the segments in a directory; gc removes only those whose creator is gone")
+{
+    const std::string dir = "/dev/shm/shmlink-test-tool-" + std::to_string(::getpid());
+    std::filesystem::create_directory(dir);
+    const std::string live = dir + "/live";
+    const std::string dead = dir + "/dead";
+    const std::string other = dir + "/not-a-segment";
+    Segment mine = Segment::create(live, 1 << 16, {.cleanup = Cleanup::unlink_on_close});
+    // A creator that made its segment and died (keeping the file).
+    const pid_t creator = ::fork();
+    if (creator == 0) {
+        std::error_code ec;
+        Segment::create(dead, 1 << 16, {.cleanup = Cleanup::keep}, ec);
+        ::_exit(ec ? 1 : 0);
+    }
+    int status = -1;
+    REQUIRE(::waitpid(creator, &status, 0) == creator);
+    REQUIRE(WIFEXITED(status));
+    REQUIRE(WEXITSTATUS(status) == 0);
+    {
+        std::ofstream out(other);
+        out << std::string(8192, 'q');
+    }
+
+    const auto [listing, ls_exit] = run_tool({"ls", dir});
+    INFO(listing);
+    CHECK(ls_exit == 0);
+    CHECK(listing.find(live) != std::string::npos);
+    CHECK(listing.find(dead) != std::string::npos);
+    CHECK(listing.find(other) == std::string::npos);
+    CHECK(listing.find(std::to_string(::getpid()) + "  yes") != std::string::npos);
+    CHECK(listing.find(std::to_string(creator) + "  no") != std::string::npos);
+
+    // Asked, and answered "no": nothing goes.
+    const auto [asked, asked_exit] = run_tool({"gc", dir}, "n");
+    CHECK(asked_exit == 0);
+    CHECK(asked.find("remove " + dead) != std::string::npos);
+    CHECK(asked.find("kept " + dead) != std::string::npos);
+    CHECK(std::filesystem::exists(dead));
+
+    const auto [collected, gc_exit] = run_tool({"gc", dir, "--yes"});
+    INFO(collected);
+    CHECK(gc_exit == 0);
+    CHECK(collected.find("removed " + dead) != std::string::npos);
+    CHECK_FALSE(std::filesystem::exists(dead));
+    CHECK(std::filesystem::exists(live));
+    CHECK(std::filesystem::exists(other));
+
+    mine = Segment();
+    std::filesystem::remove_all(dir);
 }
