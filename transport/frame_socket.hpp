@@ -67,7 +67,6 @@ public:
             });
     }
 
-    [[nodiscard]] Socket& socket() noexcept { return socket_; }
     [[nodiscard]] bool is_open() const noexcept { return socket_.is_open(); }
     void close() noexcept;
 

@@ -218,10 +218,9 @@ struct Host::State : std::enable_shared_from_this<Host::State> {
     void refuse(const ConnectionPtr& c, const std::string& why)
     {
         logger().warn("host {}: refused pid {}: {}", options.socket_path.string(), c->info.peer.pid, why);
+        // The refusal stays readable in the guest's queue after we close,
+        // even when its hello fails against the closed socket.
         c->socket.send(protocol::ErrorReport {static_cast<std::uint32_t>(Errc::refused), why});
-        // Shut down our side for writing only, so that the guest can still
-        // read the refusal after its hello fails; then forget the connection.
-        ::shutdown(c->socket.socket().native_handle(), SHUT_WR);
         remove(c);
     }
 

@@ -227,7 +227,7 @@ int mpmc_produce(Segment& segment, const char* name, std::uint64_t count, std::u
 {
     auto queue = MpmcQueue<Item>::open(segment, name);
     for (std::uint64_t seq = 0; seq < count; ++seq) {
-        const Item item {id, seq, test::mix(id * 1'000'003 + seq)};
+        const Item item {id, seq, test::item_hash(id, seq)};
         if (const auto status = queue.push(item, 10s); status != RingStatus::ok) {
             std::printf("error push %llu: %s\n", static_cast<unsigned long long>(seq), to_string(status));
             return 1;
@@ -251,7 +251,7 @@ int mpmc_consume(Segment& segment, const char* name)
         }
         if (item.producer == ~std::uint64_t {0})
             break;
-        if (item.hash != test::mix(item.producer * 1'000'003 + item.seq)) {
+        if (item.hash != test::item_hash(item.producer, item.seq)) {
             std::printf("error item %llu/%llu is damaged\n", static_cast<unsigned long long>(item.producer),
                 static_cast<unsigned long long>(item.seq));
             return 1;

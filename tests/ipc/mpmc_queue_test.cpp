@@ -31,6 +31,16 @@ struct Item {
     std::uint64_t hash;
 };
 
+/// The sum of the hashes of `count` items from each of producers 1 and 2.
+std::uint64_t expected_sum(std::uint64_t count)
+{
+    std::uint64_t sum = 0;
+    for (std::uint64_t id = 1; id <= 2; ++id)
+        for (std::uint64_t seq = 0; seq < count; ++seq)
+            sum += test::item_hash(id, seq);
+    return sum;
+}
+
 } // namespace
 
 TEST_CASE("FIFO through many laps; full and empty edges; wrong sizes and capacities are clear errors")
@@ -150,12 +160,8 @@ TEST_CASE("MPMC across processes: 2 producers and 2 consumers, the multiset out 
             total += static_cast<std::uint64_t>(field(answer, "count"));
             sum += std::stoull(answer.substr(answer.find("sum=") + 4));
         }
-        std::uint64_t expected_sum = 0;
-        for (std::uint64_t id = 1; id <= 2; ++id)
-            for (std::uint64_t seq = 0; seq < count; ++seq)
-                expected_sum += test::mix(id * 1'000'003 + seq);
         CHECK(total == 2 * count);
-        CHECK(sum == expected_sum);
+        CHECK(sum == expected_sum(count));
         CHECK(queue.size() == 0);
     }
     SHMLINK_CHECK_NO_LEAKS(before);
@@ -192,7 +198,7 @@ TEST_CASE("producer and consumer threads, so that ThreadSanitizer checks the cel
     for (std::uint64_t id = 1; id <= 2; ++id)
         threads.emplace_back([&queue, id] {
             for (std::uint64_t seq = 0; seq < kCount; ++seq)
-                if (queue.push(Item {id, seq, test::mix(id * 1'000'003 + seq)}, 10s) != RingStatus::ok)
+                if (queue.push(Item {id, seq, test::item_hash(id, seq)}, 10s) != RingStatus::ok)
                     return; // the consumers' count tells
         });
     std::atomic<std::uint64_t> total {0};
@@ -211,10 +217,6 @@ TEST_CASE("producer and consumer threads, so that ThreadSanitizer checks the cel
         REQUIRE(queue.push(Item {0, 0, 0}, 10s) == RingStatus::ok);
     for (std::size_t i = 2; i < threads.size(); ++i)
         threads[i].join();
-    std::uint64_t expected = 0;
-    for (std::uint64_t id = 1; id <= 2; ++id)
-        for (std::uint64_t seq = 0; seq < kCount; ++seq)
-            expected += test::mix(id * 1'000'003 + seq);
     CHECK(total == 2 * kCount);
-    CHECK(sum == expected);
+    CHECK(sum == expected_sum(kCount));
 }

@@ -26,8 +26,6 @@ using shmlink::test::finish;
 
 namespace {
 
-Child start_peer(const std::vector<std::string>& args) { return test::start_ring_peer(args); }
-
 std::span<const std::byte> bytes_of(const std::string& s) { return std::as_bytes(std::span(s)); }
 
 std::string pop_text(SpscRing& ring)
@@ -257,8 +255,8 @@ TEST_CASE("SPSC across two processes: millions of messages of 0..4096 bytes, non
         Segment segment = Segment::create(file.path, 4 << 20, {.cleanup = Cleanup::unlink_on_close});
         SpscRing::create(segment, "stream", 1 << 20);
         const std::string count = std::to_string(stream_messages());
-        Child consumer = start_peer({"consume", file.path, "stream", count, "42", "4096"});
-        Child producer = start_peer({"produce", file.path, "stream", count, "42", "4096"});
+        Child consumer = test::start_ring_peer({"consume", file.path, "stream", count, "42", "4096"});
+        Child producer = test::start_ring_peer({"produce", file.path, "stream", count, "42", "4096"});
         const auto [produced, produced_exit] = finish(producer);
         const auto [consumed, consumed_exit] = finish(consumer);
         INFO(produced);
@@ -280,7 +278,7 @@ TEST_CASE("blocking: a consumer waiting on an empty ring costs no CPU, wakes on 
 
     SUBCASE("nothing comes: timed out after its timeout, under 1% of a core meanwhile")
     {
-        Child consumer = start_peer({"block-pop", file.path, "ring", "1000"});
+        Child consumer = test::start_ring_peer({"block-pop", file.path, "ring", "1000"});
         const auto [answer, exit_code] = finish(consumer, 30s);
         INFO(answer);
         CHECK(exit_code == 0);
@@ -290,7 +288,7 @@ TEST_CASE("blocking: a consumer waiting on an empty ring costs no CPU, wakes on 
     }
     SUBCASE("a push wakes it")
     {
-        Child consumer = start_peer({"block-pop", file.path, "ring", "20000"});
+        Child consumer = test::start_ring_peer({"block-pop", file.path, "ring", "20000"});
         std::this_thread::sleep_for(1s);
         REQUIRE(ring.try_push(bytes_of("wake up")) == RingStatus::ok);
         const auto [answer, exit_code] = finish(consumer, 30s);

@@ -159,12 +159,21 @@ void Child::kill(int signal)
         ::kill(pid_, signal);
 }
 
-std::string guest_helper()
+std::string helper_path(const char* env_var)
 {
-    const char* path = std::getenv("SHMLINK_GUEST_HELPER");
+    const char* path = std::getenv(env_var);
     if (path == nullptr)
-        throw std::runtime_error("SHMLINK_GUEST_HELPER is not set (run the tests through meson test)");
+        throw std::runtime_error(std::string(env_var) + " is not set (run the tests through meson test)");
     return path;
+}
+
+std::string guest_helper() { return helper_path("SHMLINK_GUEST_HELPER"); }
+
+Child spawn_helper(const char* env_var, const std::vector<std::string>& args, const std::vector<Child::PassFd>& pass)
+{
+    std::vector<std::string> argv {helper_path(env_var)};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return Child::spawn(argv, pass);
 }
 
 ShmPath::ShmPath(const std::string& tag)

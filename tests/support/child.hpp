@@ -51,8 +51,14 @@ private:
     std::string buffered_;
 };
 
-/// The helper executable (tests/helpers/guest), from the test's environment.
+/// A helper executable's path, from the environment variable meson sets
+/// for it (tests/meson.build); throws when it is not set.
+std::string helper_path(const char* env_var);
+/// The helper executable tests/helpers/guest.
 std::string guest_helper();
+/// Starts the helper named by `env_var` with `args`.
+Child spawn_helper(const char* env_var, const std::vector<std::string>& args,
+    const std::vector<Child::PassFd>& pass = {});
 
 /// A fresh path under /dev/shm for one test, removed when it goes out of
 /// scope (also when the test fails half-way).

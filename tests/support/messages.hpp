@@ -76,6 +76,9 @@ inline bool check_message(std::uint64_t seed, std::uint64_t seq, std::size_t max
     return std::memcmp(scratch.data(), got.data(), got.size()) == 0;
 }
 
+/// The hash an MPMC test item of producer `id`, number `seq`, carries.
+inline std::uint64_t item_hash(std::uint64_t id, std::uint64_t seq) noexcept { return mix(id * 1'000'003 + seq); }
+
 /// Message `seq` of producer `id` in the MPSC tests: `id` in 8 bytes, then
 /// message `seq` of stream `id` with at most `max_length` bytes. `out` holds
 /// 8 + max_length bytes; returns the message's length.

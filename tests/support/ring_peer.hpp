@@ -20,11 +20,7 @@ namespace shmlink::test {
 
 inline Child start_ring_peer(const std::vector<std::string>& args, const std::vector<Child::PassFd>& pass = {})
 {
-    const char* path = std::getenv("SHMLINK_RING_PEER");
-    REQUIRE_MESSAGE(path != nullptr, "SHMLINK_RING_PEER is not set (run through meson test)");
-    std::vector<std::string> argv {path};
-    argv.insert(argv.end(), args.begin(), args.end());
-    return Child::spawn(argv, pass);
+    return spawn_helper("SHMLINK_RING_PEER", args, pass);
 }
 
 /// The helper's answer and its exit code (128 + signal when killed).

@@ -26,11 +26,7 @@ namespace {
 /// The tool's whole stdout and its exit code; `answer` is typed at its prompt.
 std::pair<std::string, int> run_tool(const std::vector<std::string>& args, const std::string& answer = {})
 {
-    const char* tool = std::getenv("SHMLINK_TOOL");
-    REQUIRE_MESSAGE(tool != nullptr, "SHMLINK_TOOL is not set (run through meson test)");
-    std::vector<std::string> argv {tool};
-    argv.insert(argv.end(), args.begin(), args.end());
-    Child child = Child::spawn(argv);
+    Child child = test::spawn_helper("SHMLINK_TOOL", args);
     if (!answer.empty())
         child.send(answer);
     std::string out;

@@ -33,14 +33,7 @@ using shmlink::test::Child;
 
 namespace {
 
-Child start_endpoint(const std::vector<std::string>& args)
-{
-    const char* path = std::getenv("SHMLINK_ENDPOINT");
-    REQUIRE_MESSAGE(path != nullptr, "SHMLINK_ENDPOINT is not set (run through meson test)");
-    std::vector<std::string> argv {path};
-    argv.insert(argv.end(), args.begin(), args.end());
-    return Child::spawn(argv);
-}
+Child start_endpoint(const std::vector<std::string>& args) { return test::spawn_helper("SHMLINK_ENDPOINT", args); }
 
 std::string socket_path(const std::string& tag)
 {
