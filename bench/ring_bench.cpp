@@ -4,6 +4,7 @@
 // beside the floors (a bare reference ring, cache-line and futex ping-pong,
 // memcpy).
 // Prints a table and the ratios the project's targets are stated in.
+#include "bench/report.hpp"
 #include "core/mmap.hpp"
 #include "core/segment.hpp"
 #include "core/unique_fd.hpp"
@@ -43,6 +44,8 @@
 #include <vector>
 
 namespace bip = boost::interprocess;
+using shmlink::bench::json_number;
+using shmlink::bench::json_string;
 using Clock = std::chrono::steady_clock;
 
 namespace {
@@ -702,7 +705,9 @@ double memcpy_seconds(std::size_t size, std::uint64_t count)
 
 struct Latency {
     double median_ns = 0;
+    double p90_ns = 0;
     double p99_ns = 0;
+    double p999_ns = 0;
 };
 
 /// Times `rounds` round trips after a tenth as many untimed ones:
@@ -727,7 +732,8 @@ std::optional<Latency> time_round_trips(std::uint64_t rounds, Echo&& echo, Round
     if (!child.join())
         return std::nullopt;
     std::sort(ns.begin(), ns.end());
-    return Latency {static_cast<double>(ns[ns.size() / 2]), static_cast<double>(ns[ns.size() * 99 / 100])};
+    const auto at = [&](std::size_t per_mille) { return static_cast<double>(ns[ns.size() * per_mille / 1000]); };
+    return Latency {at(500), at(900), at(990), at(999)};
 }
 
 /// Ping-pong of one kLatencyMessageBytes message: out on `to_child`, echoed back on `to_parent`.
@@ -880,7 +886,9 @@ struct Ratio {
 
 struct Options {
     bool quick = false;
+    bool progress = false; ///< a line "progress DONE TOTAL what" on stderr per measurement
     std::string json_path;
+    std::string plot_path;
     std::string only; ///< measure only the peers whose name contains this
 };
 
@@ -898,6 +906,29 @@ public:
         std::function<std::optional<double>(std::uint64_t)> measure;
     };
 
+    /// One peer's latency measurement: `measure(rounds)` times that many round trips.
+    struct LatencyPeer {
+        std::string_view name;
+        std::uint64_t rounds;
+        std::function<std::optional<Latency>(std::uint64_t)> measure;
+    };
+
+    /// Every throughput measurement at one message size.
+    struct SizePlan {
+        std::size_t size;
+        std::vector<Peer> peers;
+    };
+
+    /// Counts the measurements ahead, for the progress lines.
+    void plan(const std::vector<SizePlan>& sizes, const std::vector<LatencyPeer>& latencies)
+    {
+        for (const auto& s : sizes)
+            for (const auto& peer : s.peers)
+                planned_ += skipped(peer.name) ? 0 : kRepetitions;
+        for (const auto& peer : latencies)
+            planned_ += skipped(peer.name) ? 0 : kLatencyRepetitions;
+    }
+
     /// Measures every peer at `size` kRepetitions times, interleaved (A B C,
     /// A B C, ...), and keeps each one's fastest run. Interleaving matters
     /// here: the machine drifts between a fast and a slow state that lasts
@@ -913,8 +944,11 @@ public:
             results.push_back({std::string(peer.name), size, message_count(peer.cost, size, divisor()), std::nullopt});
         for (std::size_t repetition = 0; repetition < kRepetitions; ++repetition) {
             for (std::size_t i = 0; i < peers.size(); ++i) {
-                if (skipped(peers[i].name) || seconds[i].size() != repetition)
-                    continue; // filtered out, or an earlier run failed
+                if (skipped(peers[i].name))
+                    continue;
+                progressed(std::string(peers[i].name) + ", " + std::to_string(size) + " bytes");
+                if (seconds[i].size() != repetition)
+                    continue; // an earlier run failed
                 ::alarm(kWatchdogSeconds);
                 std::optional<double> run;
                 try {
@@ -947,33 +981,38 @@ public:
         std::fflush(stdout);
     }
 
-    template <typename Measure>
-    void latency(std::string_view peer, std::uint64_t rounds, Measure&& measure)
+    void latency(const LatencyPeer& peer)
     {
-        if (skipped(peer))
+        if (skipped(peer.name))
             return;
-        LatencyResult result {std::string(peer), std::max<std::uint64_t>(100, rounds / divisor()), std::nullopt};
+        LatencyResult result {std::string(peer.name), std::max<std::uint64_t>(100, peer.rounds / divisor()), std::nullopt};
         // The run with the lowest median of kLatencyRepetitions, for the same
         // reason throughputs() keeps the fastest: the machine's slow spells.
+        bool failed = false;
         for (std::size_t repetition = 0; repetition < kLatencyRepetitions; ++repetition) {
+            progressed(result.peer + ", round trips");
+            if (failed)
+                continue;
             ::alarm(kWatchdogSeconds);
             std::optional<Latency> run;
             try {
-                run = measure(result.rounds);
+                run = peer.measure(result.rounds);
             } catch (const std::exception& e) {
                 std::fprintf(stderr, "%s: %s\n", result.peer.c_str(), e.what());
             }
             ::alarm(0);
             if (!run) {
                 result.latency.reset();
-                break;
+                failed = true;
+                continue;
             }
             if (!result.latency || run->median_ns < result.latency->median_ns)
                 result.latency = run;
         }
         if (result.latency)
-            std::printf("  %-28s %10llu %12.0f %12.0f\n", result.peer.c_str(),
-                static_cast<unsigned long long>(result.rounds), result.latency->median_ns, result.latency->p99_ns);
+            std::printf("  %-28s %10llu %12.0f %12.0f %12.0f %12.0f\n", result.peer.c_str(),
+                static_cast<unsigned long long>(result.rounds), result.latency->median_ns, result.latency->p90_ns,
+                result.latency->p99_ns, result.latency->p999_ns);
         else
             std::printf("  %-28s %10llu %12s\n", result.peer.c_str(), static_cast<unsigned long long>(result.rounds),
                 "FAILED");
@@ -1018,8 +1057,18 @@ public:
     }
 
     bool write_json() const;
+    bool write_plot() const;
 
 private:
+    void progressed(const std::string& what)
+    {
+        ++done_;
+        if (options_.progress) {
+            std::fprintf(stderr, "progress %zu %zu %s\n", done_, planned_, what.c_str());
+            std::fflush(stderr);
+        }
+    }
+
     [[nodiscard]] bool skipped(std::string_view peer) const noexcept
     {
         return !options_.only.empty() && peer.find(options_.only) == std::string_view::npos;
@@ -1029,27 +1078,9 @@ private:
     std::vector<ThroughputResult> throughputs_;
     std::vector<LatencyResult> latencies_;
     std::vector<Ratio> ratios_;
+    std::size_t planned_ = 0;
+    std::size_t done_ = 0;
 };
-
-std::string json_string(std::string_view text)
-{
-    std::string out = "\"";
-    for (char c : text) {
-        if (c == '"' || c == '\\')
-            out += '\\';
-        out += c;
-    }
-    return out + "\"";
-}
-
-std::string json_number(std::optional<double> value)
-{
-    if (!value)
-        return "null";
-    char text[32];
-    std::snprintf(text, sizeof(text), "%.6g", *value);
-    return text;
-}
 
 bool Report::write_json() const
 {
@@ -1075,10 +1106,13 @@ bool Report::write_json() const
     separator = "\n";
     for (const auto& r : latencies_) {
         std::fprintf(out,
-            "%s    {\"peer\": %s, \"message_bytes\": %zu, \"round_trips\": %llu, \"median_ns\": %s, \"p99_ns\": %s}",
+            "%s    {\"peer\": %s, \"message_bytes\": %zu, \"round_trips\": %llu, \"median_ns\": %s, \"p90_ns\": %s, "
+            "\"p99_ns\": %s, \"p999_ns\": %s}",
             separator, json_string(r.peer).c_str(), kLatencyMessageBytes, static_cast<unsigned long long>(r.rounds),
             json_number(r.latency ? std::optional(r.latency->median_ns) : std::nullopt).c_str(),
-            json_number(r.latency ? std::optional(r.latency->p99_ns) : std::nullopt).c_str());
+            json_number(r.latency ? std::optional(r.latency->p90_ns) : std::nullopt).c_str(),
+            json_number(r.latency ? std::optional(r.latency->p99_ns) : std::nullopt).c_str(),
+            json_number(r.latency ? std::optional(r.latency->p999_ns) : std::nullopt).c_str());
         separator = ",\n";
     }
     std::fprintf(out, "\n  ],\n  \"ratios\": [");
@@ -1091,6 +1125,36 @@ bool Report::write_json() const
     }
     std::fprintf(out, "\n  ]\n}\n");
     return std::fclose(out) == 0;
+}
+
+bool Report::write_plot() const
+{
+    shmlink::bench::Chart chart;
+    chart.title = "shmlink rings beside their peers";
+    chart.subtitle = "producer and consumer processes pinned to CPUs " + std::to_string(kParentCpu) + " and "
+        + std::to_string(kChildCpu) + "; throughput best of " + std::to_string(kRepetitions) + ", latency of "
+        + std::to_string(kLatencyMessageBytes) + "-byte messages" + (options_.quick ? "; --quick run" : "");
+    for (const auto& r : throughputs_) {
+        if (!r.seconds)
+            continue;
+        auto series = std::find_if(chart.throughput.begin(), chart.throughput.end(),
+            [&](const auto& s) { return s.peer == r.peer; });
+        if (series == chart.throughput.end())
+            series = chart.throughput.insert(chart.throughput.end(), {r.peer, {}});
+        series->points.emplace_back(static_cast<double>(r.size), r.bytes_per_s());
+    }
+    chart.percentiles = {"p50", "p90", "p99", "p99.9"};
+    for (const auto& r : latencies_)
+        if (r.latency)
+            chart.latency.push_back({r.peer, {r.latency->median_ns, r.latency->p90_ns, r.latency->p99_ns, r.latency->p999_ns}});
+    std::FILE* out = std::fopen(options_.plot_path.c_str(), "w");
+    if (out == nullptr) {
+        std::fprintf(stderr, "%s: %s\n", options_.plot_path.c_str(), std::strerror(errno));
+        return false;
+    }
+    const std::string text = shmlink::bench::svg(chart);
+    const bool written = std::fwrite(text.data(), 1, text.size(), out) == text.size();
+    return std::fclose(out) == 0 && written;
 }
 
 // Peer names: the table rows, the JSON "peer" fields, and how ratios find them.
@@ -1132,13 +1196,9 @@ auto round_trips(Args... args)
     };
 }
 
-void measure_throughput(Report& report)
+std::vector<Report::SizePlan> throughput_plan()
 {
-    std::printf("one-way throughput, producer on CPU %d -> consumer process on CPU %d, best of %zu\n", kParentCpu,
-        kChildCpu, kRepetitions);
-    std::printf("  %-28s %7s %12s %14s %12s %9s %7s\n", "peer", "bytes", "messages", "M messages/s", "MB/s", "seconds",
-        "spread");
-    std::fflush(stdout);
+    std::vector<Report::SizePlan> plan;
     for (const std::size_t size : kMessageSizes) {
         std::vector<Report::Peer> peers {
             {kShmlinkCopy, kRingCost, one_way<SpscChannel>(size, RingApi::copy)},
@@ -1151,29 +1211,49 @@ void measure_throughput(Report& report)
         };
         if (size == kZeroCopyBytes)
             peers.insert(peers.begin() + 1, {kShmlinkZeroCopy, kRingCost, one_way<SpscChannel>(size, RingApi::zero_copy)});
-        report.throughputs(size, peers);
+        plan.push_back({size, std::move(peers)});
     }
+    return plan;
 }
 
-void measure_latency(Report& report)
+std::vector<Report::LatencyPeer> latency_plan()
 {
     using shmlink::WaitMode;
     using shmlink::WaitOptions;
+    return {
+        {kSpin, kSpinRounds, round_trips<SpscChannel>(RingApi::wait, WaitOptions {.mode = WaitMode::spin})},
+        {kBlock, kSleepRounds, round_trips<SpscChannel>(RingApi::wait, WaitOptions {.mode = WaitMode::block})},
+        {kMpscSpin, kSpinRounds, round_trips<MpscChannel>(RingApi::wait, WaitOptions {.mode = WaitMode::spin})},
+        {kMpscBlock, kSleepRounds, round_trips<MpscChannel>(RingApi::wait, WaitOptions {.mode = WaitMode::block})},
+        // The default options: spin_then_block.
+        {kSpinThenBlock, kSpinRounds, round_trips<SpscChannel>(RingApi::wait, WaitOptions {})},
+        {kPipe, kSleepRounds, round_trips<PipeChannel>(kLatencyMessageBytes)},
+        {kSocket, kSleepRounds, round_trips<SocketChannel>(kLatencyMessageBytes)},
+        {kBoost, kSleepRounds, round_trips<BoostQueueChannel>(kLatencyMessageBytes)},
+        {kCacheLine, kSpinRounds, cache_line_round_trips},
+        {kFutex, kSleepRounds, futex_round_trips},
+    };
+}
+
+void measure_throughput(Report& report, const std::vector<Report::SizePlan>& plan)
+{
+    std::printf("one-way throughput, producer on CPU %d -> consumer process on CPU %d, best of %zu\n", kParentCpu,
+        kChildCpu, kRepetitions);
+    std::printf("  %-28s %7s %12s %14s %12s %9s %7s\n", "peer", "bytes", "messages", "M messages/s", "MB/s", "seconds",
+        "spread");
+    std::fflush(stdout);
+    for (const auto& size : plan)
+        report.throughputs(size.size, size.peers);
+}
+
+void measure_latency(Report& report, const std::vector<Report::LatencyPeer>& plan)
+{
     std::printf("\nround trip of a %zu-byte message between two processes (CPU %d <-> CPU %d)\n", kLatencyMessageBytes,
         kParentCpu, kChildCpu);
-    std::printf("  %-28s %10s %12s %12s\n", "peer", "rounds", "median ns", "p99 ns");
+    std::printf("  %-28s %10s %12s %12s %12s %12s\n", "peer", "rounds", "median ns", "p90 ns", "p99 ns", "p99.9 ns");
     std::fflush(stdout);
-    report.latency(kSpin, kSpinRounds, round_trips<SpscChannel>(RingApi::wait, WaitOptions {.mode = WaitMode::spin}));
-    report.latency(kBlock, kSleepRounds, round_trips<SpscChannel>(RingApi::wait, WaitOptions {.mode = WaitMode::block}));
-    report.latency(kMpscSpin, kSpinRounds, round_trips<MpscChannel>(RingApi::wait, WaitOptions {.mode = WaitMode::spin}));
-    report.latency(kMpscBlock, kSleepRounds, round_trips<MpscChannel>(RingApi::wait, WaitOptions {.mode = WaitMode::block}));
-    // The default options: spin_then_block.
-    report.latency(kSpinThenBlock, kSpinRounds, round_trips<SpscChannel>(RingApi::wait, WaitOptions {}));
-    report.latency(kPipe, kSleepRounds, round_trips<PipeChannel>(kLatencyMessageBytes));
-    report.latency(kSocket, kSleepRounds, round_trips<SocketChannel>(kLatencyMessageBytes));
-    report.latency(kBoost, kSleepRounds, round_trips<BoostQueueChannel>(kLatencyMessageBytes));
-    report.latency(kCacheLine, kSpinRounds, cache_line_round_trips);
-    report.latency(kFutex, kSleepRounds, futex_round_trips);
+    for (const auto& peer : plan)
+        report.latency(peer);
 }
 
 void print_ratios(Report& report)
@@ -1205,7 +1285,7 @@ void on_watchdog(int) noexcept
     ::_exit(3); // the children die with us (PR_SET_PDEATHSIG)
 }
 
-constexpr char kUsage[] = R"(usage: ring_bench [--quick] [--json FILE] [--only PEER]
+constexpr char kUsage[] = R"(usage: ring_bench [--quick] [--json FILE] [--plot FILE.svg] [--progress] [--only PEER]
 
 Measures shmlink's SPSC and MPSC rings against a pipe, a Unix socket, Boost.Interprocess
 message_queue and the floors, producer and consumer in two processes pinned
@@ -1213,6 +1293,10 @@ to CPUs 0 and 1, and prints the ratios the project's targets are stated in.
 
   --quick      every message and round-trip count 20x smaller (a smoke run)
   --json FILE  also write every figure and ratio to FILE as JSON
+  --plot FILE  also draw throughput by message size and latency percentiles
+               as an SVG image in FILE
+  --progress   a line "progress DONE TOTAL what" on stderr as each
+               measurement starts (the shmlink tool draws its bar from them)
   --only PEER  measure only the peers whose name contains PEER (ratios of
                peers not measured print as n/a)
   --help       this text
@@ -1232,6 +1316,10 @@ int main(int argc, char** argv)
             options.quick = true;
         } else if (arg == "--json" && i + 1 < argc) {
             options.json_path = argv[++i];
+        } else if (arg == "--plot" && i + 1 < argc) {
+            options.plot_path = argv[++i];
+        } else if (arg == "--progress") {
+            options.progress = true;
         } else if (arg == "--only" && i + 1 < argc) {
             options.only = argv[++i];
         } else if (arg == "--help" || arg == "-h") {
@@ -1255,11 +1343,16 @@ int main(int argc, char** argv)
 
     const auto start = Clock::now();
     Report report(options);
-    measure_throughput(report);
-    measure_latency(report);
+    const auto throughputs = throughput_plan();
+    const auto latencies = latency_plan();
+    report.plan(throughputs, latencies);
+    measure_throughput(report, throughputs);
+    measure_latency(report, latencies);
     print_ratios(report);
     std::printf("\n%.1f s in all%s\n", seconds_between(start, Clock::now()), options.quick ? " (--quick)" : "");
     if (!options.json_path.empty() && !report.write_json())
+        return 1;
+    if (!options.plot_path.empty() && !report.write_plot())
         return 1;
     return report.complete() ? 0 : 1;
 }

@@ -4,6 +4,11 @@
 // mapped_region (which must map the whole object again to grow, and moves).
 // The point to read: shmlink's grow and refresh cost does not depend on the
 // segment's size. Medians of repeated runs; ratios printed at the end.
+//   segment_bench [--quick] [--json FILE] [--progress]
+// --quick measures 1 MiB and 16 MiB only (a smoke run that fits a small
+// /dev/shm); --json also writes the table to FILE; --progress prints
+// "progress DONE TOTAL what" on stderr as each size starts.
+#include "bench/report.hpp"
 #include "core/segment.hpp"
 
 #include <boost/interprocess/mapped_region.hpp>
@@ -13,9 +18,12 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <functional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace bip = boost::interprocess;
@@ -90,28 +98,88 @@ Row measure(std::size_t size)
     return row;
 }
 
+bool write_json(const std::string& path, const std::vector<Row>& rows, bool quick)
+{
+    std::FILE* out = std::fopen(path.c_str(), "w");
+    if (out == nullptr) {
+        std::fprintf(stderr, "%s: %s\n", path.c_str(), std::strerror(errno));
+        return false;
+    }
+    std::fprintf(out, "{\n  \"quick\": %s,\n  \"unit\": \"median microseconds\",\n  \"sizes\": [", quick ? "true" : "false");
+    const char* separator = "\n";
+    for (const Row& r : rows) {
+        std::fprintf(out,
+            "%s    {\"size_bytes\": %zu, \"shmlink\": {\"create\": %s, \"create_lazy\": %s, \"attach\": %s, "
+            "\"grow_one_page\": %s, \"refresh\": %s}, \"boost_interprocess\": {\"create\": %s, \"attach\": %s, "
+            "\"grow_one_page\": %s}}",
+            separator, r.size, shmlink::bench::json_number(r.create).c_str(),
+            shmlink::bench::json_number(r.create_lazy).c_str(), shmlink::bench::json_number(r.attach).c_str(),
+            shmlink::bench::json_number(r.grow).c_str(), shmlink::bench::json_number(r.refresh).c_str(),
+            shmlink::bench::json_number(r.bip_create).c_str(), shmlink::bench::json_number(r.bip_attach).c_str(),
+            shmlink::bench::json_number(r.bip_grow).c_str());
+        separator = ",\n";
+    }
+    std::fprintf(out, "\n  ]\n}\n");
+    return std::fclose(out) == 0;
+}
+
 } // namespace
 
-int main()
+int main(int argc, char** argv)
 {
+    bool quick = false;
+    bool progress = false;
+    std::string json_path;
+    for (int i = 1; i < argc; ++i) {
+        const std::string_view arg = argv[i];
+        if (arg == "--quick")
+            quick = true;
+        else if (arg == "--progress")
+            progress = true;
+        else if (arg == "--json" && i + 1 < argc)
+            json_path = argv[++i];
+        else {
+            std::fputs("usage: segment_bench [--quick] [--json FILE] [--progress]\n", arg == "--help" ? stdout : stderr);
+            return arg == "--help" ? 0 : 2;
+        }
+    }
+    std::vector<std::size_t> sizes {std::size_t {1} << 20, std::size_t {64} << 20, std::size_t {1} << 30};
+    if (quick)
+        sizes = {std::size_t {1} << 20, std::size_t {16} << 20};
+
     std::printf("segment lifecycle, median microseconds (shmlink | Boost.Interprocess)\n");
     std::printf("%10s %10s %10s %10s %10s %10s | %10s %10s %10s\n", "size", "create", "lazy", "attach", "grow+1pg", "refresh",
         "create", "attach", "grow+1pg");
+    std::fflush(stdout);
     std::vector<Row> rows;
-    for (std::size_t size : {std::size_t {1} << 20, std::size_t {64} << 20, std::size_t {1} << 30}) {
-        const Row r = measure(size);
+    for (const std::size_t size : sizes) {
+        if (progress) {
+            std::fprintf(stderr, "progress %zu %zu segments of %zu MiB\n", rows.size() + 1, sizes.size(), size >> 20);
+            std::fflush(stderr);
+        }
+        Row r {};
+        try {
+            r = measure(size);
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "segment_bench: %zu MiB: %s\n", size >> 20, e.what());
+            return 1;
+        }
         rows.push_back(r);
-        std::printf("%8zuMi %10.1f %10.1f %10.1f %10.1f %10.1f | %10.1f %10.1f %10.1f\n", r.size >> 20, r.create, r.create_lazy, r.attach,
-            r.grow, r.refresh, r.bip_create, r.bip_attach, r.bip_grow);
+        std::printf("%8zuMi %10.1f %10.1f %10.1f %10.1f %10.1f | %10.1f %10.1f %10.1f\n", r.size >> 20, r.create,
+            r.create_lazy, r.attach, r.grow, r.refresh, r.bip_create, r.bip_attach, r.bip_grow);
+        std::fflush(stdout);
     }
     const Row& small = rows.front();
     const Row& large = rows.back();
-    std::printf("\nratios, 1 GiB over 1 MiB (1.0 = independent of size):\n");
+    const std::string large_name = std::to_string(large.size >> 20) + " MiB";
+    std::printf("\nratios, %s over 1 MiB (1.0 = independent of size):\n", large_name.c_str());
     std::printf("  shmlink grow %.2fx, refresh %.2fx, attach %.2fx; Boost.Interprocess grow %.2fx\n",
         large.grow / small.grow, large.refresh / small.refresh, large.attach / small.attach,
         large.bip_grow / small.bip_grow);
-    std::printf("ratios, shmlink over Boost.Interprocess at 1 GiB (below 1.0 = shmlink faster):\n");
+    std::printf("ratios, shmlink over Boost.Interprocess at %s (below 1.0 = shmlink faster):\n", large_name.c_str());
     std::printf("  create %.2fx (lazy, as Boost; %.0fx allocating the backing up front), attach %.2fx, grow %.2fx\n",
         large.create_lazy / large.bip_create, large.create / large.bip_create, large.attach / large.bip_attach, large.grow / large.bip_grow);
+    if (!json_path.empty() && !write_json(json_path, rows, quick))
+        return 1;
     return 0;
 }
