@@ -8,9 +8,11 @@
 
 #include <doctest/doctest.h>
 
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -149,5 +151,142 @@ TEST_CASE("ls finds exactly the segments in a directory; gc removes only those w
     CHECK(std::filesystem::exists(other));
 
     mine = Segment();
+    std::filesystem::remove_all(dir);
+}
+
+namespace {
+
+/// Lines from `child` up to and including the first that contains `marker`.
+std::string read_until(Child& child, const std::string& marker)
+{
+    std::string lines;
+    for (;;) {
+        const std::string line = child.read_line(std::chrono::seconds(10));
+        lines += line + "\n";
+        if (line.find(marker) != std::string::npos)
+            return lines;
+    }
+}
+
+/// The two rate columns of `object`'s line in a frame of watch's output.
+std::string rates_of(const std::string& frame, const std::string& object)
+{
+    const auto start = frame.find("  " + object + " ");
+    const std::string line = frame.substr(start, frame.find('\n', start) - start);
+    const auto after_fill = line.find("%)") + 2;
+    return line.substr(line.find_first_not_of(' ', after_fill));
+}
+
+/// Runs `script` with python3 (a meson dependency, so always present) on `args`.
+std::pair<std::string, int> run_python(const std::string& script, const std::vector<std::string>& args)
+{
+    std::vector<std::string> argv {test::helper_path("SHMLINK_PYTHON"), "-c", script};
+    argv.insert(argv.end(), args.begin(), args.end());
+    Child child = Child::spawn(argv);
+    std::string out;
+    try {
+        for (;;)
+            out += child.read_line() + "\n";
+    } catch (const std::runtime_error&) {
+    }
+    const int status = child.wait();
+    return {out, WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status)};
+}
+
+} // namespace
+
+TEST_CASE("watch shows fill levels and the rates between refreshes, and ends on Ctrl-C")
+{
+    const test::ShmPath file("tool-watch");
+    Segment segment = Segment::create(file.path, 1 << 20, {.cleanup = Cleanup::unlink_on_close});
+    SpscRing ring = SpscRing::create(segment, "events", 4096);
+    auto queue = MpmcQueue<std::uint64_t>::create(segment, "jobs", 8);
+
+    Child watch = test::spawn_helper("SHMLINK_TOOL", {"watch", file.path, "--interval", "0.3", "--count", "3"});
+    const std::string first = read_until(watch, "jobs");
+    INFO(first);
+    CHECK(first.find("generation 0") != std::string::npos);
+    CHECK(first.find("0 B / 4.0 KiB (0%)") != std::string::npos); // events, empty
+    CHECK(first.find("0 items / 8 items (0%)") != std::string::npos);
+
+    // Between the first and second refresh: 1000 bytes through the ring (40
+    // records of 25 bytes, each 40 with its header), and 3 items queued.
+    for (int i = 0; i < 40; ++i) {
+        REQUIRE(ring.try_push(bytes_of(std::string(25, 'm'))) == RingStatus::ok);
+        std::byte buffer[64];
+        std::size_t length = 0;
+        REQUIRE(ring.try_pop(buffer, length) == RingStatus::ok);
+    }
+    REQUIRE(ring.try_push(bytes_of(std::string(24, 'k'))) == RingStatus::ok); // stays: 32 bytes filled
+    for (std::uint64_t i = 0; i < 3; ++i)
+        REQUIRE(queue.try_push(i) == RingStatus::ok);
+    const std::string second = read_until(watch, "jobs");
+    INFO(second);
+    CHECK(second.find("32 B / 4.0 KiB (1%)") != std::string::npos);
+    CHECK(second.find("3 items / 8 items (38%)") != std::string::npos);
+    // 1632 bytes written and 1600 read in about 0.3 s: rates, not zero.
+    const std::string moved = rates_of(second, "events");
+    CHECK(moved.find("B/s") != std::string::npos);
+    CHECK(moved.find("-") == std::string::npos);
+    CHECK(moved.rfind("0 B/s", 0) != 0);
+    CHECK(rates_of(second, "jobs").find("items/s        0 items/s") != std::string::npos);
+
+    // Nothing moves before the third: both rates are zero.
+    const std::string third = read_until(watch, "jobs");
+    INFO(third);
+    CHECK(rates_of(third, "events") == "0 B/s            0 B/s");
+    CHECK(watch.wait() == 0);
+
+    // Without --count it runs until interrupted, and then exits 0.
+    Child endless = test::spawn_helper("SHMLINK_TOOL", {"watch", file.path});
+    read_until(endless, "jobs");
+    endless.kill(SIGINT);
+    const int status = endless.wait();
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+
+    const auto [missing, missing_exit] = run_tool({"watch", "/dev/shm/shmlink-test-there-is-none", "--count", "1"});
+    CHECK(missing_exit == 1);
+    const auto [usage, usage_exit] = run_tool({"watch", file.path, "--interval", "0"});
+    CHECK(usage_exit == 2);
+}
+
+TEST_CASE("bench --quick runs every benchmark, writes valid JSON and an SVG plot of every peer")
+{
+    const std::string dir = "/tmp/shmlink-test-bench-" + std::to_string(::getpid());
+    std::filesystem::create_directory(dir);
+    const std::string json = dir + "/report.json";
+    const std::string svg = dir + "/plot.svg";
+    const auto [out, exit_code] = run_tool({"bench", "--quick", "--json", json, "--plot", svg});
+    INFO(out);
+    CHECK(exit_code == 0);
+    CHECK(out.find("ratios against the project's targets") != std::string::npos);
+    CHECK(out.find("segment lifecycle") != std::string::npos);
+
+    // Parsed by a real JSON and XML parser; every peer measured is in both.
+    const auto [check, check_exit] = run_python(R"(
+import json, sys, xml.etree.ElementTree as ET
+report = json.load(open(sys.argv[1]))
+rings, segments = report["rings"], report["segments"]
+assert report["machine"]["cpus"] >= 1
+peers = {r["peer"] for r in rings["throughput"]} | {r["peer"] for r in rings["latency"]}
+assert all(r["bytes_per_second"] > 0 for r in rings["throughput"]), "a throughput is missing"
+assert all(r["median_ns"] <= r["p90_ns"] <= r["p99_ns"] <= r["p999_ns"] for r in rings["latency"])
+assert len(rings["ratios"]) == 8 and all(r["value"] > 0 for r in rings["ratios"])
+assert [s["size_bytes"] for s in segments["sizes"]] == [1 << 20, 16 << 20]
+svg = ET.parse(sys.argv[2]).getroot()
+titles = " ".join(t.text for t in svg.iter("{http://www.w3.org/2000/svg}title"))
+missing = [p for p in peers if p not in titles]
+assert not missing, missing
+lines = list(svg.iter("{http://www.w3.org/2000/svg}polyline"))
+assert len(lines) == len({r["peer"] for r in rings["throughput"]})
+print("ok peers=%d" % len(peers))
+)", {json, svg});
+    INFO(check);
+    CHECK(check_exit == 0);
+    CHECK(check.find("ok peers=") != std::string::npos);
+
+    const auto [bad, bad_exit] = run_tool({"bench", "--plot", dir + "/plot.gif"});
+    CHECK(bad_exit == 2);
     std::filesystem::remove_all(dir);
 }

@@ -1,0 +1,197 @@
+// shmlink inspect: a segment's header, directory and the state of each ring
+// and queue, as text or JSON. It attaches read-only and changes nothing.
+#include "bench/report.hpp"
+#include "core/error.hpp"
+#include "core/segment.hpp"
+#include "core/unique_fd.hpp"
+#include "ipc/inspect.hpp"
+#include "tools/commands.hpp"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace shmlink::tool {
+namespace {
+
+using bench::json_string;
+
+constexpr char kUsage[] = R"(usage: shmlink inspect PATH [--json]
+       shmlink inspect --fd N [--json]
+
+Prints a segment's header (layout version, size, maximum, generation,
+creator and whether it is alive), its directory, and for each ring or queue
+its fill level, positions, sleepers and counters. It attaches read-only and
+changes nothing; a live segment may move while it is read, so the figures
+are a snapshot of each field, not of the whole.
+
+  --json  one JSON object instead of text, for scripts
+  --fd N  an fd this process inherited instead of a path
+
+Exit status: 0 done, 1 the file is not a readable shmlink segment (the
+message says which file and why), 2 bad usage.
+)";
+
+std::string spsc_json(const SpscState& s)
+{
+    char text[512];
+    std::snprintf(text, sizeof(text),
+        "{\"capacity_bytes\": %llu, \"head\": %llu, \"tail\": %llu, \"fill_bytes\": %llu, \"claim_open\": %s, "
+        "\"claim_bytes\": %u, \"readable_sleepers\": %u, \"writable_sleepers\": %u, \"consistent\": %s}",
+        static_cast<unsigned long long>(s.capacity_bytes), static_cast<unsigned long long>(s.head),
+        static_cast<unsigned long long>(s.tail), static_cast<unsigned long long>(s.fill_bytes),
+        s.claim_open ? "true" : "false", s.claim_bytes, s.readable_sleepers, s.writable_sleepers,
+        s.consistent ? "true" : "false");
+    return text;
+}
+
+void print_json(const std::string& source, const Segment& segment, bool alive,
+    const std::vector<ObjectState>& objects)
+{
+    const SegmentInfo info = segment.info();
+    std::printf("{\n  \"segment\": %s,\n  \"layout_version\": %u,\n  \"size_bytes\": %llu,\n  \"max_size_bytes\": %llu,\n"
+                "  \"generation\": %llu,\n  \"creator_pid\": %d,\n  \"creator_alive\": %s,\n  \"objects\": [",
+        json_string(source).c_str(), info.layout_version, static_cast<unsigned long long>(info.size_bytes),
+        static_cast<unsigned long long>(info.max_size_bytes), static_cast<unsigned long long>(info.generation),
+        static_cast<int>(info.creator_pid), alive ? "true" : "false");
+    const char* separator = "\n";
+    for (const auto& o : objects) {
+        std::printf("%s    {\"name\": %s, \"kind\": %s, \"kind_code\": %u, \"version\": %u, \"offset\": %llu, \"length\": %llu",
+            separator, json_string(o.object.name).c_str(), json_string(o.kind).c_str(), o.object.kind, o.object.version,
+            static_cast<unsigned long long>(o.object.offset), static_cast<unsigned long long>(o.object.length));
+        if (!o.error.empty())
+            std::printf(", \"error\": %s", json_string(o.error).c_str());
+        if (o.spsc)
+            std::printf(", \"spsc\": %s", spsc_json(*o.spsc).c_str());
+        if (o.mpsc) {
+            const auto& m = *o.mpsc;
+            std::printf(", \"mpsc\": {\"lane_count\": %u, \"lane_capacity_bytes\": %llu, \"abandoned_claims\": %llu, "
+                        "\"dead_producers\": %llu, \"corrupt_lanes\": %llu, \"lanes\": [",
+                m.lane_count, static_cast<unsigned long long>(m.lane_capacity_bytes),
+                static_cast<unsigned long long>(m.abandoned_claims), static_cast<unsigned long long>(m.dead_producers),
+                static_cast<unsigned long long>(m.corrupt_lanes));
+            for (std::size_t i = 0; i < m.lanes.size(); ++i)
+                std::printf("%s{\"lane\": %u, \"state\": %s, \"pid\": %d, \"ring\": %s}", i == 0 ? "" : ", ",
+                    m.lanes[i].index, json_string(m.lanes[i].state).c_str(), static_cast<int>(m.lanes[i].pid),
+                    spsc_json(m.lanes[i].ring).c_str());
+            std::printf("]}");
+        }
+        if (o.mpmc) {
+            const auto& q = *o.mpmc;
+            std::printf(", \"mpmc\": {\"capacity\": %llu, \"item_bytes\": %u, \"size\": %llu, \"enqueue_pos\": %llu, "
+                        "\"dequeue_pos\": %llu, \"readable_sleepers\": %u, \"writable_sleepers\": %u, \"consistent\": %s}",
+                static_cast<unsigned long long>(q.capacity), q.item_bytes, static_cast<unsigned long long>(q.size),
+                static_cast<unsigned long long>(q.enqueue_pos), static_cast<unsigned long long>(q.dequeue_pos),
+                q.readable_sleepers, q.writable_sleepers, q.consistent ? "true" : "false");
+        }
+        std::printf("}");
+        separator = ",\n";
+    }
+    std::printf("\n  ]\n}\n");
+}
+
+void print_spsc_line(const SpscState& s)
+{
+    std::printf("fill %llu of %llu bytes, head %llu, tail %llu%s%s, sleepers %u reading / %u writing\n",
+        static_cast<unsigned long long>(s.fill_bytes), static_cast<unsigned long long>(s.capacity_bytes),
+        static_cast<unsigned long long>(s.head), static_cast<unsigned long long>(s.tail),
+        s.claim_open ? (", an open claim of " + std::to_string(s.claim_bytes) + " bytes").c_str() : "",
+        s.consistent ? "" : ", POSITIONS INCONSISTENT", s.readable_sleepers, s.writable_sleepers);
+}
+
+void print_text(const std::string& source, const Segment& segment, bool alive,
+    const std::vector<ObjectState>& objects)
+{
+    const SegmentInfo info = segment.info();
+    std::printf("segment %s\n", source.c_str());
+    std::printf("  layout version %u, %llu of %llu bytes, generation %llu\n", info.layout_version,
+        static_cast<unsigned long long>(info.size_bytes), static_cast<unsigned long long>(info.max_size_bytes),
+        static_cast<unsigned long long>(info.generation));
+    std::printf("  creator pid %d, %s\n", static_cast<int>(info.creator_pid), alive ? "alive" : "gone");
+    std::printf("  %zu objects\n", objects.size());
+    for (const auto& o : objects) {
+        std::printf("  %-24s %-10s v%u  [%llu, +%llu)\n", o.object.name.c_str(), o.kind.c_str(), o.object.version,
+            static_cast<unsigned long long>(o.object.offset), static_cast<unsigned long long>(o.object.length));
+        if (!o.error.empty())
+            std::printf("      CORRUPT: %s\n", o.error.c_str());
+        if (o.spsc) {
+            std::printf("      ");
+            print_spsc_line(*o.spsc);
+        }
+        if (o.mpsc) {
+            const auto& m = *o.mpsc;
+            std::printf("      %u lanes of %llu bytes; abandoned claims %llu, dead producers %llu, corrupt lanes %llu\n",
+                m.lane_count, static_cast<unsigned long long>(m.lane_capacity_bytes),
+                static_cast<unsigned long long>(m.abandoned_claims), static_cast<unsigned long long>(m.dead_producers),
+                static_cast<unsigned long long>(m.corrupt_lanes));
+            for (const auto& lane : m.lanes) {
+                if (lane.state == "free" && lane.ring.fill_bytes == 0)
+                    continue;
+                std::printf("      lane %u %s (pid %d): ", lane.index, lane.state.c_str(), static_cast<int>(lane.pid));
+                print_spsc_line(lane.ring);
+            }
+        }
+        if (o.mpmc) {
+            const auto& q = *o.mpmc;
+            std::printf("      %llu of %llu items of %u bytes%s, sleepers %u reading / %u writing\n",
+                static_cast<unsigned long long>(q.size), static_cast<unsigned long long>(q.capacity), q.item_bytes,
+                q.consistent ? "" : ", POSITIONS INCONSISTENT", q.readable_sleepers, q.writable_sleepers);
+        }
+    }
+}
+
+} // namespace
+
+int inspect(int argc, char** argv)
+{
+    std::string path;
+    int fd = -1;
+    bool json = false;
+    for (int i = 2; i < argc; ++i) {
+        const std::string_view arg = argv[i];
+        if (arg == "--json")
+            json = true;
+        else if (arg == "--fd" && i + 1 < argc)
+            fd = std::atoi(argv[++i]);
+        else if (arg == "--help" || arg == "-h") {
+            std::fputs(kUsage, stdout);
+            return kDone;
+        } else if (path.empty() && !arg.starts_with("-"))
+            path = arg;
+        else {
+            std::fputs(kUsage, stderr);
+            return kBadUsage;
+        }
+    }
+    if (path.empty() == (fd < 0)) {
+        std::fputs(kUsage, stderr);
+        return kBadUsage;
+    }
+    const AttachOptions read_only {.read_only = true};
+    const std::string source = fd >= 0 ? "fd " + std::to_string(fd) : path;
+    try {
+        Segment segment = fd >= 0 ? Segment::attach(UniqueFd(::dup(fd)), read_only)
+                                           : Segment::attach(path, read_only);
+        std::error_code ec;
+        std::vector<ObjectState> objects;
+        for (const auto& object : segment.objects(ec))
+            objects.push_back(shmlink::inspect(segment, object)); // the ipc/ reader, not this command
+        if (ec)
+            throw Error(ec, "inspect " + source, "directory");
+        const bool alive = segment.creator_alive();
+        if (json)
+            print_json(source, segment, alive, objects);
+        else
+            print_text(source, segment, alive, objects);
+        return kDone;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "shmlink: %s\n", e.what());
+        return kFailed;
+    }
+}
+
+} // namespace shmlink::tool
