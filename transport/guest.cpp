@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <optional>
+#include <thread>
 
 namespace shmlink {
 
@@ -76,11 +77,17 @@ Guest Guest::connect(const std::filesystem::path& socket_path, const GuestOption
         throw Error(Errc::invalid_argument, context, "the socket path is too long");
     std::strncpy(address.sun_path, socket_path.c_str(), sizeof(address.sun_path) - 1);
     while (::connect(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
-        if (errno != EAGAIN && errno != EINTR)
-            throw Error(errno_code(), context, std::string("connect: ") + std::strerror(errno));
+        const int error = errno;
+        const bool no_host = error == ENOENT || error == ECONNREFUSED;
+        if (error != EAGAIN && error != EINTR && !(no_host && options.wait_for_host))
+            throw Error(std::error_code(error, std::system_category()), context, std::string("connect: ") + std::strerror(error));
         if (std::chrono::steady_clock::now() >= deadline)
-            throw Error(Errc::timed_out, context, "connect: the host's backlog stayed full");
-        detail::pause_briefly();
+            throw Error(Errc::timed_out, context,
+                no_host ? std::string("connect: no host came: ") + std::strerror(error) : "connect: the host's backlog stayed full");
+        if (no_host)
+            std::this_thread::sleep_for(std::chrono::milliseconds(10)); // a host starting takes milliseconds
+        else
+            detail::pause_briefly();
     }
     boost::asio::local::stream_protocol::socket socket(state->io);
     boost::system::error_code error;

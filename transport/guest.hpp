@@ -23,6 +23,10 @@ namespace shmlink {
 struct GuestOptions {
     std::string name = "guest"; ///< sent in the hello, for the host's logs (0..64 bytes)
     std::chrono::milliseconds timeout {2000}; ///< for connecting and the welcome
+    /// Keep trying while the socket is missing or refuses (ENOENT,
+    /// ECONNREFUSED), up to `timeout`: for a guest started with its host,
+    /// in either order. Off by default: a missing host is an error at once.
+    bool wait_for_host = false;
 };
 
 class Guest {
@@ -52,7 +56,7 @@ public:
     [[nodiscard]] std::uint32_t lane() const noexcept;
     /// To the host (a lane of host.inbox).
     [[nodiscard]] MpscProducer& outbox() noexcept;
-    /// From the host (guest.<lane>).
+    /// From the host: the ring guest.N, N being lane().
     [[nodiscard]] SpscRing& inbox() noexcept;
 
     /// Handles the control frames that arrived, without waiting: a grown

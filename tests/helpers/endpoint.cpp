@@ -114,13 +114,17 @@ try {
         Guest guest = Guest::connect(argv[2], {.name = argv[3]});
         return echo_loop(guest, std::strtoull(argv[4], nullptr, 10));
     }
+    if (job == "early-guest" && argc == 5) { // started before its host
+        Guest guest = Guest::connect(argv[2], {.name = argv[3], .timeout = std::chrono::seconds(10), .wait_for_host = true});
+        return echo_loop(guest, std::strtoull(argv[4], nullptr, 10));
+    }
     if (job == "path-guest" && argc == 4) {
         Guest guest = Guest::attach(argv[2]);
         return echo_loop(guest, std::strtoull(argv[3], nullptr, 10));
     }
     if (job == "wait-host" && argc == 3)
         return wait_host(argv[2]);
-    std::fprintf(stderr, "usage: endpoint host|guest|path-guest|wait-host ...\n");
+    std::fprintf(stderr, "usage: endpoint host|guest|early-guest|path-guest|wait-host ...\n");
     return 2;
 } catch (const std::exception& e) {
     std::printf("error %s\n", e.what());

@@ -394,6 +394,27 @@ TEST_CASE("joining a host that is not there: a clear error, thrown or returned")
     CHECK(ec == std::errc::no_such_file_or_directory);
 }
 
+TEST_CASE("wait_for_host: a guest started before its host joins when the host comes, and gives up at its timeout")
+{
+    const std::string sock = socket_path("early");
+    Child early = start_endpoint({"early-guest", sock, "early", "500"});
+    std::this_thread::sleep_for(300ms); // the guest is retrying a socket that is not there
+    {
+        boost::asio::io_context io;
+        Host host(io, {.socket_path = sock});
+        const std::string answer = answer_of(io, host, early);
+        INFO(answer);
+        CHECK(answer.find("ok lane=0 echoed=500") == 0);
+        CHECK(early.wait() == 0);
+    }
+    std::error_code ec;
+    const auto start = std::chrono::steady_clock::now();
+    Guest guest = Guest::connect(sock, {.timeout = 200ms, .wait_for_host = true}, ec);
+    CHECK(ec == Errc::timed_out);
+    CHECK(std::chrono::steady_clock::now() - start >= 200ms);
+    CHECK_FALSE(guest.valid());
+}
+
 TEST_CASE("a guest's lane is free for the next guest as soon as the host's consumer calls in after the hang-up")
 {
     // One lane, and a consumer that never waits and calls in far fewer than
