@@ -64,5 +64,7 @@ std::error_code errno_code() noexcept;
 
 } // namespace shmlink
 
+/// \cond std_specialization (lets an Errc compare with and convert to std::error_code)
 template <>
 struct std::is_error_code_enum<shmlink::Errc> : std::true_type {};
+/// \endcond

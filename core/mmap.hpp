@@ -131,7 +131,7 @@ std::error_code sync(std::span<std::byte> range, SyncFlags flags) noexcept;
 std::error_code lock(std::span<std::byte> range) noexcept;
 std::error_code unlock(std::span<std::byte> range) noexcept;
 
-/// memfd_create(2). The name is for /proc/<pid>/fd and debugging only.
+/// memfd_create(2). The name is for /proc/PID/fd and debugging only.
 UniqueFd memfd_create(const std::string& name, MemfdFlags flags, std::error_code& ec) noexcept;
 
 /// shm_open(3) / shm_unlink(3): POSIX shared-memory names ("/name").
