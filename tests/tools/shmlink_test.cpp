@@ -288,5 +288,20 @@ print("ok peers=%d" % len(peers))
 
     const auto [bad, bad_exit] = run_tool({"bench", "--plot", dir + "/plot.gif"});
     CHECK(bad_exit == 2);
+
+    // PNG goes through rsvg-convert when it is installed, and is a clear error when not.
+    const std::string png = dir + "/plot.png";
+    const bool converter = std::system("command -v rsvg-convert >/dev/null 2>&1") == 0;
+    const auto [png_out, png_exit] = run_tool({"bench", "--quick", "--only", "pipe", "--plot", png});
+    if (converter) {
+        CHECK(png_exit == 0);
+        std::ifstream in(png, std::ios::binary);
+        char signature[8] = {};
+        in.read(signature, sizeof(signature));
+        CHECK(std::string(signature, 8) == "\x89PNG\r\n\x1a\n");
+    } else {
+        CHECK(png_exit == 1);
+        CHECK_FALSE(std::filesystem::exists(png));
+    }
     std::filesystem::remove_all(dir);
 }
