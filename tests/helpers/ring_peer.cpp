@@ -15,12 +15,17 @@
 //                                                 child waits 300 ms, then produces
 //   ring_peer mpmc-produce PATH QUEUE COUNT ID    MPMC producer of items (ID, seq, hash)
 //   ring_peer mpmc-consume PATH QUEUE             MPMC consumer until a stop item; prints a fingerprint
+//   ring_peer die KIND PATH RING ID COMMITS POINT  a producer (KIND spsc or mpsc) that commits COMMITS
+//                                                 tagged messages, prints "dying", then SIGKILLs itself
+//                                                 at POINT of the next one: before-claim, after-claim,
+//                                                 mid-copy (half its payload written) or after-commit
 #include "core/segment.hpp"
 #include "ipc/mpmc_queue.hpp"
 #include "ipc/mpsc_ring.hpp"
 #include "ipc/spsc_ring.hpp"
 #include "tests/support/messages.hpp"
 
+#include <signal.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -270,6 +275,42 @@ int mpmc_consume(Segment& segment, const char* name)
     return 0;
 }
 
+/// Commits `commits` tagged messages through `producer` (an SpscRing or an
+/// MpscProducer), then dies at `point` of the next one.
+template <typename Producer>
+int die(Producer& producer, std::uint64_t id, std::uint64_t commits, const std::string& point)
+{
+    std::vector<std::byte> message(8 + 512);
+    for (std::uint64_t seq = 0; seq < commits; ++seq) {
+        const auto length = test::make_tagged_message(id, seq, 512, message);
+        if (const auto status = producer.push(std::span(message).first(length), 10s); status != RingStatus::ok) {
+            std::printf("error push %llu: %s\n", static_cast<unsigned long long>(seq), to_string(status));
+            return 1;
+        }
+    }
+    const auto length = test::make_tagged_message(id, commits, 512, message);
+    std::printf("dying\n");
+    std::fflush(stdout);
+    if (point == "before-claim")
+        ::raise(SIGKILL);
+    auto slot = producer.reserve(length);
+    if (!slot) {
+        std::printf("error reserve: %s\n", to_string(slot.status));
+        return 1;
+    }
+    if (point == "after-claim")
+        ::raise(SIGKILL);
+    std::memcpy(slot.bytes.data(), message.data(), length / 2);
+    if (point == "mid-copy")
+        ::raise(SIGKILL);
+    std::memcpy(slot.bytes.data() + length / 2, message.data() + length / 2, length - length / 2);
+    producer.commit();
+    if (point == "after-commit")
+        ::raise(SIGKILL);
+    std::printf("error no such point %s\n", point.c_str());
+    return 1;
+}
+
 } // namespace
 
 int main(int argc, char** argv)
@@ -279,6 +320,18 @@ try {
         return 2;
     }
     const std::string job = argv[1];
+    if (job == "die" && argc == 8) {
+        Segment segment = Segment::attach(argv[3]);
+        const std::string kind = argv[2];
+        const auto id = std::strtoull(argv[5], nullptr, 10);
+        const auto commits = std::strtoull(argv[6], nullptr, 10);
+        if (kind == "spsc") {
+            SpscRing ring = SpscRing::open(segment, argv[4]);
+            return die(ring, id, commits, argv[7]);
+        }
+        MpscProducer producer = MpscProducer::open(segment, argv[4]);
+        return die(producer, id, commits, argv[7]);
+    }
     Segment segment = Segment::attach(argv[2]);
     if (job == "scribble" && argc == 6)
         return scribble(segment, argv[3], std::strtoull(argv[4], nullptr, 10), std::atoi(argv[5]));
