@@ -1,12 +1,16 @@
 // Test helper that plays a host or a guest of transport/ in its own process
 // and prints one line per answer ("ok ..." or "error ..."):
 //   endpoint host SOCKET SEGMENT|-       an echo host (a memfd segment for "-"); prints "ready";
-//                                        reads "grow BYTES", "guests" and "quit" on stdin
+//                                        reads "grow BYTES", "grow-loop STEP COUNT" (COUNT grows
+//                                        by STEP, back to back), "guests" and "quit" on stdin
 //   endpoint guest SOCKET NAME COUNT     joins through the socket, sends COUNT messages and
 //                                        checks each echo; "ok lane=L echoed=N generation=G size=S"
 //   endpoint path-guest SEGMENT COUNT    the same, joined by the segment's path
 //   endpoint wait-host SOCKET            joins, then waits for a message until the host is gone;
 //                                        "ok host=<error> waited_ms=T"
+//   endpoint toucher SEGMENT             attaches by path, prints "attached", then refreshes and
+//                                        reads every page it has mapped, over and over, until the
+//                                        creator is gone; "ok size=S generation=G passes=P"
 #include "tests/support/messages.hpp"
 #include "transport/guest.hpp"
 #include "transport/host.hpp"
@@ -45,6 +49,16 @@ int run_host(const std::string& socket_path, const std::string& segment_path)
                 return 0;
             if (line.rfind("grow ", 0) == 0) {
                 host.grow(std::strtoull(line.c_str() + 5, nullptr, 10));
+                std::printf("ok generation=%llu size=%zu\n", static_cast<unsigned long long>(host.segment().generation()),
+                    host.segment().size_bytes());
+            } else if (line.rfind("grow-loop ", 0) == 0) {
+                char* end = nullptr;
+                const auto step = std::strtoull(line.c_str() + 10, &end, 10);
+                const auto count = std::strtoull(end, nullptr, 10);
+                for (std::uint64_t i = 0; i < count; ++i) {
+                    host.grow(host.segment().size_bytes() + step);
+                    io.poll(); // the grown notices go out as they would
+                }
                 std::printf("ok generation=%llu size=%zu\n", static_cast<unsigned long long>(host.segment().generation()),
                     host.segment().size_bytes());
             } else if (line == "guests") {
@@ -103,6 +117,34 @@ int wait_host(const std::string& socket_path)
     return 0;
 }
 
+/// Reads every page of the segment as far as it is mapped, again and again:
+/// a header that announced an extent the file does not have would be SIGBUS.
+int toucher(const std::string& segment_path)
+{
+    Segment segment = Segment::attach(segment_path);
+    std::printf("attached\n");
+    std::fflush(stdout);
+    const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+    std::uint64_t passes = 0;
+    std::uint64_t sum = 0;
+    for (bool last = false; !last; ++passes) {
+        last = !segment.creator_alive(); // one more pass after the creator is gone
+        std::error_code ec;
+        segment.refresh(ec);
+        if (ec) {
+            std::printf("error refresh: %s\n", ec.message().c_str());
+            return 1;
+        }
+        const auto bytes = segment.bytes();
+        for (std::size_t at = 0; at < bytes.size(); at += page)
+            sum += static_cast<std::uint8_t>(*static_cast<volatile const std::byte*>(bytes.data() + at));
+    }
+    std::printf("ok size=%zu generation=%llu passes=%llu sum=%llu\n", segment.size_bytes(),
+        static_cast<unsigned long long>(segment.generation()), static_cast<unsigned long long>(passes),
+        static_cast<unsigned long long>(sum));
+    return 0;
+}
+
 } // namespace
 
 int main(int argc, char** argv)
@@ -122,9 +164,11 @@ try {
         Guest guest = Guest::attach(argv[2]);
         return echo_loop(guest, std::strtoull(argv[3], nullptr, 10));
     }
+    if (job == "toucher" && argc == 3)
+        return toucher(argv[2]);
     if (job == "wait-host" && argc == 3)
         return wait_host(argv[2]);
-    std::fprintf(stderr, "usage: endpoint host|guest|early-guest|path-guest|wait-host ...\n");
+    std::fprintf(stderr, "usage: endpoint host|guest|early-guest|path-guest|wait-host|toucher ...\n");
     return 2;
 } catch (const std::exception& e) {
     std::printf("error %s\n", e.what());
