@@ -1,6 +1,7 @@
 #include "core/segment.hpp"
 
 #include "core/bounds.hpp"
+#include "core/detail/truncation_guard.hpp"
 #include "core/layout.hpp"
 #include "core/log.hpp"
 #include "core/process.hpp"
@@ -111,6 +112,7 @@ Segment& Segment::operator=(Segment&& other) noexcept
         cleanup_ = std::exchange(other.cleanup_, Cleanup::keep);
         allocate_backing_ = other.allocate_backing_;
         map_ = other.map_;
+        guard_slot_ = std::exchange(other.guard_slot_, -1);
     }
     return *this;
 }
@@ -132,6 +134,7 @@ void Segment::release() noexcept
             logger().info("segment {} removed by its creator", path_.string());
         }
     }
+    detail::guard_forget(std::exchange(guard_slot_, -1)); // before the mapping and the fd go
     reservation_.reset();
     fd_.reset();
     mapped_bytes_.store(0, std::memory_order_relaxed);
@@ -267,6 +270,8 @@ Segment Segment::finish_create(UniqueFd fd, std::filesystem::path path, std::siz
     if (ec || (ec = segment.map_extent(0, size)))
         return {};
     segment.mapped_bytes_.store(size, std::memory_order_relaxed);
+    if ((ec = segment.start_guard()))
+        return {};
     segment.data_used_ = layout::kHeaderBytes;
 
     SegmentHeader& h = header_of(segment.base());
@@ -381,6 +386,8 @@ Segment Segment::attach_fd(UniqueFd fd, std::filesystem::path path, const Attach
         if (ec || (ec = segment.map_extent(0, copy.size_bytes)))
             return {};
         segment.mapped_bytes_.store(copy.size_bytes, std::memory_order_relaxed);
+        if ((ec = segment.start_guard())) // before the directory is read through the mapping
+            return {};
         if ((ec = segment.validate_directory(detail)))
             return {};
         logger().info("attached segment {} ({} bytes, generation {})",
@@ -390,6 +397,41 @@ Segment Segment::attach_fd(UniqueFd fd, std::filesystem::path path, const Attach
         ec = std::make_error_code(std::errc::not_enough_memory);
         return {};
     }
+}
+
+std::error_code Segment::start_guard() noexcept
+{
+    std::error_code ec;
+    if (map_.guard_truncation)
+        guard_slot_ = detail::guard_truncation(base(), fd_.get(), size_bytes(), writable_, ec);
+    return ec;
+}
+
+std::error_code Segment::check_backing() noexcept
+{
+    struct stat st {};
+    if (!valid())
+        return std::make_error_code(std::errc::bad_file_descriptor);
+    if (::fstat(fd_.get(), &st) != 0)
+        return errno_code();
+    const std::size_t mapped = size_bytes();
+    if (static_cast<std::uint64_t>(st.st_size) >= mapped)
+        return {};
+    logger().error("segment {}: the file was cut to {} of the {} bytes mapped{}", path_.empty() ? "memfd" : path_.native(),
+        st.st_size, mapped, writable_ ? "; extending it back (the cut extent is lost)" : "");
+    if (writable_ && ::fallocate(fd_.get(), 0, 0, static_cast<off_t>(mapped)) == 0) // never shrinks: racing repairs agree
+        detail::count_truncation(base());
+    return Errc::truncated;
+}
+
+std::uint64_t Segment::truncations() const noexcept
+{
+    return valid() ? shared(header_of(base()).truncations).load(std::memory_order_relaxed) : 0;
+}
+
+std::uint64_t Segment::repairs() const noexcept
+{
+    return detail::guard_repairs(guard_slot_);
 }
 
 std::error_code Segment::map_extent(std::size_t from, std::size_t to) noexcept
@@ -458,6 +500,7 @@ void Segment::grow(std::size_t new_size_bytes, std::error_code& ec) noexcept
         }
         // release: pairs with the acquire load in bytes(), for threads of this process.
         mapped_bytes_.store(new_size, std::memory_order_release);
+        detail::guard_resize(guard_slot_, new_size);
         SegmentHeader& h = header_of(base());
         // release: pairs with the acquire load of size_bytes in refresh(); the
         // extent is in the file before any guest is told about it.
@@ -508,6 +551,7 @@ bool Segment::refresh(std::error_code& ec) noexcept
         logger().debug("refreshed segment {} from {} to {} bytes", path_.native(), mapped, size);
         // release: pairs with the acquire load in bytes(), for threads of this process.
         mapped_bytes_.store(size, std::memory_order_release);
+        detail::guard_resize(guard_slot_, size);
         return true;
     });
 }

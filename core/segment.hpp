@@ -37,6 +37,13 @@ struct MapOptions {
     bool populate = false;    ///< prefault pages (MAP_POPULATE)
     bool huge_pages = false;  ///< ask for transparent huge pages (MADV_HUGEPAGE; tmpfs may decline)
     bool lock_memory = false; ///< mlock the mapped extent; grow() and refresh() lock new extents too
+    /// Survive another process truncating the file: a SIGBUS in this mapping
+    /// extends the file back (the cut pages read as zeros) instead of killing
+    /// this process, and repairs() counts it. Installs a process-wide SIGBUS
+    /// handler that passes other faults on. Meant for path-backed segments
+    /// shared with processes not trusted to leave the file alone (a memfd is
+    /// sealed against shrinking and needs no guard).
+    bool guard_truncation = false;
 };
 
 struct SegmentOptions {
@@ -181,6 +188,18 @@ public:
     [[nodiscard]] SegmentInfo info() const noexcept;
     /// True while the creator process (pid and start time) is alive.
     [[nodiscard]] bool creator_alive() const noexcept;
+
+    /// Whether the file still holds every byte this process maps. When
+    /// another process truncated it, extends it back (the cut extent reads as
+    /// zeros; its data is lost) and answers Errc::truncated; a read-only
+    /// attach cannot repair and answers the same. {} when intact.
+    std::error_code check_backing() noexcept;
+    /// How many times any process found the file cut and extended it back
+    /// (the header's `truncations`): how a host learns that a peer truncated
+    /// the file even when another process repaired it first.
+    [[nodiscard]] std::uint64_t truncations() const noexcept;
+    /// Faults in this mapping that MapOptions::guard_truncation survived.
+    [[nodiscard]] std::uint64_t repairs() const noexcept;
     [[nodiscard]] const UniqueFd& fd() const noexcept { return fd_; }
     /// The path this segment was created at or attached by; empty for memfd and unlinked ones.
     [[nodiscard]] const std::filesystem::path& path() const noexcept { return path_; }
@@ -197,6 +216,7 @@ private:
     static Segment attach_fd(UniqueFd fd, std::filesystem::path path, const AttachOptions& options,
         std::error_code& ec, std::string& detail) noexcept;
     std::error_code map_extent(std::size_t from, std::size_t to) noexcept;
+    std::error_code start_guard() noexcept;
     std::uint32_t directory_count() const noexcept;
     std::error_code validate_directory(std::string& detail) const;
     std::optional<ObjectInfo> entry(std::uint32_t index, std::error_code& ec, std::string& detail) const;
@@ -214,6 +234,7 @@ private:
     Cleanup cleanup_ = Cleanup::keep;
     bool allocate_backing_ = true;
     MapOptions map_;
+    int guard_slot_ = -1; // MapOptions::guard_truncation: this mapping's slot in the SIGBUS guard
 };
 
 } // namespace shmlink

@@ -114,7 +114,8 @@ Guest Guest::connect(const std::filesystem::path& socket_path, const GuestOption
         throw Error(Errc::refused, context, "refused: " + refusal->text);
     if (!std::holds_alternative<protocol::Welcome>(received.frame) || received.fds.size() != 1)
         throw Error(Errc::bad_frame, context, "the host answered the hello with something else than a welcome");
-    state->segment = Segment::attach(std::move(received.fds.front()));
+    // Guarded: another guest of a path-backed host could truncate the file under us.
+    state->segment = Segment::attach(std::move(received.fds.front()), {.map = {.guard_truncation = true}});
     state->join(context, deadline);
     return Guest(std::move(state));
 }
@@ -150,7 +151,7 @@ Guest Guest::attach(const std::filesystem::path& segment_path, std::error_code& 
 Guest Guest::attach(const std::filesystem::path& segment_path)
 {
     auto state = std::make_unique<State>();
-    state->segment = Segment::attach(segment_path);
+    state->segment = Segment::attach(segment_path, {.map = {.guard_truncation = true}});
     state->join("guest " + segment_path.string(), deadline_after(kLaneWait));
     return Guest(std::move(state));
 }

@@ -73,7 +73,7 @@ struct Host::State : std::enable_shared_from_this<Host::State> {
     using ConnectionPtr = std::shared_ptr<Connection>;
 
     State(Host& host, boost::asio::io_context& io, HostOptions options)
-        : host(host), io(io), options(std::move(options)), acceptor(io), backoff(io)
+        : host(host), io(io), options(std::move(options)), acceptor(io), backoff(io), integrity(io)
     {
     }
 
@@ -87,10 +87,40 @@ struct Host::State : std::enable_shared_from_this<Host::State> {
     std::vector<SpscRing> outboxes;
     stream_protocol::acceptor acceptor;
     boost::asio::steady_timer backoff;
+    boost::asio::steady_timer integrity; // the segment file's size, every reap_interval
+    std::uint64_t truncations_seen = 0;
     std::list<ConnectionPtr> connections;
     std::uint64_t next_connection = 1;
     ino_t socket_inode = 0;
     bool stopped = false;
+
+    /// Every reap_interval: is the file still as long as the mapping? Any
+    /// process's SIGBUS guard may have found out first; either way, say so.
+    void check_integrity()
+    {
+        integrity.expires_after(options.reap_interval);
+        integrity.async_wait([weak = weak_from_this()](const boost::system::error_code& error) {
+            const auto self = weak.lock();
+            if (!self || self->stopped || error)
+                return;
+            // Our own check, and any repair by another process (a guarded guest
+            // that touched the cut extent first), counted in the header.
+            (void)self->segment.check_backing();
+            const std::uint64_t truncations = self->segment.truncations();
+            if (truncations != self->truncations_seen) {
+                self->truncations_seen = truncations;
+                const std::string what = "the segment file " + self->options.segment_path.string()
+                    + " was truncated by another process; it is extended back to "
+                    + std::to_string(self->segment.size_bytes()) + " bytes, but what was in the cut extent is lost";
+                logger().error("host {}: {}", self->options.socket_path.string(), what);
+                if (Host* h = self->host_ptr(); h && h->on_damage)
+                    h->on_damage(make_error_code(Errc::truncated), what); // last: it may destroy the Host
+                if (self->stopped)
+                    return;
+            }
+            self->check_integrity();
+        });
+    }
 
     void accept()
     {
@@ -262,8 +292,9 @@ Host::Host(boost::asio::io_context& io, HostOptions options)
         throw Error(Errc::invalid_argument, context, "max_guests must be 1 to 64");
     // Before the segment: a live host at this socket keeps its segment file too.
     remove_stale_socket(s.options.socket_path, context);
+    const bool guarded = s.options.guard_truncation && !s.options.segment_path.empty();
     const SegmentOptions segment_options {.max_size_bytes = s.options.max_segment_bytes,
-        .cleanup = Cleanup::unlink_on_close, .replace_existing = true};
+        .cleanup = Cleanup::unlink_on_close, .replace_existing = true, .map = {.guard_truncation = guarded}};
     s.segment = s.options.segment_path.empty() ? Segment::create_anonymous(s.options.segment_bytes, segment_options)
                                                : Segment::create(s.options.segment_path, s.options.segment_bytes, segment_options);
     MpscOptions inbox_options {.reap_interval = s.options.reap_interval, .on_lane_freed = [&s](std::uint32_t lane) {
@@ -296,6 +327,8 @@ Host::Host(boost::asio::io_context& io, HostOptions options)
         s.socket_inode = st.st_ino;
     logger().info("{}: listening, segment of {} bytes", context, s.segment.size_bytes());
     s.accept();
+    if (guarded)
+        s.check_integrity();
 }
 
 Host::~Host()
@@ -309,6 +342,7 @@ Host::~Host()
     }
     boost::system::error_code ignored;
     s.backoff.cancel();
+    s.integrity.cancel();
     s.acceptor.close(ignored);
     // Only our own socket file: a newer host may have taken the path since.
     struct stat st {};

@@ -53,6 +53,12 @@ struct HostOptions {
     std::chrono::milliseconds reap_interval {100};
     /// Who may join; the default lets in processes of the host's own uid.
     std::function<bool(const PeerCredentials&)> allow;
+    /// A path-backed segment can be truncated by anyone who may open the
+    /// file. With this, the host maps it with MapOptions::guard_truncation
+    /// and checks the file every reap_interval: a truncation costs the data
+    /// in the cut extent, not the host's life, and on_damage says so. (A memfd
+    /// segment is sealed against shrinking: nobody can truncate it.)
+    bool guard_truncation = true;
 };
 
 class Host {
@@ -83,6 +89,12 @@ public:
     /// nothing of the callback's own after that). Must not throw.
     std::function<void(const GuestInfo&)> on_join;
     std::function<void(const GuestInfo&)> on_leave;
+    /// Called on the io_context's thread when the segment's file was found
+    /// truncated (Errc::truncated, with what happened). The file has been
+    /// extended back, but what was in the cut extent is lost: rings there
+    /// report corruption. A host would normally log it and start over with a
+    /// new segment, on a memfd if guests cannot be trusted with the file.
+    std::function<void(const std::error_code&, const std::string&)> on_damage;
 
 private:
     struct State;

@@ -829,3 +829,98 @@ TEST_CASE("creator_alive: false for a dead creator and for a reused pid")
     }
     SHMLINK_CHECK_NO_LEAKS(before);
 }
+
+namespace {
+
+/// Forks; the child runs `body` and exits 0. Answers the child's wait status.
+template <typename Body>
+int in_child(Body&& body)
+{
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+        try {
+            body();
+        } catch (...) {
+            ::_exit(3);
+        }
+        ::_exit(0);
+    }
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    return status;
+}
+
+/// A child that faulted did not get past it: killed by SIGBUS, or (under a
+/// sanitizer, whose handler takes the fault) exited with the sanitizer's 1.
+bool died_of_the_fault(int status)
+{
+    return (WIFSIGNALED(status) && WTERMSIG(status) == SIGBUS) || (WIFEXITED(status) && WEXITSTATUS(status) == 1);
+}
+
+/// Reads the byte at `offset` of `segment` through the mapping.
+std::uint8_t touch(const Segment& segment, std::size_t offset)
+{
+    return static_cast<std::uint8_t>(*static_cast<volatile const std::byte*>(segment.base() + offset));
+}
+
+} // namespace
+
+TEST_CASE("guard_truncation: a file cut under the mapping is extended back instead of SIGBUS; other faults still kill")
+{
+    const test::ShmPath file("guard");
+    Segment host = Segment::create(file.path, 1 << 20, {.cleanup = Cleanup::unlink_on_close, .map = {.guard_truncation = true}});
+    const auto object = host.allocate("data", 1, 1, 64 << 10);
+    const std::byte mark {0x7e};
+    REQUIRE_FALSE(host.write_at(object.offset + 100, std::span(&mark, 1)));
+    const std::size_t far = (1 << 20) - 4096; // a page the cut takes away
+
+    // Unguarded, a process that touches a cut page dies of SIGBUS.
+    const int unguarded = in_child([&] {
+        Segment guest = Segment::attach(file.path);
+        if (::truncate(file.path.c_str(), 4096) != 0)
+            ::_exit(4);
+        touch(guest, far);
+        ::_exit(2);
+    });
+    CHECK(died_of_the_fault(unguarded));
+
+    // Guarded, the same touch reads zero, the file is whole again, and it is counted.
+    CHECK(touch(host, far) == 0);
+    CHECK(host.repairs() == 1);
+    struct stat st {};
+    REQUIRE(::stat(file.path.c_str(), &st) == 0);
+    CHECK(static_cast<std::size_t>(st.st_size) == host.size_bytes());
+    CHECK(touch(host, object.offset + 100) == 0); // the data in the cut extent is lost
+    CHECK(host.check_backing() == std::error_code {});
+
+    // check_backing() finds a cut before anything touches it, and repairs it too.
+    REQUIRE(::truncate(file.path.c_str(), 4096) == 0);
+    CHECK(host.check_backing() == Errc::truncated);
+    REQUIRE(::stat(file.path.c_str(), &st) == 0);
+    CHECK(static_cast<std::size_t>(st.st_size) == host.size_bytes());
+    CHECK(touch(host, far) == 0);
+    CHECK(host.repairs() == 1); // no fault was needed
+
+    // A read-only guest cannot extend the file: it gets a private zero page instead.
+    const int read_only = in_child([&] {
+        Segment guest = Segment::attach(file.path, {.read_only = true, .map = {.guard_truncation = true}});
+        if (::truncate(file.path.c_str(), 4096) != 0 || touch(guest, far) != 0 || guest.repairs() != 1)
+            ::_exit(1);
+    });
+    CHECK(WIFEXITED(read_only));
+    CHECK(WEXITSTATUS(read_only) == 0);
+    CHECK(host.check_backing() == Errc::truncated); // the read-only guest left it cut
+    CHECK(host.truncations() == 3); // in the header, for every process: two repairs above and this one
+
+    // With the guard installed, a SIGBUS in a mapping it does not guard still kills.
+    const int foreign = in_child([&] {
+        const test::ShmPath other("guard-other");
+        Segment unguarded = Segment::create(other.path, 1 << 20, {.cleanup = Cleanup::unlink_on_close});
+        Segment guarded = Segment::attach(file.path, {.map = {.guard_truncation = true}});
+        if (::truncate(other.path.c_str(), 4096) != 0)
+            ::_exit(4);
+        touch(unguarded, far);
+        ::_exit(2);
+    });
+    CHECK(died_of_the_fault(foreign));
+}

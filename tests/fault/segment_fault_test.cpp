@@ -239,3 +239,61 @@ TEST_CASE("pid reuse: a segment whose creator's pid now belongs to another proce
     CHECK_FALSE(std::filesystem::exists(file.path));
     std::filesystem::remove_all(dir);
 }
+
+TEST_CASE("a guest truncates a path-backed segment: the host survives and is told; a memfd cannot be truncated")
+{
+    const test::ShmPath file("fault-truncate");
+    const std::string sock = "/tmp/shmlink-test-" + std::to_string(::getpid()) + "-truncate.sock";
+    {
+        boost::asio::io_context io;
+        Host host(io, {.socket_path = sock, .segment_path = file.path, .reap_interval = 20ms});
+        std::vector<std::string> damage;
+        host.on_damage = [&](const std::error_code& ec, const std::string& what) {
+            CHECK(ec == Errc::truncated);
+            damage.push_back(what);
+        };
+        Child streamer = start_endpoint({"guest", sock, "streamer", "100000000"});
+        Child cutter = start_endpoint({"truncate", sock, "4096"}); // header and directory only
+        std::string cut;
+        const auto deadline = std::chrono::steady_clock::now() + 20s;
+        // Serving the streamer touches its lane, cut away: SIGBUS, unless guarded.
+        while (damage.empty() && std::chrono::steady_clock::now() < deadline) {
+            io.poll();
+            host.inbox().consume([&](std::uint32_t lane, std::span<const std::byte> bytes) { host.outbox(lane).push(bytes, 10ms); },
+                64);
+            if (cut.empty()) {
+                try {
+                    cut = cutter.read_line(0ms);
+                } catch (const std::runtime_error&) {
+                }
+            }
+        }
+        CHECK(cut == "ok truncated");
+        REQUIRE_FALSE(damage.empty()); // once, or again if two processes both repaired
+        CHECK(host.segment().truncations() >= 1);
+        CHECK(damage.front().find("the segment file " + file.path + " was truncated by another process") == 0);
+        CHECK(file_size(file.path) >= host.segment().size_bytes()); // extended back
+        MESSAGE("SIGBUS faults the host survived: " << host.segment().repairs());
+        // The streamer's data was in the cut extent: it ends with an error, not a crash.
+        streamer.kill(SIGTERM);
+        const auto [streamed, status] = finish(streamer);
+        CHECK_FALSE((WIFSIGNALED(status) && WTERMSIG(status) == SIGBUS));
+    }
+    {
+        boost::asio::io_context io;
+        Host host(io, {.socket_path = sock}); // memfd
+        Child cutter = start_endpoint({"truncate", sock, "4096"});
+        std::string answer;
+        const auto deadline = std::chrono::steady_clock::now() + 20s;
+        while (answer.empty() && std::chrono::steady_clock::now() < deadline) {
+            io.run_for(10ms);
+            try {
+                answer = cutter.read_line(0ms);
+            } catch (const std::runtime_error&) {
+            }
+        }
+        CHECK(answer == "error " + std::string(std::strerror(EPERM))); // F_SEAL_SHRINK
+        CHECK(cutter.wait() == 0);
+        CHECK(host.segment().check_backing() == std::error_code {});
+    }
+}

@@ -8,6 +8,8 @@
 //   endpoint path-guest SEGMENT COUNT    the same, joined by the segment's path
 //   endpoint wait-host SOCKET            joins, then waits for a message until the host is gone;
 //                                        "ok host=<error> waited_ms=T"
+//   endpoint truncate SOCKET BYTES       joins, then truncates the segment's file to BYTES through
+//                                        the fd it was given; "ok truncated" or "error <errno>"
 //   endpoint toucher SEGMENT             attaches by path, prints "attached", then refreshes and
 //                                        reads every page it has mapped, over and over, until the
 //                                        creator is gone; "ok size=S generation=G passes=P"
@@ -164,11 +166,19 @@ try {
         Guest guest = Guest::attach(argv[2]);
         return echo_loop(guest, std::strtoull(argv[3], nullptr, 10));
     }
+    if (job == "truncate" && argc == 4) {
+        Guest guest = Guest::connect(argv[2], {.name = "truncater"});
+        if (::ftruncate(guest.segment().fd().get(), static_cast<off_t>(std::strtoull(argv[3], nullptr, 10))) != 0)
+            std::printf("error %s\n", std::strerror(errno));
+        else
+            std::printf("ok truncated\n");
+        return 0;
+    }
     if (job == "toucher" && argc == 3)
         return toucher(argv[2]);
     if (job == "wait-host" && argc == 3)
         return wait_host(argv[2]);
-    std::fprintf(stderr, "usage: endpoint host|guest|early-guest|path-guest|wait-host|toucher ...\n");
+    std::fprintf(stderr, "usage: endpoint host|guest|early-guest|path-guest|wait-host|truncate|toucher ...\n");
     return 2;
 } catch (const std::exception& e) {
     std::printf("error %s\n", e.what());
