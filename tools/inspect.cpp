@@ -54,10 +54,10 @@ void print_json(const std::string& source, const Segment& segment, bool alive,
 {
     const SegmentInfo info = segment.info();
     std::printf("{\n  \"segment\": %s,\n  \"layout_version\": %u,\n  \"size_bytes\": %llu,\n  \"max_size_bytes\": %llu,\n"
-                "  \"generation\": %llu,\n  \"creator_pid\": %d,\n  \"creator_alive\": %s,\n  \"objects\": [",
+                "  \"generation\": %llu,\n  \"truncations\": %llu,\n  \"creator_pid\": %d,\n  \"creator_alive\": %s,\n  \"objects\": [",
         json_string(source).c_str(), info.layout_version, static_cast<unsigned long long>(info.size_bytes),
         static_cast<unsigned long long>(info.max_size_bytes), static_cast<unsigned long long>(info.generation),
-        static_cast<int>(info.creator_pid), alive ? "true" : "false");
+        static_cast<unsigned long long>(segment.truncations()), static_cast<int>(info.creator_pid), alive ? "true" : "false");
     const char* separator = "\n";
     for (const auto& o : objects) {
         std::printf("%s    {\"name\": %s, \"kind\": %s, \"kind_code\": %u, \"version\": %u, \"offset\": %llu, \"length\": %llu",
@@ -112,6 +112,9 @@ void print_text(const std::string& source, const Segment& segment, bool alive,
         static_cast<unsigned long long>(info.size_bytes), static_cast<unsigned long long>(info.max_size_bytes),
         static_cast<unsigned long long>(info.generation));
     std::printf("  creator pid %d, %s\n", static_cast<int>(info.creator_pid), alive ? "alive" : "gone");
+    if (segment.truncations() != 0)
+        std::printf("  TRUNCATED %llu times by a process with write access (extended back; the cut data was lost)\n",
+            static_cast<unsigned long long>(segment.truncations()));
     std::printf("  %zu objects\n", objects.size());
     for (const auto& o : objects) {
         std::printf("  %-24s %-10s v%u  [%llu, +%llu)\n", o.object.name.c_str(), o.kind.c_str(), o.object.version,

@@ -66,6 +66,7 @@ TEST_CASE("inspect --json reports what the test made, and disturbs nothing")
     CHECK(json.find("\"segment\": \"" + file.path + "\"") != std::string::npos);
     CHECK(json.find("\"creator_alive\": true") != std::string::npos);
     CHECK(json.find("\"size_bytes\": 1048576") != std::string::npos);
+    CHECK(json.find("\"truncations\": 0") != std::string::npos);
     CHECK(json.find("{\"name\": \"events\", \"kind\": \"spsc ring\"") != std::string::npos);
     CHECK(json.find("\"fill_bytes\": 72") != std::string::npos);
     CHECK(json.find("{\"name\": \"requests\", \"kind\": \"mpsc ring\"") != std::string::npos);
