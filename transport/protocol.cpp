@@ -2,6 +2,7 @@
 
 #include "core/error.hpp"
 
+#include <algorithm>
 #include <cstring>
 
 namespace shmlink::protocol {
@@ -197,11 +198,15 @@ std::error_code decode(std::span<const std::byte> bytes, std::size_t fds_receive
             r.take(name, sizeof(name));
             e.kind = r.get<std::uint16_t>();
             e.version = r.get<std::uint16_t>();
-            r.get<std::uint32_t>();
+            const auto reserved = r.get<std::uint32_t>();
             e.offset = r.get<std::uint64_t>();
             e.length = r.get<std::uint64_t>();
-            if (std::memchr(name, '\0', sizeof(name)) == nullptr || name[0] == '\0')
+            const char* end = static_cast<const char*>(std::memchr(name, '\0', sizeof(name)));
+            if (end == nullptr || name[0] == '\0')
                 return fail(reason, "welcome has an empty or unterminated directory name");
+            // One encoding per frame: padding and reserved bytes are zero.
+            if (std::any_of(end, static_cast<const char*>(name) + sizeof(name), [](char c) { return c != '\0'; }) || reserved != 0)
+                return fail(reason, "welcome has a directory entry with non-zero padding");
             e.name = name;
             welcome.directory.push_back(std::move(e));
         }

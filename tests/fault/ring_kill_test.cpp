@@ -165,20 +165,22 @@ TEST_CASE("SPSC and MPSC: producers killed at random moments mid-stream: every m
         Child producer = mpsc ? test::start_ring_peer({"mpsc-produce", file.path, "ring", "100000000", "5"})
                               : test::start_ring_peer({"die", "spsc", file.path, "ring", "5", "100000000", "after-commit"});
         Tally tally;
-        // Consume for a random 5..60 ms, then kill the producer wherever it is.
+        const auto consume = [&] { return mpsc ? lanes->consume(tally, 256) : spsc->consume(tally, 256); };
+        // Once it streams (a slow start under a sanitizer must not end the
+        // round early), consume for a random 5..60 ms, then kill the producer
+        // wherever it is.
+        for (const auto started = std::chrono::steady_clock::now() + 30s;
+             tally.total == 0 && std::chrono::steady_clock::now() < started;)
+            consume();
         const auto kill_at = std::chrono::steady_clock::now() + std::chrono::milliseconds(5 + random() % 56);
-        while (std::chrono::steady_clock::now() < kill_at && !tally.bad) {
-            if (mpsc)
-                lanes->consume(tally, 256);
-            else
-                spsc->consume(tally, 256);
-        }
+        while (std::chrono::steady_clock::now() < kill_at && !tally.bad)
+            consume();
         producer.kill(SIGKILL);
         producer.wait();
         ++g_counts.faults;
         // Drain what was committed before the kill: a stream prefix, each message checked whole.
         for (auto quiet = std::chrono::steady_clock::now(); std::chrono::steady_clock::now() - quiet < 100ms;)
-            if ((mpsc ? lanes->consume(tally, 256) : spsc->consume(tally, 256)) > 0)
+            if (consume() > 0)
                 quiet = std::chrono::steady_clock::now();
         CHECK_FALSE(tally.bad);
         CHECK(tally.total > 0);
@@ -214,22 +216,26 @@ TEST_CASE("MPMC: a producer killed at random moments: no item is damaged or dupl
         Child producer = test::start_ring_peer({"mpmc-produce", file.path, "queue", "100000000", "3"});
         std::uint64_t next = 0;
         bool bad = false;
-        const auto kill_at = std::chrono::steady_clock::now() + std::chrono::milliseconds(5 + random() % 56);
         Item item {};
+        const auto check = [&] {
+            bad = item.producer != 3 || item.seq != next || item.hash != test::item_hash(3, item.seq);
+            ++next;
+        };
+        for (const auto started = std::chrono::steady_clock::now() + 30s;
+             next == 0 && !bad && std::chrono::steady_clock::now() < started;)
+            if (queue.try_pop(item) == RingStatus::ok)
+                check();
+        const auto kill_at = std::chrono::steady_clock::now() + std::chrono::milliseconds(5 + random() % 56);
         while (std::chrono::steady_clock::now() < kill_at && !bad)
-            if (queue.try_pop(item) == RingStatus::ok) {
-                bad = item.producer != 3 || item.seq != next || item.hash != test::item_hash(3, item.seq);
-                ++next;
-            }
+            if (queue.try_pop(item) == RingStatus::ok)
+                check();
         producer.kill(SIGKILL);
         producer.wait();
         ++g_counts.faults;
         RingStatus status = RingStatus::ok;
         const auto start = std::chrono::steady_clock::now();
-        while (!bad && (status = queue.pop(item, 50ms)) == RingStatus::ok) {
-            bad = item.producer != 3 || item.seq != next || item.hash != test::item_hash(3, item.seq);
-            ++next;
-        }
+        while (!bad && (status = queue.pop(item, 50ms)) == RingStatus::ok)
+            check();
         CHECK_FALSE(bad);
         CHECK(status == RingStatus::timed_out);
         CHECK(std::chrono::steady_clock::now() - start < 10s);

@@ -141,4 +141,19 @@ TEST_CASE("malformed frames are refused with a reason")
         std::memset(bytes.data() + kHeaderBytes + 28, 'x', 40);
         CHECK(decode_bytes(bytes, 1, reason) == Errc::bad_frame);
     }
+    SUBCASE("a directory entry with bytes after its name's NUL, or a non-zero reserved field")
+    {
+        // Found by fuzz/protocol: each frame has one encoding, so nothing hides in padding.
+        Welcome welcome;
+        welcome.directory.push_back({"x", 1, 1, 4096, 8});
+        const auto clean = encode(welcome);
+        CHECK_FALSE(decode_bytes(clean, 1, reason));
+        auto padded = clean;
+        padded[kHeaderBytes + 28 + 20] = std::byte {'y'};
+        CHECK(decode_bytes(padded, 1, reason) == Errc::bad_frame);
+        CHECK(reason.find("padding") != std::string::npos);
+        auto reserved = clean;
+        poke<std::uint32_t>(reserved, kHeaderBytes + 28 + 44, 5);
+        CHECK(decode_bytes(reserved, 1, reason) == Errc::bad_frame);
+    }
 }
