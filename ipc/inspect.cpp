@@ -98,7 +98,8 @@ ObjectState inspect(const Segment& segment, const ObjectInfo& object)
         q.capacity = load(control.capacity);
         q.item_bytes = load(control.item_bytes);
         if (q.capacity < 2 || (q.capacity & (q.capacity - 1)) != 0 || q.item_bytes == 0 || q.item_bytes > 4096
-            || sizeof(control) + q.capacity * load(control.cell_bytes) != object.length) {
+            || sizeof(control) + ipc::kMpmcSlots * sizeof(ipc::MpmcSlot) + q.capacity * load(control.cell_bytes)
+                != object.length) {
             result.error = "cells do not fill the object's length";
             break;
         }
@@ -108,6 +109,10 @@ ObjectState inspect(const Segment& segment, const ObjectInfo& object)
         q.size = q.consistent ? q.enqueue_pos - q.dequeue_pos : 0;
         q.readable_sleepers = load(control.readable.sleepers);
         q.writable_sleepers = load(control.writable.sleepers);
+        q.abandoned_claims = load(control.abandoned_claims);
+        const auto* slots = reinterpret_cast<const ipc::MpmcSlot*>(base + sizeof(control));
+        for (std::uint32_t i = 0; i < ipc::kMpmcSlots; ++i)
+            q.handles += load(slots[i].owner) != 0 ? 1 : 0;
         result.mpmc = q;
         break;
     }

@@ -19,7 +19,7 @@ enum class ObjectKind : std::uint16_t {
 
 inline constexpr std::uint16_t kSpscRingVersion = 1;
 inline constexpr std::uint16_t kMpscRingVersion = 1;
-inline constexpr std::uint16_t kMpmcQueueVersion = 1;
+inline constexpr std::uint16_t kMpmcQueueVersion = 2;
 
 /// Separates what two sides write: a cache line pair (adjacent-line
 /// prefetch pulls lines in twos on x86), so neither side's stores evict the
@@ -102,14 +102,15 @@ struct MpscLane {
 };
 
 /// The control block of an MPMC queue of fixed-size items (a bounded
-/// Vyukov queue): `capacity` cells follow it, each `cell_bytes` long, a
-/// 64-bit sequence number and then the item.
+/// Vyukov queue): kMpmcSlots participant slots follow it, then `capacity`
+/// cells, each `cell_bytes` long, a 64-bit sequence number and then the item.
 struct MpmcQueueControl {
     // Fixed at creation.
     std::uint64_t capacity;   ///< cells, a power of two, 2 .. 2^24
     std::uint32_t item_bytes; ///< sizeof(T), 1 .. 4096
     std::uint32_t cell_bytes; ///< 8 + item_bytes rounded up to 8
-    std::uint8_t reserved0[kFalseSharingRange - 16];
+    std::uint64_t abandoned_claims; ///< claims whose holder died, released by recovery; atomic
+    std::uint8_t reserved0[kFalseSharingRange - 24];
     // The producers' block.
     std::uint64_t enqueue_pos; ///< items ever claimed by producers; atomic
     WaitWord readable;         ///< consumers sleep here while the queue is empty
@@ -119,6 +120,20 @@ struct MpmcQueueControl {
     WaitWord writable;         ///< producers sleep here while it is full
     std::uint8_t reserved2[kFalseSharingRange - 16];
 };
+
+/// One handle on an MPMC queue, in some process. Its liveness is an
+/// open-file-description lock on byte `object_offset + slot index` of the
+/// segment file, as for MPSC lanes; `intent` names the claim it is trying
+/// or holding, so that a dead holder's claim can be told from a slow one's.
+struct MpmcSlot {
+    std::uint64_t owner;  ///< (pid << 32) | 1 while a handle holds the slot, else 0; atomic; for people
+    std::uint64_t intent; ///< 0, or ((position + 1) << 1) | side (0 producer, 1 consumer); atomic
+    std::uint8_t reserved[48];
+};
+inline constexpr std::uint32_t kMpmcSlots = 64; ///< handles one queue can have at once
+/// In a cell's sequence number: the producer that claimed this position
+/// died before writing it; consumers skip the cell.
+inline constexpr std::uint64_t kMpmcSkipped = std::uint64_t {1} << 63;
 
 static_assert(sizeof(WaitWord) == 8);
 static_assert(sizeof(SpscRingControl) == 3 * kFalseSharingRange);
@@ -145,10 +160,14 @@ static_assert(sizeof(MpmcQueueControl) == 3 * kFalseSharingRange);
 static_assert(offsetof(MpmcQueueControl, capacity) == 0);
 static_assert(offsetof(MpmcQueueControl, item_bytes) == 8);
 static_assert(offsetof(MpmcQueueControl, cell_bytes) == 12);
+static_assert(offsetof(MpmcQueueControl, abandoned_claims) == 16);
 static_assert(offsetof(MpmcQueueControl, enqueue_pos) == 128);
 static_assert(offsetof(MpmcQueueControl, readable) == 136);
 static_assert(offsetof(MpmcQueueControl, dequeue_pos) == 256);
 static_assert(offsetof(MpmcQueueControl, writable) == 264);
+static_assert(sizeof(MpmcSlot) == 64);
+static_assert(offsetof(MpmcSlot, owner) == 0);
+static_assert(offsetof(MpmcSlot, intent) == 8);
 
 static_assert(std::atomic_ref<std::uint64_t>::is_always_lock_free);
 static_assert(std::atomic_ref<std::uint32_t>::is_always_lock_free);

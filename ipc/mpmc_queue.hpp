@@ -9,22 +9,33 @@
 // is checked: a value no correct queue can hold answers RingStatus::corrupt,
 // and the index is always masked, so nothing outside the queue is touched.
 //
-// Contract: any number of threads and processes on either side. T is copied
-// with memcpy; if peers are not trusted, T should accept any bit pattern.
-// A producer killed between its claim and its store leaves that cell
-// claimed, and a consumer killed between its claim and its store leaves it
-// full: the queue then stops at that cell (empty for consumers, full for
-// producers, never a hang past a timeout) until it is recreated. Recovering
-// such claims is left to the fault-injection work; MpscRing, whose lanes
-// isolate a dead producer, is the structure for untrusted producers.
+// Contract: any number of threads and processes on either side; one handle
+// (MpmcQueue object) per thread. T is copied with memcpy; if peers are not
+// trusted, T should accept any bit pattern.
+//
+// A handle that dies holding a claim: each handle owns a participant slot
+// whose liveness is a file lock (ipc/detail/liveness.hpp) and writes the
+// claim it attempts there before it makes it. A producer killed between its
+// claim and its store would stop the queue at that cell (empty to every
+// consumer), a consumer killed likewise would leave it full to producers.
+// recover() finds such a cell at the head of either side, sees that no live
+// handle holds its claim, and releases it: a dead producer's cell is
+// skipped by consumers (its item was never written), a dead consumer's cell
+// is freed (its item went with it). push() and pop() run recover() every
+// kRecoverInterval while they wait; callers of try_push/try_pop alone call
+// it themselves when the queue stays empty or full. Each release counts in
+// abandoned_claims(). A queue holds at most kMpmcSlots (64) handles.
 #pragma once
 
 #include "core/segment.hpp"
+#include "core/unique_fd.hpp"
+#include "ipc/detail/fault_point.hpp"
 #include "ipc/detail/object.hpp"
 #include "ipc/layout.hpp"
 #include "ipc/spsc_ring.hpp"
 #include "ipc/wait.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstddef>
@@ -34,23 +45,41 @@
 #include <string_view>
 #include <system_error>
 #include <type_traits>
+#include <utility>
 
 namespace shmlink {
 namespace detail {
 
-/// The untyped half of MpmcQueue: creation and checked opening by item size.
+/// The untyped half of MpmcQueue: creation and checked opening by item
+/// size, the handle's participant slot, and recovery.
 struct MpmcLayout {
     ipc::MpmcQueueControl* control = nullptr;
+    ipc::MpmcSlot* slots = nullptr; ///< kMpmcSlots of them
     std::byte* cells = nullptr;
     std::uint64_t capacity = 0;
     std::uint32_t cell_bytes = 0;
+    std::uint64_t object_offset = 0; ///< slot i's lock is on this byte + i of the file
+};
+
+/// A handle's slot: its lock (a file description of its own) and index.
+struct MpmcParticipant {
+    UniqueFd lock;
+    std::uint32_t slot = 0;
 };
 
 MpmcLayout create_mpmc(Segment& segment, std::string_view name, std::size_t capacity, std::size_t item_bytes,
     std::error_code& ec) noexcept;
 MpmcLayout open_mpmc(Segment& segment, std::string_view name, std::size_t item_bytes, std::error_code& ec) noexcept;
+/// Takes a free slot (one whose lock nobody holds); Errc::no_free_lane when all 64 are taken.
+MpmcParticipant join_mpmc(const Segment& segment, const MpmcLayout& layout, std::error_code& ec) noexcept;
+void leave_mpmc(const MpmcLayout& layout, MpmcParticipant& participant) noexcept;
+/// MpmcQueue::recover(): claims at the head of either side whose holder is dead, released.
+std::size_t recover_mpmc(const MpmcLayout& layout, const MpmcParticipant& participant) noexcept;
 
 } // namespace detail
+
+/// How often push() and pop() look for dead claimers while they wait.
+inline constexpr std::chrono::milliseconds kRecoverInterval {100};
 
 template <typename T>
 class MpmcQueue {
@@ -70,7 +99,7 @@ public:
     static MpmcQueue create(Segment& segment, std::string_view name, std::size_t capacity,
         std::error_code& ec) noexcept
     {
-        return MpmcQueue(detail::create_mpmc(segment, name, capacity, sizeof(T), ec));
+        return joined(segment, detail::create_mpmc(segment, name, capacity, sizeof(T), ec), ec);
     }
     /// Either side: the queue `name`, whose items must be sizeof(T) bytes
     /// (Errc::item_size_mismatch otherwise).
@@ -80,8 +109,23 @@ public:
     }
     static MpmcQueue open(Segment& segment, std::string_view name, std::error_code& ec) noexcept
     {
-        return MpmcQueue(detail::open_mpmc(segment, name, sizeof(T), ec));
+        return joined(segment, detail::open_mpmc(segment, name, sizeof(T), ec), ec);
     }
+
+    MpmcQueue(MpmcQueue&& other) noexcept
+        : layout_(std::exchange(other.layout_, {})), participant_(std::move(other.participant_))
+    {
+    }
+    MpmcQueue& operator=(MpmcQueue&& other) noexcept
+    {
+        if (this != &other) {
+            detail::leave_mpmc(layout_, participant_);
+            layout_ = std::exchange(other.layout_, {});
+            participant_ = std::move(other.participant_);
+        }
+        return *this;
+    }
+    ~MpmcQueue() { detail::leave_mpmc(layout_, participant_); }
 
     [[nodiscard]] bool valid() const noexcept { return layout_.control != nullptr; }
     [[nodiscard]] std::size_t capacity() const noexcept { return layout_.capacity; }
@@ -96,12 +140,18 @@ public:
         for (;;) {
             if (const Cell cell = find(Side::producer, pos); cell != Cell::claimable)
                 return cell == Cell::busy ? RingStatus::full : RingStatus::corrupt;
-            // acq_rel: see above; a failure reloads pos (acquire) and looks again.
+            intend(pos, Side::producer);
+            // acq_rel: see above, and release of the intent stored just before
+            // (recover() reads it after seeing the position move); a failure
+            // reloads pos (acquire) and looks again.
             if (enqueue.compare_exchange_weak(pos, pos + 1, std::memory_order_acq_rel, std::memory_order_acquire)) {
                 std::byte* cell = cell_at(pos);
+                SHMLINK_FAULT_POINT("mpmc push claimed");
                 std::memcpy(cell + sizeof(std::uint64_t), &item, sizeof(T));
+                SHMLINK_FAULT_POINT("mpmc push written");
                 // release: pairs with the acquire load of the sequence in find(); the item is written before.
                 std::atomic_ref(sequence(cell)).store(pos + 1, std::memory_order_release);
+                intend_nothing();
                 notify(layout_.control->readable);
                 return RingStatus::ok;
             }
@@ -115,15 +165,22 @@ public:
         // acquire: as in try_push().
         std::uint64_t pos = dequeue.load(std::memory_order_acquire);
         for (;;) {
-            if (const Cell cell = find(Side::consumer, pos); cell != Cell::claimable)
+            const Cell cell = find(Side::consumer, pos);
+            if (cell != Cell::claimable && cell != Cell::skipped)
                 return cell == Cell::busy ? RingStatus::empty : RingStatus::corrupt;
+            intend(pos, Side::consumer);
             if (dequeue.compare_exchange_weak(pos, pos + 1, std::memory_order_acq_rel, std::memory_order_acquire)) {
-                std::byte* cell = cell_at(pos);
-                std::memcpy(&item, cell + sizeof(std::uint64_t), sizeof(T));
+                std::byte* at = cell_at(pos);
+                SHMLINK_FAULT_POINT("mpmc pop claimed");
+                if (cell == Cell::claimable)
+                    std::memcpy(&item, at + sizeof(std::uint64_t), sizeof(T));
                 // release: pairs with the acquire load in find(); we are done reading the cell.
-                std::atomic_ref(sequence(cell)).store(pos + layout_.capacity, std::memory_order_release);
+                std::atomic_ref(sequence(at)).store(pos + layout_.capacity, std::memory_order_release);
+                intend_nothing();
                 notify(layout_.control->writable);
-                return RingStatus::ok;
+                if (cell == Cell::claimable)
+                    return RingStatus::ok;
+                ++pos; // a dead producer's cell, now freed: on to the next
             }
         }
     }
@@ -133,19 +190,32 @@ public:
         return try_pop(item) == RingStatus::ok ? std::optional<T>(item) : std::nullopt;
     }
 
-    /// try_push, waiting for room up to `timeout`.
+    /// try_push, waiting for room up to `timeout` (and recovering the claims
+    /// of dead consumers every kRecoverInterval meanwhile).
     RingStatus push(const T& item, std::chrono::nanoseconds timeout, const WaitOptions& options = {}) noexcept
     {
         return detail::retry(RingStatus::full, timeout, [&] { return try_push(item); }, [&](auto deadline) {
-            return wait_until(layout_.control->writable, [&] { return has_room(); }, options, deadline);
+            return wait_recovering(layout_.control->writable, [&] { return has_room(); }, options, deadline);
         });
     }
-    /// try_pop, waiting for an item up to `timeout`.
+    /// try_pop, waiting for an item up to `timeout` (and recovering the claims
+    /// of dead producers every kRecoverInterval meanwhile).
     RingStatus pop(T& item, std::chrono::nanoseconds timeout, const WaitOptions& options = {}) noexcept
     {
         return detail::retry(RingStatus::empty, timeout, [&] { return try_pop(item); }, [&](auto deadline) {
-            return wait_until(layout_.control->readable, [&] { return has_item(); }, options, deadline);
+            return wait_recovering(layout_.control->readable, [&] { return has_item(); }, options, deadline);
         });
+    }
+
+    /// Releases the claim at the head of either side when its holder is dead
+    /// (see the top of this file), and frees dead handles' slots. Answers the
+    /// claims released. A few syscalls (one lock test per live handle): for
+    /// a slow path, not every call.
+    std::size_t recover() noexcept { return valid() ? detail::recover_mpmc(layout_, participant_) : 0; }
+    /// Claims released by recover() in any process, since the queue was created.
+    [[nodiscard]] std::uint64_t abandoned_claims() const noexcept
+    {
+        return std::atomic_ref(layout_.control->abandoned_claims).load(std::memory_order_relaxed);
     }
 
     /// Items claimed by producers and not yet by consumers (approximate while they run).
@@ -157,7 +227,36 @@ public:
     }
 
 private:
-    explicit MpmcQueue(detail::MpmcLayout layout) noexcept : layout_(layout) {}
+    MpmcQueue(detail::MpmcLayout layout, detail::MpmcParticipant participant) noexcept
+        : layout_(layout), participant_(std::move(participant))
+    {
+    }
+
+    static MpmcQueue joined(Segment& segment, detail::MpmcLayout layout, std::error_code& ec) noexcept
+    {
+        if (layout.control == nullptr)
+            return {};
+        detail::MpmcParticipant participant = detail::join_mpmc(segment, layout, ec);
+        if (ec)
+            return {};
+        return MpmcQueue(layout, std::move(participant));
+    }
+
+    /// wait_until() in steps of kRecoverInterval, with recover() between.
+    template <typename Ready>
+    bool wait_recovering(ipc::WaitWord& word, Ready&& ready, const WaitOptions& options,
+        std::chrono::steady_clock::time_point deadline) noexcept
+    {
+        for (;;) {
+            const auto step = std::min(deadline, std::chrono::steady_clock::now() + kRecoverInterval);
+            if (wait_until(word, ready, options, step))
+                return true;
+            if (std::chrono::steady_clock::now() >= deadline)
+                return false;
+            if (recover() > 0)
+                return true;
+        }
+    }
 
     std::byte* cell_at(std::uint64_t pos) const noexcept
     {
@@ -168,9 +267,23 @@ private:
     enum class Side { producer, consumer };
     enum class Cell {
         claimable, ///< the cell at pos is this side's to claim
+        skipped,   ///< consumer: a dead producer's claim, released by recover(): claim it to free it
         busy,      ///< full (producer) or empty (consumer) at pos
         corrupt,   ///< a sequence number no correct queue can hold
     };
+
+    /// The claim this handle is about to try, in its slot, before the
+    /// compare-and-swap whose release publishes it.
+    void intend(std::uint64_t pos, Side side) noexcept
+    {
+        std::atomic_ref(layout_.slots[participant_.slot].intent)
+            .store(((pos + 1) << 1) | (side == Side::consumer ? 1 : 0), std::memory_order_relaxed);
+    }
+    void intend_nothing() noexcept
+    {
+        // release: after the cell's sequence, which settles the claim anyway.
+        std::atomic_ref(layout_.slots[participant_.slot].intent).store(0, std::memory_order_release);
+    }
 
     /// Classifies the cell at `pos` for `side`, moving `pos` on when another
     /// claimer has taken it. A cell free for position p holds p; a committed
@@ -185,9 +298,13 @@ private:
         const auto capacity = static_cast<std::int64_t>(layout_.capacity);
         for (;;) {
             const std::uint64_t expected = side == Side::producer ? pos : pos + 1;
-            // acquire: pairs with the release stores of the sequence in try_push() and try_pop().
-            const std::uint64_t seq = std::atomic_ref(sequence(cell_at(pos))).load(std::memory_order_acquire);
+            // acquire: pairs with the release stores of the sequence in try_push(), try_pop() and recovery.
+            const std::uint64_t stored = std::atomic_ref(sequence(cell_at(pos))).load(std::memory_order_acquire);
+            const bool skipped = (stored & ipc::kMpmcSkipped) != 0;
+            const std::uint64_t seq = stored & ~ipc::kMpmcSkipped;
             const auto ahead = static_cast<std::int64_t>(seq - expected);
+            if (ahead == 0 && skipped)
+                return side == Side::consumer ? Cell::skipped : Cell::corrupt;
             if (ahead == 0)
                 return Cell::claimable;
             if (side == Side::producer ? (ahead == 1 - capacity || ahead == -capacity)
@@ -215,6 +332,7 @@ private:
     }
 
     detail::MpmcLayout layout_;
+    detail::MpmcParticipant participant_;
 };
 
 } // namespace shmlink

@@ -1,6 +1,7 @@
 #include "ipc/mpsc_ring.hpp"
 
 #include "core/log.hpp"
+#include "ipc/detail/liveness.hpp"
 #include "ipc/detail/object.hpp"
 
 #include <fcntl.h>
@@ -12,6 +13,11 @@
 
 namespace shmlink {
 namespace {
+
+using detail::byte_locked;
+using detail::lock_byte;
+using detail::reopen_segment;
+using detail::unlock_byte;
 
 constexpr std::uint32_t kMaxLanes = 64;
 
@@ -37,45 +43,7 @@ ipc::MpscLane* lane_at(ipc::MpscRingControl* control, std::uint64_t lane_capacit
     return reinterpret_cast<ipc::MpscLane*>(first + index * lane_stride(lane_capacity));
 }
 
-// ---- lane locks: one byte of the segment file per lane, at the object's offset + lane ----
-
-/// A file description of the segment's file of our own (dup() would share
-/// the creator's when the fd was passed over a socket, and locks of one
-/// description never conflict with each other).
-UniqueFd reopen(const Segment& segment, std::error_code& ec) noexcept
-{
-    char path[48];
-    std::snprintf(path, sizeof(path), "/proc/self/fd/%d", segment.fd().get());
-    UniqueFd fd(::open(path, O_RDWR | O_CLOEXEC)); // a write lock needs a writable description
-    if (!fd)
-        ec = errno_code();
-    return fd;
-}
-
-flock lane_lock(short type, std::uint64_t offset) noexcept
-{
-    flock lock {};
-    lock.l_type = type;
-    lock.l_whence = SEEK_SET;
-    lock.l_start = static_cast<off_t>(offset);
-    lock.l_len = 1;
-    return lock;
-}
-
-/// Takes the lane's lock without waiting: false when another description holds it.
-bool lock_lane(const UniqueFd& fd, std::uint64_t offset) noexcept
-{
-    flock lock = lane_lock(F_WRLCK, offset);
-    return ::fcntl(fd.get(), F_OFD_SETLK, &lock) == 0;
-}
-
-/// True while some description (a live producer's) holds the lane's lock;
-/// also when the test itself fails, so that an error never frees a live lane.
-bool lane_held(const UniqueFd& probe, std::uint64_t offset) noexcept
-{
-    flock lock = lane_lock(F_WRLCK, offset);
-    return ::fcntl(probe.get(), F_OFD_GETLK, &lock) != 0 || lock.l_type != F_UNLCK;
-}
+// ---- lane locks: one byte of the segment file per lane, at the object's offset + lane (detail/liveness.hpp) ----
 
 /// The control block's fixed fields, checked against the object's length;
 /// null with `ec` set when a peer rewrote them.
@@ -158,14 +126,14 @@ MpscProducer MpscProducer::open(Segment& segment, std::string_view name, std::er
     ipc::MpscRingControl* control = open_control(segment, name, lane_capacity, lanes, ec);
     if (control == nullptr)
         return {};
-    UniqueFd lock = reopen(segment, ec);
+    UniqueFd lock = reopen_segment(segment, ec);
     if (!lock)
         return {};
     const auto object_offset = static_cast<std::uint64_t>(reinterpret_cast<std::byte*>(control) - segment.base());
     for (std::uint32_t i = 0; i < lanes; ++i) {
         ipc::MpscLane* shared = lane_at(control, lane_capacity, i);
         // The lock first: an owned lane is always locked while its owner lives.
-        if (!lock_lane(lock, object_offset + i))
+        if (!lock_byte(lock, object_offset + i))
             continue;
         std::uint64_t free = owner_word(0, ipc::LaneState::free);
         // acquire: pairs with the release store of a free owner in MpscRing::reset(),
@@ -173,8 +141,7 @@ MpscProducer MpscProducer::open(Segment& segment, std::string_view name, std::er
         if (!std::atomic_ref(shared->owner).compare_exchange_strong(free, owner_word(::getpid(), ipc::LaneState::owned),
                 std::memory_order_acquire, std::memory_order_relaxed)) {
             // Not free (a previous owner's lane still draining): give the lock back.
-            flock unlock = lane_lock(F_UNLCK, object_offset + i);
-            ::fcntl(lock.get(), F_OFD_SETLK, &unlock);
+            unlock_byte(lock, object_offset + i);
             continue;
         }
         SpscRing ring(&shared->ring, reinterpret_cast<std::byte*>(shared + 1), lane_capacity, &control->readable_seq);
@@ -229,7 +196,7 @@ try {
     ipc::MpscRingControl* control = open_control(segment, name, ring.lane_capacity_, lanes, ec);
     if (control == nullptr)
         return {};
-    ring.probe_ = reopen(segment, ec);
+    ring.probe_ = reopen_segment(segment, ec);
     if (!ring.probe_)
         return {};
     ring.control_ = control;
@@ -395,7 +362,7 @@ std::size_t MpscRing::reap() noexcept
         if (state_of(seen) == ipc::LaneState::free)
             continue;
         if (state_of(seen) == ipc::LaneState::owned) {
-            if (lane_held(probe_, object_offset_ + i))
+            if (byte_locked(probe_, object_offset_ + i))
                 continue;
             // Owned, and nobody holds its lock: the owner's process is gone.
             if (!owner.compare_exchange_strong(seen, owner_word(pid_of(seen), ipc::LaneState::draining),
@@ -407,7 +374,7 @@ std::size_t MpscRing::reap() noexcept
         // Draining (or a state a peer scribbled): free it once everything
         // committed was delivered; a quarantined lane has nothing to deliver.
         // A lane still locked has a producer that is still leaving.
-        if ((!lane.quarantined && lane.ring.readable_now()) || lane_held(probe_, object_offset_ + i))
+        if ((!lane.quarantined && lane.ring.readable_now()) || byte_locked(probe_, object_offset_ + i))
             continue;
         reset(lane);
         if (options_.on_lane_freed) // before the lane is offered again

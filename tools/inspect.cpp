@@ -83,10 +83,12 @@ void print_json(const std::string& source, const Segment& segment, bool alive,
         if (o.mpmc) {
             const auto& q = *o.mpmc;
             std::printf(", \"mpmc\": {\"capacity\": %llu, \"item_bytes\": %u, \"size\": %llu, \"enqueue_pos\": %llu, "
-                        "\"dequeue_pos\": %llu, \"readable_sleepers\": %u, \"writable_sleepers\": %u, \"consistent\": %s}",
+                        "\"dequeue_pos\": %llu, \"readable_sleepers\": %u, \"writable_sleepers\": %u, \"handles\": %u, "
+                        "\"abandoned_claims\": %llu, \"consistent\": %s}",
                 static_cast<unsigned long long>(q.capacity), q.item_bytes, static_cast<unsigned long long>(q.size),
                 static_cast<unsigned long long>(q.enqueue_pos), static_cast<unsigned long long>(q.dequeue_pos),
-                q.readable_sleepers, q.writable_sleepers, q.consistent ? "true" : "false");
+                q.readable_sleepers, q.writable_sleepers, q.handles, static_cast<unsigned long long>(q.abandoned_claims),
+                q.consistent ? "true" : "false");
         }
         std::printf("}");
         separator = ",\n";
@@ -140,9 +142,11 @@ void print_text(const std::string& source, const Segment& segment, bool alive,
         }
         if (o.mpmc) {
             const auto& q = *o.mpmc;
-            std::printf("      %llu of %llu items of %u bytes%s, sleepers %u reading / %u writing\n",
+            std::printf("      %llu of %llu items of %u bytes%s, sleepers %u reading / %u writing, %u handles, "
+                        "abandoned claims %llu\n",
                 static_cast<unsigned long long>(q.size), static_cast<unsigned long long>(q.capacity), q.item_bytes,
-                q.consistent ? "" : ", POSITIONS INCONSISTENT", q.readable_sleepers, q.writable_sleepers);
+                q.consistent ? "" : ", POSITIONS INCONSISTENT", q.readable_sleepers, q.writable_sleepers, q.handles,
+                static_cast<unsigned long long>(q.abandoned_claims));
         }
     }
 }

@@ -15,10 +15,28 @@
 //                                                 child waits 300 ms, then produces
 //   ring_peer mpmc-produce PATH QUEUE COUNT ID    MPMC producer of items (ID, seq, hash)
 //   ring_peer mpmc-consume PATH QUEUE             MPMC consumer until a stop item; prints a fingerprint
+//   ring_peer mpmc-die PATH QUEUE SIDE COUNT POINT  an MPMC handle that pushes (SIDE push) items
+//                                                 (9, seq) or pops (SIDE pop) COUNT items, prints
+//                                                 "dying", then dies at fault point POINT of the next
 //   ring_peer die KIND PATH RING ID COMMITS POINT  a producer (KIND spsc or mpsc) that commits COMMITS
 //                                                 tagged messages, prints "dying", then SIGKILLs itself
 //                                                 at POINT of the next one: before-claim, after-claim,
 //                                                 mid-copy (half its payload written) or after-commit
+// Fault points (ipc/detail/fault_point.hpp): this helper can die at one, by name.
+#include <signal.h>
+
+#include <cstring>
+
+namespace {
+const char* g_die_at = nullptr; // the fault point to die at, once armed
+void fault_point(const char* name) noexcept
+{
+    if (g_die_at != nullptr && std::strcmp(name, g_die_at) == 0)
+        ::raise(SIGKILL);
+}
+} // namespace
+#define SHMLINK_FAULT_POINTS(name) fault_point(name)
+
 #include "core/segment.hpp"
 #include "ipc/mpmc_queue.hpp"
 #include "ipc/mpsc_ring.hpp"
@@ -275,6 +293,30 @@ int mpmc_consume(Segment& segment, const char* name)
     return 0;
 }
 
+/// An MPMC handle that does `count` pushes or pops, then dies at `point` of the next.
+int mpmc_die(Segment& segment, const char* name, const std::string& side, std::uint64_t count, const char* point)
+{
+    auto queue = MpmcQueue<Item>::open(segment, name);
+    Item item {};
+    for (std::uint64_t seq = 0; seq < count; ++seq) {
+        const RingStatus status = side == "push" ? queue.push(Item {9, seq, test::item_hash(9, seq)}, 10s)
+                                                 : queue.pop(item, 10s);
+        if (status != RingStatus::ok) {
+            std::printf("error %s %llu: %s\n", side.c_str(), static_cast<unsigned long long>(seq), to_string(status));
+            return 1;
+        }
+    }
+    std::printf("dying\n");
+    std::fflush(stdout);
+    g_die_at = point;
+    if (side == "push")
+        (void)queue.try_push(Item {9, count, test::item_hash(9, count)});
+    else
+        (void)queue.try_pop(item);
+    std::printf("error fault point %s not reached\n", point);
+    return 1;
+}
+
 /// Commits `commits` tagged messages through `producer` (an SpscRing or an
 /// MpscProducer), then dies at `point` of the next one.
 template <typename Producer>
@@ -320,6 +362,10 @@ try {
         return 2;
     }
     const std::string job = argv[1];
+    if (job == "mpmc-die" && argc == 7) {
+        Segment segment = Segment::attach(argv[2]);
+        return mpmc_die(segment, argv[3], argv[4], std::strtoull(argv[5], nullptr, 10), argv[6]);
+    }
     if (job == "die" && argc == 8) {
         Segment segment = Segment::attach(argv[3]);
         const std::string kind = argv[2];

@@ -106,7 +106,8 @@ TEST_CASE("sequence numbers no correct queue can hold are reported, never follow
     REQUIRE(queue.try_push(7) == RingStatus::ok);
     const auto object = segment.find("queue");
     auto* control = reinterpret_cast<ipc::MpmcQueueControl*>(segment.base() + object.offset);
-    auto* first_cell = reinterpret_cast<std::uint64_t*>(segment.base() + object.offset + sizeof(ipc::MpmcQueueControl));
+    auto* first_cell = reinterpret_cast<std::uint64_t*>(segment.base() + object.offset + sizeof(ipc::MpmcQueueControl)
+        + ipc::kMpmcSlots * sizeof(ipc::MpmcSlot));
     std::uint64_t out = 0;
 
     SUBCASE("a cell's sequence far ahead")
