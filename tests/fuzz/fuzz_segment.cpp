@@ -68,6 +68,7 @@ void exercise(Segment& segment, const ObjectInfo& object)
         std::uint64_t item = 0;
         for (int i = 0; i < 8; ++i)
             check(queue.try_pop(item));
+        (void)queue.recover();
         const RingStatus pushed = queue.try_push(item);
         if (pushed != RingStatus::ok && pushed != RingStatus::full && pushed != RingStatus::corrupt)
             std::abort();
