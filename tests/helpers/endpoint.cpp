@@ -10,6 +10,10 @@
 //                                        "ok host=<error> waited_ms=T"
 //   endpoint truncate SOCKET BYTES       joins, then truncates the segment's file to BYTES through
 //                                        the fd it was given; "ok truncated" or "error <errno>"
+//   endpoint soak-guest SOCKET ID COUNTER   joins, then sends tagged messages (ID, seq) until killed
+//                                        or the host goes; after each push stores seq + 1 in the
+//                                        8-byte file COUNTER, so that its committed count
+//                                        survives a SIGKILL
 //   endpoint toucher SEGMENT             attaches by path, prints "attached", then refreshes and
 //                                        reads every page it has mapped, over and over, until the
 //                                        creator is gone; "ok size=S generation=G passes=P"
@@ -17,9 +21,12 @@
 #include "transport/guest.hpp"
 #include "transport/host.hpp"
 
+#include <fcntl.h>
 #include <poll.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -119,6 +126,34 @@ int wait_host(const std::string& socket_path)
     return 0;
 }
 
+int soak_guest(const std::string& socket_path, std::uint64_t id, const std::string& counter_path)
+{
+    const int fd = ::open(counter_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0 || ::ftruncate(fd, 8) != 0)
+        return 1;
+    void* mapped = ::mmap(nullptr, 8, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    ::close(fd);
+    if (mapped == MAP_FAILED)
+        return 1;
+    auto& committed = *static_cast<std::uint64_t*>(mapped);
+    Guest guest = Guest::connect(socket_path, {.name = "soak-" + std::to_string(id), .timeout = 10s});
+    std::vector<std::byte> message(8 + 512);
+    for (std::uint64_t seq = 0;; ++seq) {
+        const auto length = test::make_tagged_message(id, seq, 512, message); // as test::Tally reads them
+        RingStatus status = RingStatus::timed_out;
+        while (status == RingStatus::timed_out) {
+            status = guest.outbox().push(std::span(message).first(length), 100ms);
+            if (status == RingStatus::timed_out && guest.poll()) // the host is gone
+                return 0;
+        }
+        if (status != RingStatus::ok)
+            return 1;
+        std::atomic_ref(committed).store(seq + 1, std::memory_order_relaxed);
+        if (seq % 64 == 0 && guest.poll()) // grown notices; the host's departure
+            return 0;
+    }
+}
+
 /// Reads every page of the segment as far as it is mapped, again and again:
 /// a header that announced an extent the file does not have would be SIGBUS.
 int toucher(const std::string& segment_path)
@@ -174,11 +209,13 @@ try {
             std::printf("ok truncated\n");
         return 0;
     }
+    if (job == "soak-guest" && argc == 5)
+        return soak_guest(argv[2], std::strtoull(argv[3], nullptr, 10), argv[4]);
     if (job == "toucher" && argc == 3)
         return toucher(argv[2]);
     if (job == "wait-host" && argc == 3)
         return wait_host(argv[2]);
-    std::fprintf(stderr, "usage: endpoint host|guest|early-guest|path-guest|wait-host|truncate|toucher ...\n");
+    std::fprintf(stderr, "usage: endpoint host|guest|early-guest|path-guest|wait-host|truncate|soak-guest|toucher ...\n");
     return 2;
 } catch (const std::exception& e) {
     std::printf("error %s\n", e.what());
