@@ -419,7 +419,8 @@ std::error_code Segment::check_backing() noexcept
         return {};
     logger().error("segment {}: the file was cut to {} of the {} bytes mapped{}", path_.empty() ? "memfd" : path_.native(),
         st.st_size, mapped, writable_ ? "; extending it back (the cut extent is lost)" : "");
-    if (writable_ && ::fallocate(fd_.get(), 0, 0, static_cast<off_t>(mapped)) == 0) // never shrinks: racing repairs agree
+    // Its last byte only: the length comes back, the cut pages as holes; never shrinks, so racing repairs agree.
+    if (writable_ && ::fallocate(fd_.get(), 0, static_cast<off_t>(mapped - 1), 1) == 0)
         detail::count_truncation(base());
     return Errc::truncated;
 }
@@ -498,9 +499,9 @@ void Segment::grow(std::size_t new_size_bytes, std::error_code& ec) noexcept
             (void)::ftruncate(fd_.get(), static_cast<off_t>(old_size));
             return;
         }
+        detail::guard_resize(guard_slot_, new_size); // guarded before any thread can touch it
         // release: pairs with the acquire load in bytes(), for threads of this process.
         mapped_bytes_.store(new_size, std::memory_order_release);
-        detail::guard_resize(guard_slot_, new_size);
         SegmentHeader& h = header_of(base());
         // release: pairs with the acquire load of size_bytes in refresh(); the
         // extent is in the file before any guest is told about it.
@@ -549,9 +550,9 @@ bool Segment::refresh(std::error_code& ec) noexcept
         if ((ec = map_extent(mapped, size)))
             return false;
         logger().debug("refreshed segment {} from {} to {} bytes", path_.native(), mapped, size);
+        detail::guard_resize(guard_slot_, size); // guarded before any thread can touch it
         // release: pairs with the acquire load in bytes(), for threads of this process.
         mapped_bytes_.store(size, std::memory_order_release);
-        detail::guard_resize(guard_slot_, size);
         return true;
     });
 }

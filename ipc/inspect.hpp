@@ -53,7 +53,7 @@ struct MpmcState {
     std::uint32_t readable_sleepers = 0;
     std::uint32_t writable_sleepers = 0;
     std::uint64_t abandoned_claims = 0; ///< claims of dead handles released by recovery
-    std::uint32_t handles = 0;          ///< slots marked taken (a dead handle's until recovery frees it)
+    std::uint32_t handles = 0;          ///< slots marked taken (a dead handle's until a new handle takes it)
     bool consistent = true;
 };
 

@@ -124,6 +124,7 @@ MpmcParticipant join_mpmc(const Segment& segment, const MpmcLayout& layout, std:
         std::atomic_ref(slot.intent).store(0, std::memory_order_relaxed);
         std::atomic_ref(slot.owner).store((static_cast<std::uint64_t>(::getpid()) << 32) | kOwned, std::memory_order_release);
         participant.slot = i;
+        participant.pid = ::getpid();
         return participant;
     }
     ec = Errc::no_free_lane;
@@ -134,10 +135,14 @@ void leave_mpmc(const MpmcLayout& layout, MpmcParticipant& participant) noexcept
 {
     if (layout.control == nullptr || !participant.lock)
         return;
-    ipc::MpmcSlot& slot = layout.slots[participant.slot];
-    std::atomic_ref(slot.intent).store(0, std::memory_order_relaxed);
-    std::atomic_ref(slot.owner).store(0, std::memory_order_release);
-    participant.lock.reset(); // drops the lock
+    // A child forked from the handle's process shares its lock (one file
+    // description) and must not clear the slot the parent still uses.
+    if (participant.pid == ::getpid()) {
+        ipc::MpmcSlot& slot = layout.slots[participant.slot];
+        std::atomic_ref(slot.intent).store(0, std::memory_order_relaxed);
+        std::atomic_ref(slot.owner).store(0, std::memory_order_release);
+    }
+    participant.lock.reset(); // drops the lock once no process holds the description
 }
 
 std::size_t recover_mpmc(const MpmcLayout& q, const MpmcParticipant& me) noexcept
@@ -165,8 +170,9 @@ std::size_t recover_mpmc(const MpmcLayout& q, const MpmcParticipant& me) noexcep
     if (enqueue >= q.capacity) {
         const std::uint64_t lap_before = enqueue - q.capacity;
         std::uint64_t& tail = sequence_at(q, enqueue);
-        std::uint64_t unfreed = lap_before + 1;
-        if (dequeue > lap_before && std::atomic_ref(tail).load(std::memory_order_acquire) == unfreed
+        // The item there may be a skipped one: a dead consumer can claim a dead producer's cell too.
+        std::uint64_t unfreed = std::atomic_ref(tail).load(std::memory_order_acquire);
+        if (dequeue > lap_before && (unfreed & ~ipc::kMpmcSkipped) == lap_before + 1
             && !claim_held(q, me, intent_of(lap_before, true))
             && std::atomic_ref(tail).compare_exchange_strong(unfreed, enqueue, std::memory_order_acq_rel)) {
             ++released;
@@ -177,15 +183,9 @@ std::size_t recover_mpmc(const MpmcLayout& q, const MpmcParticipant& me) noexcep
         std::atomic_ref(control.abandoned_claims).fetch_add(released, std::memory_order_relaxed);
         logger().warn("MPMC queue: released {} claim(s) whose holder died", released);
     }
-
-    // Slots of dead handles: free them for people reading them (a live handle
-    // takes a slot by its lock, not by these fields).
-    for (std::uint32_t i = 0; i < ipc::kMpmcSlots; ++i)
-        if (i != me.slot && std::atomic_ref(q.slots[i].owner).load(std::memory_order_relaxed) != 0
-            && !byte_locked(me.lock, q.object_offset + i)) {
-            std::atomic_ref(q.slots[i].intent).store(0, std::memory_order_relaxed);
-            std::atomic_ref(q.slots[i].owner).store(0, std::memory_order_relaxed);
-        }
+    // A dead handle's slot keeps its fields until a new handle takes it: only
+    // a slot's holder writes it, or a sweep here could wipe the intent of a
+    // handle that took the slot between our lock test and our store.
     return released;
 }
 

@@ -27,6 +27,8 @@
 // abandoned_claims(). A queue holds at most kMpmcSlots (64) handles.
 #pragma once
 
+#include <sys/types.h>
+
 #include "core/segment.hpp"
 #include "core/unique_fd.hpp"
 #include "ipc/detail/fault_point.hpp"
@@ -65,6 +67,8 @@ struct MpmcLayout {
 struct MpmcParticipant {
     UniqueFd lock;
     std::uint32_t slot = 0;
+    pid_t pid = 0; ///< the process that joined (a forked child's copy leaves the slot alone)
+    std::chrono::steady_clock::time_point next_recovery {}; ///< push()/pop() recover when this has passed
 };
 
 MpmcLayout create_mpmc(Segment& segment, std::string_view name, std::size_t capacity, std::size_t item_bytes,
@@ -137,10 +141,15 @@ public:
         // acquire: pairs with the acq_rel claims of other producers, so the
         // sequence read next is at least as new as the position.
         std::uint64_t pos = enqueue.load(std::memory_order_acquire);
+        bool intended = false;
         for (;;) {
-            if (const Cell cell = find(Side::producer, pos); cell != Cell::claimable)
+            if (const Cell cell = find(Side::producer, pos); cell != Cell::claimable) {
+                if (intended)
+                    intend_nothing(); // a lost race must not look like a held claim
                 return cell == Cell::busy ? RingStatus::full : RingStatus::corrupt;
+            }
             intend(pos, Side::producer);
+            intended = true;
             // acq_rel: see above, and release of the intent stored just before
             // (recover() reads it after seeing the position move); a failure
             // reloads pos (acquire) and looks again.
@@ -164,11 +173,16 @@ public:
         std::atomic_ref dequeue(layout_.control->dequeue_pos);
         // acquire: as in try_push().
         std::uint64_t pos = dequeue.load(std::memory_order_acquire);
+        bool intended = false;
         for (;;) {
             const Cell cell = find(Side::consumer, pos);
-            if (cell != Cell::claimable && cell != Cell::skipped)
+            if (cell != Cell::claimable && cell != Cell::skipped) {
+                if (intended)
+                    intend_nothing(); // a lost race must not look like a held claim
                 return cell == Cell::busy ? RingStatus::empty : RingStatus::corrupt;
+            }
             intend(pos, Side::consumer);
+            intended = true;
             if (dequeue.compare_exchange_weak(pos, pos + 1, std::memory_order_acq_rel, std::memory_order_acquire)) {
                 std::byte* at = cell_at(pos);
                 SHMLINK_FAULT_POINT("mpmc pop claimed");
@@ -177,6 +191,7 @@ public:
                 // release: pairs with the acquire load in find(); we are done reading the cell.
                 std::atomic_ref(sequence(at)).store(pos + layout_.capacity, std::memory_order_release);
                 intend_nothing();
+                intended = false;
                 notify(layout_.control->writable);
                 if (cell == Cell::claimable)
                     return RingStatus::ok;
@@ -242,19 +257,23 @@ private:
         return MpmcQueue(layout, std::move(participant));
     }
 
-    /// wait_until() in steps of kRecoverInterval, with recover() between.
+    /// wait_until(), with recover() whenever kRecoverInterval has passed
+    /// since the last one: across calls, so that many short waits recover too.
     template <typename Ready>
     bool wait_recovering(ipc::WaitWord& word, Ready&& ready, const WaitOptions& options,
         std::chrono::steady_clock::time_point deadline) noexcept
     {
         for (;;) {
-            const auto step = std::min(deadline, std::chrono::steady_clock::now() + kRecoverInterval);
-            if (wait_until(word, ready, options, step))
+            if (wait_until(word, ready, options, std::min(deadline, participant_.next_recovery)))
                 return true;
-            if (std::chrono::steady_clock::now() >= deadline)
+            const auto now = std::chrono::steady_clock::now();
+            if (now >= participant_.next_recovery) {
+                participant_.next_recovery = now + kRecoverInterval;
+                if (recover() > 0)
+                    return true;
+            }
+            if (now >= deadline)
                 return false;
-            if (recover() > 0)
-                return true;
         }
     }
 
@@ -276,8 +295,10 @@ private:
     /// compare-and-swap whose release publishes it.
     void intend(std::uint64_t pos, Side side) noexcept
     {
+        // release: orders the last claim's sequence store before this intent, for a
+        // recoverer that reads this intent (a plain mov on x86 and a stlr on ARM).
         std::atomic_ref(layout_.slots[participant_.slot].intent)
-            .store(((pos + 1) << 1) | (side == Side::consumer ? 1 : 0), std::memory_order_relaxed);
+            .store(((pos + 1) << 1) | (side == Side::consumer ? 1 : 0), std::memory_order_release);
     }
     void intend_nothing() noexcept
     {

@@ -5,11 +5,13 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
 #include <mutex>
+#include <span>
 
 namespace shmlink::detail {
 namespace {
@@ -29,6 +31,7 @@ constexpr int kSlots = 64;
 Slot g_slots[kSlots];
 struct sigaction g_previous {};
 std::once_flag g_installed;
+std::uintptr_t g_page_size = 4096;
 
 /// The disposition SIGBUS had before ours, for faults that are not ours.
 void pass_on(int signal, siginfo_t* info, void* context) noexcept
@@ -52,23 +55,33 @@ void on_sigbus(int signal, siginfo_t* info, void* context) noexcept
 {
     const int saved_errno = errno;
     const auto address = reinterpret_cast<std::uintptr_t>(info->si_addr);
-    for (Slot& slot : g_slots) {
+    // Only an access past the end of the file (BUS_ADRERR) is a truncation;
+    // a memory or I/O error (BUS_MCEERR_*, BUS_OBJERR) is not ours to hide.
+    for (Slot& slot : info->si_code == BUS_ADRERR ? std::span(g_slots) : std::span<Slot>()) {
         const std::uintptr_t begin = slot.begin.load(std::memory_order_acquire);
         const std::size_t mapped = slot.mapped.load(std::memory_order_acquire);
         if (begin <= 1 || address < begin || address >= begin + mapped) // 0 free, 1 being filled in
             continue;
-        // The file lost pages this process maps: put them back (as zeros).
-        if (slot.writable.load(std::memory_order_relaxed)
-            && ::fallocate(slot.fd.load(std::memory_order_relaxed), 0, 0, static_cast<off_t>(mapped)) == 0) {
+        const int fd = slot.fd.load(std::memory_order_relaxed);
+        struct stat st {};
+        if (::fstat(fd, &st) != 0 || static_cast<std::uintptr_t>(st.st_size) > address - begin)
+            break; // the file does reach this page: some other fault
+        const bool writable = slot.writable.load(std::memory_order_relaxed);
+        if (writable) {
+            // The file lost pages this process maps: give it back its length
+            // (one byte at the end: the cut pages come back as holes, read as
+            // zeros, and fallocate never shrinks, so racing repairs agree).
+            if (::fallocate(fd, 0, static_cast<off_t>(mapped - 1), 1) != 0)
+                break; // cannot repair (a full file system): a private page would hide our writes from peers
             slot.repairs.fetch_add(1, std::memory_order_relaxed);
             count_truncation(reinterpret_cast<void*>(begin));
             errno = saved_errno;
             return; // the access runs again and finds its page
         }
-        const std::uintptr_t page_size = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
-        void* const page = reinterpret_cast<void*>(address & ~(page_size - 1));
-        const int protection = slot.writable.load(std::memory_order_relaxed) ? PROT_READ | PROT_WRITE : PROT_READ;
-        if (::mmap(page, page_size, protection, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) != MAP_FAILED) {
+        // Read-only: no repair, but a private zero page lets this process go
+        // on (it keeps that page until it maps the segment again).
+        void* const page = reinterpret_cast<void*>(address & ~(g_page_size - 1));
+        if (::mmap(page, g_page_size, PROT_READ, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) != MAP_FAILED) {
             slot.repairs.fetch_add(1, std::memory_order_relaxed);
             errno = saved_errno;
             return;
@@ -81,6 +94,7 @@ void on_sigbus(int signal, siginfo_t* info, void* context) noexcept
 
 void install() noexcept
 {
+    g_page_size = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE)); // sysconf is not async-signal-safe
     struct sigaction action {};
     action.sa_sigaction = on_sigbus;
     action.sa_flags = SA_SIGINFO | SA_NODEFER;

@@ -2,14 +2,16 @@
 // open a path-backed segment for writing can ftruncate() it; every other
 // process then dies of SIGBUS at its next touch of the cut extent. A segment
 // mapped with MapOptions::guard_truncation is registered here, and a SIGBUS
-// inside it is repaired instead of fatal: the file is extended back to what
-// this process maps (fallocate, which never shrinks a file, so racing repairs
-// cannot undo each other) and the faulting access is retried. The cut pages
-// come back as zeros: their data is lost, which the rings report as
-// corruption, but no process dies. Where the file cannot be extended (a
-// read-only attach), the faulting page is replaced by a private zero page in
-// this process only. A SIGBUS outside every guarded segment goes to the
-// handler that was installed before, or kills the process as it would have.
+// inside it that is a truncation (BUS_ADRERR, at an offset the file no
+// longer reaches) is repaired instead of fatal: the file is extended back to
+// what this process maps (fallocate of its last byte, which never shrinks a
+// file, so racing repairs cannot undo each other) and the access is retried.
+// The cut pages come back as zeros: their data is lost, which the rings
+// report as corruption, but no process dies. A read-only mapping cannot
+// repair the file; it gets a private zero page in place of the lost one.
+// Every other SIGBUS (a memory or I/O error, a repair that fails because the
+// file system is full, a fault outside every guarded segment) goes to the
+// handler installed before, or kills the process as it would have.
 //
 // memfd segments need none of this: they are sealed against shrinking
 // (F_SEAL_SHRINK), so a guest holding their fd cannot truncate them.
