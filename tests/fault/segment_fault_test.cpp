@@ -48,6 +48,14 @@ std::pair<std::string, int> finish(Child& child)
     return {line, status};
 }
 
+/// One round of an echo host: control frames, then every message back to its lane.
+void echo_once(boost::asio::io_context& io, Host& host)
+{
+    io.poll();
+    host.inbox().consume([&](std::uint32_t lane, std::span<const std::byte> bytes) { host.outbox(lane).push(bytes, 10ms); },
+        64);
+}
+
 std::uintmax_t file_size(const std::string& path)
 {
     struct stat st {};
@@ -108,9 +116,7 @@ TEST_CASE("a host SIGKILLed while it grows: guests get an error or the new size,
         std::string answer;
         const auto deadline = std::chrono::steady_clock::now() + 30s;
         while (answer.empty() && std::chrono::steady_clock::now() < deadline) {
-            io.poll();
-            next.inbox().consume([&](std::uint32_t lane, std::span<const std::byte> bytes) { next.outbox(lane).push(bytes, 1s); },
-                64);
+            echo_once(io, next);
             try {
                 answer = guest.read_line(0ms);
             } catch (const std::runtime_error&) {
@@ -258,9 +264,7 @@ TEST_CASE("a guest truncates a path-backed segment: the host survives and is tol
         const auto deadline = std::chrono::steady_clock::now() + 20s;
         // Serving the streamer touches its lane, cut away: SIGBUS, unless guarded.
         while (damage.empty() && std::chrono::steady_clock::now() < deadline) {
-            io.poll();
-            host.inbox().consume([&](std::uint32_t lane, std::span<const std::byte> bytes) { host.outbox(lane).push(bytes, 10ms); },
-                64);
+            echo_once(io, host);
             if (cut.empty()) {
                 try {
                     cut = cutter.read_line(0ms);

@@ -186,17 +186,28 @@ int produce_notify(SpscRing& ring, std::uint64_t count)
     return 0;
 }
 
-int mpsc_produce(Segment& segment, const char* name, std::uint64_t count, std::uint64_t id)
+/// Pushes the tagged messages 0 .. count - 1 of producer `id` through
+/// `producer` (an SpscRing or an MpscProducer); false, with an error line,
+/// when one cannot be pushed.
+template <typename Producer>
+bool push_tagged(Producer& producer, std::uint64_t id, std::uint64_t count)
 {
-    MpscProducer producer = MpscProducer::open(segment, name);
     std::vector<std::byte> message(8 + 512);
     for (std::uint64_t seq = 0; seq < count; ++seq) {
         const auto length = test::make_tagged_message(id, seq, 512, message);
         if (const auto status = producer.push(std::span(message).first(length), 10s); status != RingStatus::ok) {
             std::printf("error push %llu: %s\n", static_cast<unsigned long long>(seq), to_string(status));
-            return 1;
+            return false;
         }
     }
+    return true;
+}
+
+int mpsc_produce(Segment& segment, const char* name, std::uint64_t count, std::uint64_t id)
+{
+    MpscProducer producer = MpscProducer::open(segment, name);
+    if (!push_tagged(producer, id, count))
+        return 1;
     std::printf("ok produced=%llu lane=%u\n", static_cast<unsigned long long>(count), producer.lane());
     return 0;
 }
@@ -322,14 +333,9 @@ int mpmc_die(Segment& segment, const char* name, const std::string& side, std::u
 template <typename Producer>
 int die(Producer& producer, std::uint64_t id, std::uint64_t commits, const std::string& point)
 {
+    if (!push_tagged(producer, id, commits))
+        return 1;
     std::vector<std::byte> message(8 + 512);
-    for (std::uint64_t seq = 0; seq < commits; ++seq) {
-        const auto length = test::make_tagged_message(id, seq, 512, message);
-        if (const auto status = producer.push(std::span(message).first(length), 10s); status != RingStatus::ok) {
-            std::printf("error push %llu: %s\n", static_cast<unsigned long long>(seq), to_string(status));
-            return 1;
-        }
-    }
     const auto length = test::make_tagged_message(id, commits, 512, message);
     std::printf("dying\n");
     std::fflush(stdout);
