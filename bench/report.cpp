@@ -110,6 +110,12 @@ std::string time_label(double ns)
     return format("%g ns", ns);
 }
 
+/// Only finite, positive values go on a logarithmic axis.
+bool drawable(double value)
+{
+    return std::isfinite(value) && value > 0;
+}
+
 bool is_shmlink(const std::string& peer)
 {
     return peer.rfind("shmlink", 0) == 0;
@@ -123,7 +129,7 @@ double throughput_panel(std::string& out, const Chart& chart, double top)
     double hi = 0;
     for (const auto& series : chart.throughput)
         for (const auto& [size, rate] : series.points)
-            if (size > 0 && rate > 0) {
+            if (drawable(size) && drawable(rate)) {
                 sizes.insert(size);
                 lo = lo == 0 ? rate : std::min(lo, rate);
                 hi = std::max(hi, rate);
@@ -165,13 +171,14 @@ double throughput_panel(std::string& out, const Chart& chart, double top)
         const char* dash = is_shmlink(series.peer) ? "" : " stroke-dasharray=\"6 4\"";
         std::string points;
         for (const auto& [size, rate] : series.points)
-            if (size > 0 && rate > 0) {
+            if (drawable(size) && drawable(rate)) {
                 points += format("%.1f,%.1f ", x_at(size), y.at(rate));
                 out += format("<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3.5\" fill=\"%s\"><title>%s, %s: %s</title></circle>\n",
                     x_at(size), y.at(rate), colour, xml(series.peer).c_str(), bytes_label(size).c_str(),
                     rate_label(rate).c_str());
             }
-        out += format("<polyline points=\"%s\" fill=\"none\" stroke=\"%s\" stroke-width=\"2\"%s/>\n", points.c_str(), colour, dash);
+        // Not through format(): the list of points has no length limit.
+        out += "<polyline points=\"" + points + format("\" fill=\"none\" stroke=\"%s\" stroke-width=\"2\"%s/>\n", colour, dash);
         out += format("<line x1=\"%g\" y1=\"%g\" x2=\"%g\" y2=\"%g\" stroke=\"%s\" stroke-width=\"2\"%s/>\n", kRight + 16,
             legend_y, kRight + 40, legend_y, colour, dash);
         out += format("<text x=\"%g\" y=\"%g\" class=\"legend\">%s</text>\n", kRight + 46, legend_y + 4,
@@ -189,7 +196,7 @@ double latency_panel(std::string& out, const Chart& chart, double top)
     double hi = 0;
     for (const auto& row : chart.latency)
         for (const double ns : row.ns)
-            if (ns > 0) {
+            if (drawable(ns)) {
                 lo = lo == 0 ? ns : std::min(lo, ns);
                 hi = std::max(hi, ns);
             }
@@ -225,7 +232,7 @@ double latency_panel(std::string& out, const Chart& chart, double top)
         double first = 0;
         double last = 0;
         for (const double ns : row.ns)
-            if (ns > 0) {
+            if (drawable(ns)) {
                 first = first == 0 ? ns : std::min(first, ns);
                 last = std::max(last, ns);
             }
@@ -234,7 +241,7 @@ double latency_panel(std::string& out, const Chart& chart, double top)
         out += format("<line x1=\"%.1f\" y1=\"%g\" x2=\"%.1f\" y2=\"%g\" stroke=\"#999\" stroke-width=\"2\"/>\n", x.at(first),
             py, x.at(last), py);
         for (std::size_t p = 0; p < row.ns.size() && p < chart.percentiles.size(); ++p)
-            if (row.ns[p] > 0)
+            if (drawable(row.ns[p]))
                 out += format("<circle cx=\"%.1f\" cy=\"%g\" r=\"4.5\" fill=\"%s\"><title>%s %s: %s</title></circle>\n",
                     x.at(row.ns[p]), py, kColours[p % std::size(kColours)], xml(row.peer).c_str(),
                     xml(chart.percentiles[p]).c_str(), xml(time_label(row.ns[p])).c_str());

@@ -6,6 +6,7 @@
 #include "tools/commands.hpp"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <spawn.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -13,6 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -55,8 +57,18 @@ The benchmark programs are looked for in $SHMLINK_BENCH_DIR, beside this
 program's build tree, then where they are installed.
 
 Exit status: 0 every measurement ran (targets aside), 1 a benchmark failed
-or a file could not be written, 2 bad usage.
+or a file could not be written, 2 bad usage, 130 interrupted (Ctrl-C).
 )";
+
+volatile sig_atomic_t g_interrupted = 0;
+volatile pid_t g_child = 0; // the benchmark running now, to pass a SIGTERM on to
+
+void on_interrupt(int signal) noexcept
+{
+    g_interrupted = 1;
+    if (g_child > 0)
+        ::kill(g_child, signal); // Ctrl-C reaches it anyway (one process group); SIGTERM may not
+}
 
 struct Options {
     bool quick = false;
@@ -106,6 +118,7 @@ public:
             winsize size {};
             const std::size_t columns = ::ioctl(STDERR_FILENO, TIOCGWINSZ, &size) == 0 && size.ws_col > 0 ? size.ws_col : 80;
             constexpr std::size_t kBar = 30;
+            done = std::min(done, total); // a confused child must not break the bar
             const std::size_t filled = kBar * done / total;
             std::string line = stage_ + " [" + std::string(filled, '#') + std::string(kBar - filled, '-') + "] "
                 + std::to_string(done) + "/" + std::to_string(total) + " " + std::string(what);
@@ -114,6 +127,7 @@ public:
             std::fprintf(stderr, "\r\033[K%s", line.c_str());
             drawn_ = true;
         } else {
+            done = std::min(done, total);
             const std::size_t tenth = 10 * done / total;
             if (tenth == last_tenth_ && done != 1)
                 return;
@@ -144,6 +158,7 @@ private:
 /// Answers the exit status (or 128 + signal), and the program's stdout.
 int run_program(const std::vector<std::string>& args, Progress& progress, std::string& out)
 {
+    out.clear();
     UniqueFd captured(::memfd_create("shmlink-bench-stdout", MFD_CLOEXEC));
     int pipe_fds[2];
     if (!captured || ::pipe2(pipe_fds, O_CLOEXEC) != 0) {
@@ -166,11 +181,18 @@ int run_program(const std::vector<std::string>& args, Progress& progress, std::s
     posix_spawn_file_actions_destroy(&actions);
     write_end.reset();
     if (spawned != 0) {
-        std::fprintf(stderr, "shmlink bench: %s: %s\n", args[0].c_str(), std::strerror(spawned));
+        std::fprintf(stderr, "shmlink bench: cannot start %s: %s\n", args[0].c_str(), std::strerror(spawned));
         return -1;
     }
+    // Ctrl-C (or SIGTERM) goes to the child; its end ends the loop below and
+    // leaves this process to clean up (g_interrupted tells bench() so).
+    g_child = pid;
 
-    std::FILE* lines = ::fdopen(read_end.release(), "r");
+    std::FILE* lines = ::fdopen(read_end.get(), "r");
+    if (lines != nullptr)
+        static_cast<void>(read_end.release()); // the FILE owns it now
+    else
+        read_end.reset(); // no reader: the child's stderr writes fail rather than block
     char line[1024];
     while (lines != nullptr && std::fgets(line, sizeof(line), lines) != nullptr) {
         std::size_t done = 0;
@@ -193,7 +215,7 @@ int run_program(const std::vector<std::string>& args, Progress& progress, std::s
     int status = 0;
     while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
     }
-    out.clear();
+    g_child = 0;
     char chunk[4096];
     ssize_t n = 0;
     for (off_t at = 0; (n = ::pread(captured.get(), chunk, sizeof(chunk), at)) > 0; at += n)
@@ -241,12 +263,15 @@ std::string machine_json()
         + ", \"kernel\": " + bench::json_string(name.release) + ", \"date\": " + bench::json_string(date) + "}";
 }
 
-/// A scratch directory for the benchmarks' own files, removed at the end.
+/// A scratch directory for the benchmarks' own files, removed at the end
+/// (also after Ctrl-C: bench() returns normally then).
 struct ScratchDir {
     fs::path path;
     ScratchDir()
     {
-        std::string pattern = (fs::temp_directory_path() / "shmlink-bench-XXXXXX").string();
+        std::error_code ec;
+        const fs::path temp = fs::temp_directory_path(ec); // a TMPDIR that does not exist is an error, not a crash
+        std::string pattern = ((ec ? fs::path("/tmp") : temp) / "shmlink-bench-XXXXXX").string();
         if (::mkdtemp(pattern.data()) != nullptr)
             path = pattern;
     }
@@ -300,10 +325,13 @@ int bench(int argc, char** argv)
     }
     ScratchDir scratch;
     if (scratch.path.empty()) {
-        std::fprintf(stderr, "shmlink bench: a scratch directory in %s: %s\n", fs::temp_directory_path().c_str(),
-            std::strerror(errno));
+        std::fprintf(stderr, "shmlink bench: a scratch directory for the reports: %s\n", std::strerror(errno));
         return kFailed;
     }
+    struct sigaction interrupt {};
+    interrupt.sa_handler = on_interrupt;
+    ::sigaction(SIGINT, &interrupt, nullptr);
+    ::sigaction(SIGTERM, &interrupt, nullptr);
 
     const bool terminal = ::isatty(STDERR_FILENO) == 1;
     const fs::path ring_json = scratch.path / "rings.json";
@@ -328,6 +356,10 @@ int bench(int argc, char** argv)
     }
 
     int segment_status = 0;
+    if (g_interrupted) {
+        std::fprintf(stderr, "shmlink bench: interrupted\n");
+        return 128 + SIGINT; // the scratch directory goes with `scratch`
+    }
     if (options.only.empty()) {
         std::vector<std::string> segment_args {(dir / "segment_bench").string(), "--progress", "--json", segment_json.string()};
         if (options.quick)
@@ -341,6 +373,10 @@ int bench(int argc, char** argv)
         }
     }
     std::fflush(stdout);
+    if (g_interrupted) {
+        std::fprintf(stderr, "shmlink bench: interrupted\n");
+        return 128 + SIGINT;
+    }
 
     if (!options.json_path.empty()) {
         const auto rings = read_file(ring_json);

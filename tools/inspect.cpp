@@ -178,7 +178,8 @@ int inspect(int argc, char** argv)
         std::fputs(kUsage, stderr);
         return kBadUsage;
     }
-    const AttachOptions read_only {.read_only = true};
+    // Guarded: a file a peer truncates under us reads as zeros instead of killing us.
+    const AttachOptions read_only {.read_only = true, .map = {.guard_truncation = true}};
     const std::string source = fd >= 0 ? "fd " + std::to_string(fd) : path;
     try {
         Segment segment = fd >= 0 ? Segment::attach(UniqueFd(::dup(fd)), read_only)

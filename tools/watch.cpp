@@ -1,6 +1,7 @@
 // shmlink watch PATH: every ring's and queue's fill level and rates,
 // refreshed once an interval until interrupted. Read-only, like inspect:
 // it attaches with PROT_READ, follows the segment's growth, and writes nothing.
+#include "core/error.hpp"
 #include "core/segment.hpp"
 #include "ipc/inspect.hpp"
 #include "tools/commands.hpp"
@@ -17,6 +18,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <vector>
 
 namespace shmlink::tool {
 namespace {
@@ -36,10 +38,15 @@ Exit status: 0 done or interrupted, 1 the segment could not be read, 2 bad usage
 
 volatile sig_atomic_t g_interrupted = 0;
 
-/// The positions that only ever grow: what the rates are differences of.
+/// One ring's (or lane's, or queue's) positions, which only grow while it
+/// keeps its producer: what the rates are differences of.
+struct Positions {
+    std::uint64_t written = 0; ///< bytes (or items) producers have published
+    std::uint64_t read = 0;    ///< bytes (or items) consumers have released
+};
+
 struct Counters {
-    double written = 0; ///< bytes (or items) producers have published
-    double read = 0;    ///< bytes (or items) consumers have released
+    std::vector<Positions> rings; ///< one per lane of an MPSC ring, else one
     double fill = 0;
     double capacity = 0;
     bool items = false; ///< an MPMC queue: counts are items
@@ -49,20 +56,29 @@ Counters counters_of(const ObjectState& o)
 {
     Counters c;
     if (o.spsc) {
-        c = {static_cast<double>(o.spsc->tail), static_cast<double>(o.spsc->head),
-            static_cast<double>(o.spsc->fill_bytes), static_cast<double>(o.spsc->capacity_bytes), false};
+        c.rings.push_back({o.spsc->tail, o.spsc->head});
+        c.fill = static_cast<double>(o.spsc->fill_bytes);
+        c.capacity = static_cast<double>(o.spsc->capacity_bytes);
     } else if (o.mpsc) {
         for (const auto& lane : o.mpsc->lanes) {
-            c.written += static_cast<double>(lane.ring.tail);
-            c.read += static_cast<double>(lane.ring.head);
+            c.rings.push_back({lane.ring.tail, lane.ring.head});
             c.fill += static_cast<double>(lane.ring.fill_bytes);
             c.capacity += static_cast<double>(lane.ring.capacity_bytes);
         }
     } else if (o.mpmc) {
-        c = {static_cast<double>(o.mpmc->enqueue_pos), static_cast<double>(o.mpmc->dequeue_pos),
-            static_cast<double>(o.mpmc->size), static_cast<double>(o.mpmc->capacity), true};
+        c.rings.push_back({o.mpmc->enqueue_pos, o.mpmc->dequeue_pos});
+        c.fill = static_cast<double>(o.mpmc->size);
+        c.capacity = static_cast<double>(o.mpmc->capacity);
+        c.items = true;
     }
     return c;
+}
+
+/// How far `now` moved on from `before`: a position that went back (a lane
+/// freed and taken again starts from 0) counts from 0.
+std::uint64_t moved(std::uint64_t now, std::uint64_t before)
+{
+    return now >= before ? now - before : now;
 }
 
 std::string amount(double value, bool items, const char* suffix)
@@ -126,7 +142,8 @@ int watch(int argc, char** argv)
     ::sigaction(SIGTERM, &interrupt, nullptr);
     const bool terminal = ::isatty(STDOUT_FILENO) == 1;
     try {
-        Segment segment = Segment::attach(path, {.read_only = true});
+        // Guarded: a peer that truncates the file must not kill a watcher (it reads zeros instead).
+        Segment segment = Segment::attach(path, {.read_only = true, .map = {.guard_truncation = true}});
         std::map<std::string, Counters> previous;
         auto previous_time = std::chrono::steady_clock::now();
         for (long frame = 0; !g_interrupted && (count < 0 || frame < count); ++frame) {
@@ -140,11 +157,18 @@ int watch(int argc, char** argv)
                 if (g_interrupted)
                     break;
             }
+            // An object allocated in an extent the host grew after our refresh
+            // looks out of bounds: refresh again, a few times, before calling it corrupt.
             std::error_code ec;
-            segment.refresh(ec);
-            if (ec)
-                throw Error(ec, "watch " + path, "refresh");
-            const auto objects = segment.objects(ec);
+            std::vector<ObjectInfo> objects;
+            for (int attempt = 0; attempt < 3; ++attempt) {
+                segment.refresh(ec);
+                if (ec)
+                    throw Error(ec, "watch " + path, "refresh");
+                objects = segment.objects(ec);
+                if (ec != Errc::corrupt_directory)
+                    break;
+            }
             if (ec)
                 throw Error(ec, "watch " + path, "directory");
             const auto now = std::chrono::steady_clock::now();
@@ -178,11 +202,15 @@ int watch(int argc, char** argv)
                 std::string written = "-";
                 std::string read = "-";
                 const auto before = previous.find(object.name);
-                // Positions only grow, unless a lane changed hands in between: no rate then.
-                if (before != previous.end() && elapsed > 0 && c.written >= before->second.written
-                    && c.read >= before->second.read) {
-                    written = amount((c.written - before->second.written) / elapsed, c.items, "/s");
-                    read = amount((c.read - before->second.read) / elapsed, c.items, "/s");
+                if (before != previous.end() && elapsed > 0 && before->second.rings.size() == c.rings.size()) {
+                    double written_since = 0;
+                    double read_since = 0;
+                    for (std::size_t i = 0; i < c.rings.size(); ++i) {
+                        written_since += static_cast<double>(moved(c.rings[i].written, before->second.rings[i].written));
+                        read_since += static_cast<double>(moved(c.rings[i].read, before->second.rings[i].read));
+                    }
+                    written = amount(written_since / elapsed, c.items, "/s");
+                    read = amount(read_since / elapsed, c.items, "/s");
                 }
                 std::printf("  %-24s %-10s %26s %16s %16s\n", object.name.c_str(), state.kind.c_str(), fill.c_str(),
                     written.c_str(), read.c_str());

@@ -81,16 +81,26 @@ def main(guide, source_root, build_root):
             expected.extend(line for line in lines if line.strip())
         else:
             previous_was_command = False
+        if language == "cpp":
+            previous_was_command = False
 
     scratch = tempfile.mkdtemp(prefix="shmlink-guide-")
     os.symlink(build_root, os.path.join(scratch, "build"))
     tag = f"shmlink-guide-test-{os.getpid()}"
     renames = {"/tmp/guide.sock": f"/tmp/{tag}.sock", "/dev/shm/shmlink-guide": f"/dev/shm/{tag}"}
-    text = "set -e\n" + "\n".join(script)
+    # A failed command must not leave the background host waiting for its guests.
+    text = "set -e\ntrap 'kill $(jobs -p) 2>/dev/null || true' EXIT\n" + "\n".join(script)
     for old, new in renames.items():
         text = text.replace(old, new)
-    run = subprocess.run(["bash", "-c", text], cwd=scratch, capture_output=True, text=True, timeout=120)
-    output = [" ".join(line.split()) for line in run.stdout.split("\n")]
+    try:
+        run = subprocess.run(["bash", "-c", text], cwd=scratch, capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired as e:
+        run = subprocess.CompletedProcess(e.cmd, -1, e.stdout or "", f"timed out after {e.timeout} s")
+    finally:
+        os.remove(os.path.join(scratch, "build"))
+        os.rmdir(scratch)
+    stdout = run.stdout if isinstance(run.stdout, str) else (run.stdout or b"").decode(errors="replace")
+    output = [" ".join(line.split()) for line in stdout.split("\n")]
     for old, new in renames.items():
         output = [line.replace(new, old) for line in output]
     if run.returncode != 0:
@@ -98,13 +108,11 @@ def main(guide, source_root, build_root):
     for line in expected:
         if not any(pattern(line).match(out) for out in output):
             failures.append(f"not in the commands' output: {line}")
-    os.remove(os.path.join(scratch, "build"))
-    os.rmdir(scratch)
 
     print(f"{len(script)} command lines run, {len(expected)} output lines checked")
     if failures:
         print("\n".join(failures))
-        print("--- output ---\n" + run.stdout + run.stderr)
+        print("--- output ---\n" + stdout + str(run.stderr))
         return 1
     return 0
 

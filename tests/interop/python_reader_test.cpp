@@ -43,6 +43,7 @@ Child start_reader(const std::string& path, const std::string& ring, std::uint64
 
 } // namespace
 
+#if defined(__x86_64__) // the reader's plain loads and stores rely on x86-64's ordering
 TEST_CASE("a Python reader written from the docs pops every message a C++ producer pushes, in order")
 {
     constexpr std::uint64_t kMessages = 5000;
@@ -104,3 +105,4 @@ TEST_CASE("the Python reader refuses a foreign file and a ring whose records lie
     CHECK(refusal_exit == 1);
     CHECK(refusal.find("error: record type 1 of 4000 bytes at 0") == 0);
 }
+#endif

@@ -41,7 +41,7 @@ CONTROL_BYTES = 384
 TAIL, HEAD, WRITABLE = 128, 256, 264       # offsets in SpscRingControl
 MESSAGE, PADDING = 1, 2
 FUTEX_WAKE = 1
-SYS_FUTEX = {"x86_64": 202, "aarch64": 98}.get(platform.machine())
+SYS_FUTEX = 202  # x86-64: the only architecture whose ordering this reader relies on
 
 
 class Corrupt(Exception):
@@ -54,15 +54,19 @@ def attach(path):
     if file_size < 4096:
         raise Corrupt(f"{path}: {file_size} bytes, shorter than a header")
     (magic, version, header_bytes, abi, max_size, size, generation, _nonce, _start, creator,
-     directory_offset, directory_capacity, directory_count, _used) = HEADER.unpack(os.pread(fd, HEADER.size, 0))
+     directory_offset, directory_capacity, directory_count, used) = HEADER.unpack(os.pread(fd, HEADER.size, 0))
     if magic != MAGIC:
         raise Corrupt(f"{path}: not a shmlink segment (bad magic)")
     if version != 1 or abi != ABI_TAG:
         raise Corrupt(f"{path}: layout version {version}, abi tag {abi:#x}: not the layout this reader knows")
     if (header_bytes, directory_offset, directory_capacity) != (4096, 256, 60):
         raise Corrupt(f"{path}: placement fields {header_bytes}, {directory_offset}, {directory_capacity}")
+    if max_size % 4096 or max_size > 1 << 40:
+        raise Corrupt(f"{path}: maximum size {max_size}")
     if size % 4096 or size < 4096 or size > max_size or size > file_size or directory_count > 60:
         raise Corrupt(f"{path}: size {size} of {max_size}, file {file_size}, {directory_count} entries")
+    if not header_bytes <= used <= size:
+        raise Corrupt(f"{path}: data_used_bytes {used} outside [{header_bytes}, {size}]")
     segment = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
     os.close(fd)  # the mapping keeps the file
     objects = {}
@@ -122,9 +126,8 @@ class SpscConsumer:
 
     def wake_producer(self):
         self.writable_seq.value = (self.writable_seq.value + 1) & 0xFFFFFFFF
-        if SYS_FUTEX is not None:
-            self.libc.syscall(SYS_FUTEX, ctypes.c_void_p(ctypes.addressof(self.writable_seq)), FUTEX_WAKE,
-                              0x7FFFFFFF, None, None, 0)
+        self.libc.syscall(SYS_FUTEX, ctypes.c_void_p(ctypes.addressof(self.writable_seq)), FUTEX_WAKE,
+                          0x7FFFFFFF, None, None, 0)
 
 
 def expected(i):
@@ -133,6 +136,8 @@ def expected(i):
 
 
 def main(path, ring_name, count):
+    if platform.machine() != "x86_64":
+        raise Corrupt(f"this reader relies on x86-64's memory ordering, not {platform.machine()}'s")
     segment, header, objects = attach(path)
     if ring_name not in objects:
         raise Corrupt(f"no object named {ring_name} (there are {sorted(objects)})")
