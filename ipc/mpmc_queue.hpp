@@ -9,9 +9,12 @@
 // is checked: a value no correct queue can hold answers RingStatus::corrupt,
 // and the index is always masked, so nothing outside the queue is touched.
 //
-// Contract: any number of threads and processes on either side; one handle
-// (MpmcQueue object) per thread. T is copied with memcpy; if peers are not
-// trusted, T should accept any bit pattern.
+// Contract: any number of threads and processes on either side, each with
+// a handle (MpmcQueue object) of its own: open() one per thread, never share
+// one between threads. A handle's slot names the one claim it holds, and
+// recovery takes a claim no slot names for a dead handle's; two threads on
+// one handle would have their claims taken from under them. T is copied
+// with memcpy; if peers are not trusted, T should accept any bit pattern.
 //
 // A handle that dies holding a claim: each handle owns a participant slot
 // whose liveness is a file lock (ipc/detail/liveness.hpp) and writes the

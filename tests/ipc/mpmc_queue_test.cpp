@@ -196,18 +196,21 @@ TEST_CASE("producer and consumer threads, so that ThreadSanitizer checks the cel
     auto queue = MpmcQueue<Item>::create(segment, "queue", 64);
     constexpr std::uint64_t kCount = 30'000;
     std::vector<std::thread> threads;
+    // A handle per thread: its slot names its one claim, which recovery relies on.
     for (std::uint64_t id = 1; id <= 2; ++id)
-        threads.emplace_back([&queue, id] {
+        threads.emplace_back([&segment, id] {
+            auto mine = MpmcQueue<Item>::open(segment, "queue");
             for (std::uint64_t seq = 0; seq < kCount; ++seq)
-                if (queue.push(Item {id, seq, test::item_hash(id, seq)}, 10s) != RingStatus::ok)
+                if (mine.push(Item {id, seq, test::item_hash(id, seq)}, 10s) != RingStatus::ok)
                     return; // the consumers' count tells
         });
     std::atomic<std::uint64_t> total {0};
     std::atomic<std::uint64_t> sum {0};
     for (int c = 0; c < 2; ++c)
         threads.emplace_back([&] {
+            auto mine = MpmcQueue<Item>::open(segment, "queue");
             Item item {};
-            while (queue.pop(item, 10s, {.mode = WaitMode::block}) == RingStatus::ok && item.producer != 0) {
+            while (mine.pop(item, 10s, {.mode = WaitMode::block}) == RingStatus::ok && item.producer != 0) {
                 total += 1;
                 sum += item.hash;
             }
