@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -250,6 +251,42 @@ TEST_CASE("watch shows fill levels and the rates between refreshes, and ends on 
     CHECK(missing_exit == 1);
     const auto [usage, usage_exit] = run_tool({"watch", file.path, "--interval", "0"});
     CHECK(usage_exit == 2);
+}
+
+TEST_CASE("watch counts an MPSC ring's rate per lane, also across a lane freed and taken again")
+{
+    const test::ShmPath file("tool-watch-mpsc");
+    Segment segment = Segment::create(file.path, 1 << 20, {.cleanup = Cleanup::unlink_on_close});
+    MpscRing ring = MpscRing::create(segment, "requests", 64 << 10, 2, {.reap_interval = std::chrono::milliseconds(0)});
+    std::byte buffer[1024];
+    std::size_t length = 0;
+    const auto move_bytes = [&](MpscProducer& producer, int messages) {
+        for (int i = 0; i < messages; ++i) {
+            REQUIRE(producer.try_push(bytes_of(std::string(120, 'p'))) == RingStatus::ok); // 128-byte records
+            REQUIRE(ring.try_pop(buffer, length) == RingStatus::ok);
+        }
+    };
+    // A second between refreshes: room for each step below even on a loaded machine.
+    Child watch = test::spawn_helper("SHMLINK_TOOL", {"watch", file.path, "--interval", "1", "--count", "3"});
+    read_until(watch, "requests");
+    auto first = std::make_optional(MpscProducer::open(segment, "requests"));
+    move_bytes(*first, 200); // 25,600 bytes on lane 0, which the second refresh sees
+    read_until(watch, "requests");
+    first.reset();
+    // The consumer's next calls reap: lane 0 is freed, and its positions start again from 0.
+    for (const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+         (ring.stats().draining != 0 || ring.stats().producers != 0) && std::chrono::steady_clock::now() < until;)
+        ring.try_pop(buffer, length);
+    MpscProducer second = MpscProducer::open(segment, "requests");
+    REQUIRE(second.lane() == 0);
+    move_bytes(second, 10); // 1,280 bytes, on lane 0 again, below where it stood
+    const std::string third = read_until(watch, "requests");
+    INFO(third);
+    const std::string rates = rates_of(third, "requests");
+    CHECK(rates.find("B/s") != std::string::npos);
+    CHECK(rates.find("-") == std::string::npos); // a summed position would have gone back: no rate
+    CHECK(rates.rfind("0 B/s", 0) != 0);
+    CHECK(watch.wait() == 0);
 }
 
 TEST_CASE("bench --quick runs every benchmark, writes valid JSON and an SVG plot of every peer")
