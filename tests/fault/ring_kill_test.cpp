@@ -30,6 +30,7 @@
 using namespace shmlink;
 using namespace std::chrono_literals;
 using shmlink::test::Child;
+using shmlink::test::Item;
 using shmlink::test::Tally;
 
 namespace {
@@ -195,17 +196,6 @@ TEST_CASE("SPSC and MPSC: producers killed at random moments mid-stream: every m
     }
 }
 
-namespace {
-
-/// The MPMC test item of ring_peer's mpmc-produce and mpmc-die.
-struct Item {
-    std::uint64_t producer;
-    std::uint64_t seq;
-    std::uint64_t hash;
-};
-
-} // namespace
-
 TEST_CASE("MPMC: a producer killed holding its claim: recovery skips the cell, nothing committed is lost")
 {
     const test::ShmPath file("fault-mpmc-producer");
@@ -230,7 +220,7 @@ TEST_CASE("MPMC: a producer killed holding its claim: recovery skips the cell, n
             // Its claimed cell is at the consumers' head now. A live producer goes on behind it.
             auto live = MpmcQueue<Item>::open(segment, "queue");
             for (std::uint64_t seq = 0; seq < 10; ++seq)
-                REQUIRE(live.push(Item {4, seq, test::item_hash(4, seq)}, 5s) == RingStatus::ok);
+                REQUIRE(live.push(test::make_item(4, seq), 5s) == RingStatus::ok);
             // pop() waits, finds the dead claim, skips it, and delivers the live producer's items;
             // short waits (10 ms, below the recovery interval) recover too, across calls.
             for (std::uint64_t seq = 0; seq < 10; ++seq) {
@@ -258,7 +248,7 @@ TEST_CASE("MPMC: a consumer killed holding its claim: recovery frees the cell, p
         Segment segment = Segment::create(file.path, 1 << 20, {.cleanup = Cleanup::unlink_on_close});
         auto queue = MpmcQueue<Item>::create(segment, "queue", 16);
         for (std::uint64_t seq = 0; seq < 16; ++seq) // full
-            REQUIRE(queue.try_push(Item {1, seq, test::item_hash(1, seq)}) == RingStatus::ok);
+            REQUIRE(queue.try_push(test::make_item(1, seq)) == RingStatus::ok);
         Child dying = test::start_ring_peer({"mpmc-die", file.path, "queue", "pop", std::to_string(pops), "mpmc pop claimed"});
         REQUIRE(dying.read_line(30s) == "dying");
         REQUIRE(WIFSIGNALED(dying.wait()));
@@ -271,7 +261,7 @@ TEST_CASE("MPMC: a consumer killed holding its claim: recovery frees the cell, p
         }
         // Producers fill the queue again, lapping the dead consumer's cell: push() waits, recovers it, goes on.
         for (std::uint64_t seq = 16; seq < 48; ++seq) {
-            REQUIRE(queue.push(Item {1, seq, test::item_hash(1, seq)}, 5s) == RingStatus::ok);
+            REQUIRE(queue.push(test::make_item(1, seq), 5s) == RingStatus::ok);
             REQUIRE(queue.try_pop(item) == RingStatus::ok);
             CHECK(item.seq == seq);
         }
@@ -295,8 +285,8 @@ TEST_CASE("MPMC: a consumer killed on a dead producer's skipped cell: the cell i
     g_counts.faults += 2;
     // Position 0's cell holds the skip mark, claimed and never freed; producers lap onto it.
     for (std::uint64_t seq = 0; seq < 7; ++seq)
-        REQUIRE(queue.try_push(Item {1, seq, test::item_hash(1, seq)}) == RingStatus::ok);
-    REQUIRE(queue.push(Item {1, 7, test::item_hash(1, 7)}, 5s) == RingStatus::ok);
+        REQUIRE(queue.try_push(test::make_item(1, seq)) == RingStatus::ok);
+    REQUIRE(queue.push(test::make_item(1, 7), 5s) == RingStatus::ok);
     Item item {};
     for (std::uint64_t seq = 0; seq < 8; ++seq) {
         REQUIRE(queue.try_pop(item) == RingStatus::ok);
@@ -343,7 +333,7 @@ TEST_CASE("MPMC: producers killed at random moments: every item whole, once, in 
         g_counts.messages += next;
         // Wherever the kill landed, a new producer's item gets through.
         auto again = MpmcQueue<Item>::open(segment, "queue");
-        REQUIRE(again.push(Item {4, 0, test::item_hash(4, 0)}, 5s) == RingStatus::ok);
+        REQUIRE(again.push(test::make_item(4, 0), 5s) == RingStatus::ok);
         REQUIRE(queue.pop(item, 5s) == RingStatus::ok);
         CHECK(item.producer == 4);
         released += queue.abandoned_claims();

@@ -250,12 +250,7 @@ int mpsc_claim(Segment& segment, const char* name, std::uint64_t commits)
     return 1;
 }
 
-/// An MPMC item: who sent it, its number, and a hash of both.
-struct Item {
-    std::uint64_t producer;
-    std::uint64_t seq;
-    std::uint64_t hash;
-};
+using shmlink::test::Item;
 
 int mpmc_produce(Segment& segment, const char* name, std::uint64_t count, std::uint64_t id)
 {
@@ -310,7 +305,7 @@ int mpmc_die(Segment& segment, const char* name, const std::string& side, std::u
     auto queue = MpmcQueue<Item>::open(segment, name);
     Item item {};
     for (std::uint64_t seq = 0; seq < count; ++seq) {
-        const RingStatus status = side == "push" ? queue.push(Item {9, seq, test::item_hash(9, seq)}, 10s)
+        const RingStatus status = side == "push" ? queue.push(test::make_item(9, seq), 10s)
                                                  : queue.pop(item, 10s);
         if (status != RingStatus::ok) {
             std::printf("error %s %llu: %s\n", side.c_str(), static_cast<unsigned long long>(seq), to_string(status));
@@ -321,7 +316,7 @@ int mpmc_die(Segment& segment, const char* name, const std::string& side, std::u
     std::fflush(stdout);
     g_die_at = point;
     if (side == "push")
-        (void)queue.try_push(Item {9, count, test::item_hash(9, count)});
+        (void)queue.try_push(test::make_item(9, count));
     else
         (void)queue.try_pop(item);
     std::printf("error fault point %s not reached\n", point);

@@ -24,12 +24,7 @@ using shmlink::test::finish;
 
 namespace {
 
-/// The item of ring_peer's mpmc jobs.
-struct Item {
-    std::uint64_t producer;
-    std::uint64_t seq;
-    std::uint64_t hash;
-};
+using shmlink::test::Item;
 
 /// The sum of the hashes of `count` items from each of producers 1 and 2.
 std::uint64_t expected_sum(std::uint64_t count)
@@ -201,7 +196,7 @@ TEST_CASE("producer and consumer threads, so that ThreadSanitizer checks the cel
         threads.emplace_back([&segment, id] {
             auto mine = MpmcQueue<Item>::open(segment, "queue");
             for (std::uint64_t seq = 0; seq < kCount; ++seq)
-                if (mine.push(Item {id, seq, test::item_hash(id, seq)}, 10s) != RingStatus::ok)
+                if (mine.push(test::make_item(id, seq), 10s) != RingStatus::ok)
                     return; // the consumers' count tells
         });
     std::atomic<std::uint64_t> total {0};

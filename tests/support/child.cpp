@@ -184,4 +184,30 @@ ShmPath::ShmPath(const std::string& tag)
 
 ShmPath::~ShmPath() { ::unlink(path.c_str()); }
 
+int exit_code(int status)
+{
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+std::pair<std::string, int> finish(Child& child, std::chrono::milliseconds timeout)
+{
+    std::string line;
+    try {
+        line = child.read_line(timeout);
+    } catch (const std::runtime_error&) { // it ended (or hung) without a line: its status says which
+    }
+    return {line, exit_code(child.wait())};
+}
+
+std::pair<std::string, int> read_all(Child& child)
+{
+    std::string out;
+    try {
+        for (;;)
+            out += child.read_line() + "\n";
+    } catch (const std::runtime_error&) { // EOF: it is done
+    }
+    return {out, exit_code(child.wait())};
+}
+
 } // namespace shmlink::test

@@ -51,6 +51,16 @@ private:
     std::string buffered_;
 };
 
+/// A wait status as one number: the exit code, or 128 + the signal that killed it.
+int exit_code(int status);
+
+/// The child's answer line ("" when it ended without one) and its exit code
+/// (exit_code()): for helpers that print one line and exit.
+std::pair<std::string, int> finish(Child& child, std::chrono::milliseconds timeout = std::chrono::seconds(300));
+
+/// Everything the child writes to stdout until it closes it, and its exit code (exit_code()).
+std::pair<std::string, int> read_all(Child& child);
+
 /// A helper executable's path, from the environment variable meson sets
 /// for it (tests/meson.build); throws when it is not set.
 std::string helper_path(const char* env_var);

@@ -79,6 +79,16 @@ inline bool check_message(std::uint64_t seed, std::uint64_t seq, std::size_t max
 /// The hash an MPMC test item of producer `id`, number `seq`, carries.
 inline std::uint64_t item_hash(std::uint64_t id, std::uint64_t seq) noexcept { return mix(id * 1'000'003 + seq); }
 
+/// The MPMC test item (ring_peer's mpmc jobs and the tests that read them):
+/// who sent it, its number, and item_hash() of both.
+struct Item {
+    std::uint64_t producer;
+    std::uint64_t seq;
+    std::uint64_t hash;
+};
+
+inline Item make_item(std::uint64_t id, std::uint64_t seq) noexcept { return {id, seq, item_hash(id, seq)}; }
+
 /// Message `seq` of producer `id` in the MPSC tests: `id` in 8 bytes, then
 /// message `seq` of stream `id` with at most `max_length` bytes. `out` holds
 /// 8 + max_length bytes; returns the message's length.

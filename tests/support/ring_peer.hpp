@@ -23,14 +23,6 @@ inline Child start_ring_peer(const std::vector<std::string>& args, const std::ve
     return spawn_helper("SHMLINK_RING_PEER", args, pass);
 }
 
-/// The helper's answer and its exit code (128 + signal when killed).
-inline std::pair<std::string, int> finish(Child& peer, std::chrono::milliseconds timeout = std::chrono::seconds(300))
-{
-    std::string line = peer.read_line(timeout);
-    const int status = peer.wait();
-    return {line, WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status)};
-}
-
 /// The number after "key=" in an answer.
 inline double field(const std::string& answer, const std::string& key)
 {

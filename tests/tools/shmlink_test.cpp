@@ -32,14 +32,7 @@ std::pair<std::string, int> run_tool(const std::vector<std::string>& args, const
     Child child = test::spawn_helper("SHMLINK_TOOL", args);
     if (!answer.empty())
         child.send(answer);
-    std::string out;
-    try {
-        for (;;)
-            out += child.read_line() + "\n";
-    } catch (const std::runtime_error&) { // EOF: the tool is done
-    }
-    const int status = child.wait();
-    return {out, WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status)};
+    return test::read_all(child);
 }
 
 std::span<const std::byte> bytes_of(const std::string& s) { return std::as_bytes(std::span(s)); }
@@ -185,14 +178,7 @@ std::pair<std::string, int> run_python(const std::string& script, const std::vec
     std::vector<std::string> argv {test::helper_path("SHMLINK_PYTHON"), "-c", script};
     argv.insert(argv.end(), args.begin(), args.end());
     Child child = Child::spawn(argv);
-    std::string out;
-    try {
-        for (;;)
-            out += child.read_line() + "\n";
-    } catch (const std::runtime_error&) {
-    }
-    const int status = child.wait();
-    return {out, WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status)};
+    return test::read_all(child);
 }
 
 } // namespace
