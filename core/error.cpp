@@ -41,6 +41,7 @@ public:
         case Errc::protocol_mismatch: return "unsupported protocol version";
         case Errc::refused: return "refused by the host";
         case Errc::timed_out: return "timed out";
+        case Errc::corrupt_object: return "the object's control block is corrupt";
         }
         return "unknown shmlink error " + std::to_string(value);
     }
@@ -60,8 +61,22 @@ std::error_code errno_code() noexcept { return {errno, std::system_category()}; 
 
 Error::Error(std::error_code code, std::string_view context, std::string_view detail)
     : std::system_error(code)
-    , message_(std::string(context) + ": " + (detail.empty() ? code.message() : std::string(detail)))
+    , message_(std::string(context) + ": " + std::string(detail))
 {
+    // The detail says what was being done, or why; the code's own text is
+    // the cause, and is never dropped unless the detail already says it.
+    const std::string cause = code.message();
+    if (detail.empty())
+        message_ += cause;
+    else if (detail.find(cause) == std::string_view::npos)
+        message_ += ": " + cause;
+}
+
+Error::Error(std::error_code code, std::string_view context, Reason reason)
+    : std::system_error(code), message_(std::string(context) + ": " + std::string(reason.text))
+{
+    if (reason.text.empty())
+        message_ += code.message();
 }
 
 } // namespace shmlink

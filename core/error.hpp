@@ -42,17 +42,26 @@ enum class Errc {
     protocol_mismatch,    ///< the peer speaks another protocol version
     refused,              ///< the host refused this guest (credentials, or full)
     timed_out,            ///< a setup step (handshake, connect) took longer than its timeout
+    corrupt_object,       ///< an object's control block breaks its own rules (a peer wrote over it)
 };
 
 const std::error_category& error_category() noexcept;
 std::error_code make_error_code(Errc e) noexcept;
 
 /// The exception thrown by setup calls. what() reads
-/// "<context>: <detail or the code's message>", e.g.
+/// "<context>: <detail>: <the code's message>", e.g. "guest /run/x.sock:
+/// take a lane of host.inbox: every producer lane is taken": the detail
+/// says what was being done, and the code's message, the cause, is never
+/// dropped (only left out when the detail already contains it). A Reason
+/// says why in more words than the code: "<context>: <reason>", e.g.
 /// "attach /dev/shm/demo: layout version 3 is newer than 1".
 class Error : public std::system_error {
 public:
+    struct Reason {
+        std::string_view text;
+    };
     Error(std::error_code code, std::string_view context, std::string_view detail = {});
+    Error(std::error_code code, std::string_view context, Reason reason);
     const char* what() const noexcept override { return message_.c_str(); }
 
 private:

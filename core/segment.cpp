@@ -86,7 +86,7 @@ Result throwing(std::string_view context, Call&& call)
     Result result = call(ec, detail);
     if (ec) {
         logger().error("{}: {}", context, detail.empty() ? ec.message() : detail);
-        throw Error(ec, context, detail);
+        throw Error(ec, context, Error::Reason {detail}); // core's details say why: the code's own message is less
     }
     return result;
 }
