@@ -30,7 +30,13 @@ public:
     static Channel create(Segment& segment, std::string_view name, std::size_t capacity_bytes)
     {
         return detail::or_throw("create channel", name,
-            [&](std::error_code& ec) { return create(segment, name, capacity_bytes, ec); });
+            [&](std::error_code& ec) { return create(segment, name, capacity_bytes, ec); },
+            [&] {
+                return capacity_bytes / 2 < sizeof(T) + sizeof(ipc::RecordHeader)
+                    ? "an item of " + std::to_string(sizeof(T)) + " bytes does not fit a ring of "
+                        + std::to_string(capacity_bytes) + " bytes (at most capacity_bytes / 2 - 8)"
+                    : detail::capacity_rule("capacity_bytes", capacity_bytes);
+            });
     }
     static Channel create(Segment& segment, std::string_view name, std::size_t capacity_bytes,
         std::error_code& ec) noexcept

@@ -37,6 +37,7 @@ const char* lane_state_name(std::uint32_t state) noexcept
     case ipc::LaneState::free: return "free";
     case ipc::LaneState::owned: return "owned";
     case ipc::LaneState::draining: return "draining";
+    case ipc::LaneState::held: return "held";
     }
     return "invalid";
 }

@@ -90,6 +90,7 @@ enum class LaneState : std::uint32_t {
     free = 0,     ///< a producer may take it (compare-and-swap from 0)
     owned = 1,    ///< a live producer writes into it
     draining = 2, ///< its producer left or died: the consumer drains it, then frees it
+    held = 3,     ///< the consumer holds it for one producer (the pid bits carry a token instead)
 };
 
 /// One producer's lane in an MPSC ring. Whether its owner lives is not

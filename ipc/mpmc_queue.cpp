@@ -97,7 +97,7 @@ MpmcLayout open_mpmc(Segment& segment, std::string_view name, std::size_t item_b
     if (!valid_capacity(capacity) || stored_item_bytes == 0 || stored_item_bytes > 4096
         || cell_bytes != cell_bytes_for(stored_item_bytes)
         || length != sizeof(ipc::MpmcQueueControl) + kSlotsBytes + capacity * cell_bytes) {
-        ec = Errc::corrupt_directory;
+        ec = Errc::corrupt_object;
         logger().warn("MPMC queue '{}': {} cells of {} bytes do not fill its {}-byte object", name, capacity,
             cell_bytes, length);
         return {};

@@ -101,7 +101,8 @@ public:
     static MpmcQueue create(Segment& segment, std::string_view name, std::size_t capacity)
     {
         return detail::or_throw("create MPMC queue", name,
-            [&](std::error_code& ec) { return create(segment, name, capacity, ec); });
+            [&](std::error_code& ec) { return create(segment, name, capacity, ec); },
+            [&] { return "capacity must be a power of two from 2 to 2^24 items, not " + std::to_string(capacity); });
     }
     static MpmcQueue create(Segment& segment, std::string_view name, std::size_t capacity,
         std::error_code& ec) noexcept
@@ -140,6 +141,8 @@ public:
     /// ok, full, or corrupt.
     RingStatus try_push(const T& item) noexcept
     {
+        if (!valid())
+            return RingStatus::corrupt;
         std::atomic_ref enqueue(layout_.control->enqueue_pos);
         // acquire: pairs with the acq_rel claims of other producers, so the
         // sequence read next is at least as new as the position.
@@ -173,6 +176,8 @@ public:
     /// ok (with `item` written), empty, or corrupt.
     RingStatus try_pop(T& item) noexcept
     {
+        if (!valid())
+            return RingStatus::corrupt;
         std::atomic_ref dequeue(layout_.control->dequeue_pos);
         // acquire: as in try_push().
         std::uint64_t pos = dequeue.load(std::memory_order_acquire);
@@ -212,6 +217,8 @@ public:
     /// of dead consumers every kRecoverInterval meanwhile).
     RingStatus push(const T& item, std::chrono::nanoseconds timeout, const WaitOptions& options = {}) noexcept
     {
+        if (!valid())
+            return RingStatus::corrupt;
         return detail::retry(RingStatus::full, timeout, [&] { return try_push(item); }, [&](auto deadline) {
             return wait_recovering(layout_.control->writable, [&] { return has_room(); }, options, deadline);
         });
@@ -220,6 +227,8 @@ public:
     /// of dead producers every kRecoverInterval meanwhile).
     RingStatus pop(T& item, std::chrono::nanoseconds timeout, const WaitOptions& options = {}) noexcept
     {
+        if (!valid())
+            return RingStatus::corrupt;
         return detail::retry(RingStatus::empty, timeout, [&] { return try_pop(item); }, [&](auto deadline) {
             return wait_recovering(layout_.control->readable, [&] { return has_item(); }, options, deadline);
         });
@@ -233,12 +242,16 @@ public:
     /// Claims released by recover() in any process, since the queue was created.
     [[nodiscard]] std::uint64_t abandoned_claims() const noexcept
     {
+        if (!valid())
+            return 0;
         return std::atomic_ref(layout_.control->abandoned_claims).load(std::memory_order_relaxed);
     }
 
     /// Items claimed by producers and not yet by consumers (approximate while they run).
     [[nodiscard]] std::size_t size() const noexcept
     {
+        if (!valid())
+            return 0;
         const auto out = std::atomic_ref(layout_.control->dequeue_pos).load(std::memory_order_relaxed);
         const auto in = std::atomic_ref(layout_.control->enqueue_pos).load(std::memory_order_relaxed);
         return in > out && in - out <= layout_.capacity ? static_cast<std::size_t>(in - out) : 0;

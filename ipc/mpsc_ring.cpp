@@ -61,7 +61,7 @@ ipc::MpscRingControl* open_control(Segment& segment, std::string_view name, std:
     lanes = control->lane_count;
     if (lanes == 0 || lanes > kMaxLanes || !SpscRing::valid_capacity(lane_capacity)
         || object_bytes(lanes, lane_capacity) != length) {
-        ec = Errc::corrupt_directory;
+        ec = Errc::corrupt_object;
         logger().warn("MPSC ring '{}': {} lanes of {} bytes do not fill its {}-byte object", name, lanes,
             lane_capacity, length);
         return nullptr;
@@ -129,26 +129,55 @@ MpscProducer MpscProducer::open(Segment& segment, std::string_view name, std::er
     UniqueFd lock = reopen_segment(segment, ec);
     if (!lock)
         return {};
-    const auto object_offset = static_cast<std::uint64_t>(reinterpret_cast<std::byte*>(control) - segment.base());
     for (std::uint32_t i = 0; i < lanes; ++i) {
-        ipc::MpscLane* shared = lane_at(control, lane_capacity, i);
-        // The lock first: an owned lane is always locked while its owner lives.
-        if (!lock_byte(lock, object_offset + i))
-            continue;
-        std::uint64_t free = owner_word(0, ipc::LaneState::free);
-        // acquire: pairs with the release store of a free owner in MpscRing::reset(),
-        // so the lane's reset positions are visible before we start at them.
-        if (!std::atomic_ref(shared->owner).compare_exchange_strong(free, owner_word(::getpid(), ipc::LaneState::owned),
-                std::memory_order_acquire, std::memory_order_relaxed)) {
-            // Not free (a previous owner's lane still draining): give the lock back.
-            unlock_byte(lock, object_offset + i);
-            continue;
-        }
-        SpscRing ring(&shared->ring, reinterpret_cast<std::byte*>(shared + 1), lane_capacity, &control->readable_seq);
-        return MpscProducer(std::move(ring), shared, i, std::move(lock));
+        MpscProducer producer = take(segment, control, lane_capacity, i, owner_word(0, ipc::LaneState::free), lock);
+        if (producer.valid())
+            return producer;
     }
     ec = Errc::no_free_lane;
     return {};
+}
+
+MpscProducer MpscProducer::open_held(Segment& segment, std::string_view name, std::uint32_t lane,
+    std::uint32_t token, std::error_code& ec) noexcept
+{
+    std::uint64_t lane_capacity = 0;
+    std::uint32_t lanes = 0;
+    ipc::MpscRingControl* control = open_control(segment, name, lane_capacity, lanes, ec);
+    if (control == nullptr)
+        return {};
+    if (lane >= lanes) {
+        ec = Errc::invalid_argument;
+        return {};
+    }
+    UniqueFd lock = reopen_segment(segment, ec);
+    if (!lock)
+        return {};
+    MpscProducer producer = take(segment, control, lane_capacity, lane, owner_word(static_cast<pid_t>(token),
+        ipc::LaneState::held), lock);
+    if (!producer.valid())
+        ec = Errc::no_free_lane;
+    return producer;
+}
+
+MpscProducer MpscProducer::take(Segment& segment, ipc::MpscRingControl* control, std::uint64_t lane_capacity,
+    std::uint32_t index, std::uint64_t expected, UniqueFd& lock) noexcept
+{
+    const auto lock_offset = static_cast<std::uint64_t>(reinterpret_cast<std::byte*>(control) - segment.base()) + index;
+    ipc::MpscLane* shared = lane_at(control, lane_capacity, index);
+    // The lock first: an owned lane is always locked while its owner lives.
+    if (!lock_byte(lock, lock_offset))
+        return {};
+    // acquire: pairs with the release store of a free owner in MpscRing::reset(),
+    // so the lane's reset positions are visible before we start at them.
+    if (!std::atomic_ref(shared->owner).compare_exchange_strong(expected,
+            owner_word(::getpid(), ipc::LaneState::owned), std::memory_order_acquire, std::memory_order_relaxed)) {
+        // Not ours to take (owned, draining, or held for another): give the lock back.
+        unlock_byte(lock, lock_offset);
+        return {};
+    }
+    SpscRing ring(&shared->ring, reinterpret_cast<std::byte*>(shared + 1), lane_capacity, &control->readable_seq);
+    return MpscProducer(std::move(ring), shared, index, std::move(lock));
 }
 
 // ---- consumer ----
@@ -162,7 +191,12 @@ MpscRing MpscRing::create(Segment& segment, std::string_view name, std::size_t l
     std::uint32_t lanes, const MpscOptions& options)
 {
     return detail::or_throw("create MPSC ring", name,
-        [&](std::error_code& ec) { return create(segment, name, lane_capacity_bytes, lanes, options, ec); });
+        [&](std::error_code& ec) { return create(segment, name, lane_capacity_bytes, lanes, options, ec); },
+        [&] {
+            return lanes == 0 || lanes > kMaxLanes
+                ? "lanes must be 1 to " + std::to_string(kMaxLanes) + ", not " + std::to_string(lanes)
+                : detail::capacity_rule("lane_capacity_bytes", lane_capacity_bytes);
+        });
 }
 
 MpscRing MpscRing::create(Segment& segment, std::string_view name, std::size_t lane_capacity_bytes,
@@ -204,6 +238,7 @@ try {
     ring.options_ = options;
     ring.next_reap_ = std::chrono::steady_clock::now() + options.reap_interval;
     ring.reap_requested_ = std::make_unique<std::atomic<bool>>(false);
+    ring.held_ = std::make_unique<std::atomic<std::uint64_t>[]>(lanes);
     ring.lanes_.resize(lanes);
     for (std::uint32_t i = 0; i < lanes; ++i) {
         Lane& lane = ring.lanes_[i];
@@ -212,6 +247,12 @@ try {
         // We are the one consumer: a count left by one that died asleep would
         // cost every commit a futex syscall from now on.
         std::atomic_ref(lane.shared->ring.readable.sleepers).store(0, std::memory_order_relaxed);
+        // A lane an earlier consumer held for a producer that never came is
+        // nobody's now: free it (relaxed: the swap orders nothing else).
+        std::uint64_t owner = std::atomic_ref(lane.shared->owner).load(std::memory_order_relaxed);
+        if (state_of(owner) == ipc::LaneState::held)
+            std::atomic_ref(lane.shared->owner).compare_exchange_strong(owner, owner_word(0, ipc::LaneState::free),
+                std::memory_order_relaxed);
     }
     logger(); // made now, so the noexcept slow paths that log never allocate it
     return ring;
@@ -294,6 +335,8 @@ bool MpscRing::wait(std::chrono::steady_clock::time_point deadline, const WaitOp
 
 RingStatus MpscRing::wait_readable(std::chrono::nanoseconds timeout, const WaitOptions& options) noexcept
 {
+    if (!valid())
+        return RingStatus::corrupt;
     maybe_reap();
     if (peeked_ != SIZE_MAX || any_readable())
         return RingStatus::ok;
@@ -303,12 +346,16 @@ RingStatus MpscRing::wait_readable(std::chrono::nanoseconds timeout, const WaitO
 RingStatus MpscRing::pop(std::span<std::byte> buffer, std::size_t& length, std::chrono::nanoseconds timeout,
     const WaitOptions& options) noexcept
 {
+    if (!valid())
+        return RingStatus::corrupt;
     return detail::retry(RingStatus::empty, timeout, [&] { return try_pop(buffer, length); },
         [&](auto deadline) { return wait(deadline, options); });
 }
 
 RingStatus MpscRing::arm_readable() noexcept
 {
+    if (!valid())
+        return RingStatus::corrupt;
     maybe_reap();
     if (peeked_ != SIZE_MAX)
         return RingStatus::ok;
@@ -343,6 +390,9 @@ void MpscRing::reset(Lane& lane) noexcept
     std::atomic_ref(shared.ring.tail).store(0, std::memory_order_relaxed);
     std::atomic_ref(shared.ring.head).store(0, std::memory_order_relaxed);
     std::atomic_ref(shared.ring.writable.sleepers).store(0, std::memory_order_relaxed);
+    // From our own copy: the next producer finds the geometry the ring was
+    // made with, whatever the last one wrote there.
+    shared.ring.capacity_bytes = lane_capacity_;
     lane.ring = consumer_view(lane.shared);
     if (armed_) // we are registered in every lane's count: stay registered in this one
         std::atomic_ref(shared.ring.readable.sleepers).fetch_add(1, std::memory_order_relaxed);
@@ -351,8 +401,18 @@ void MpscRing::reset(Lane& lane) noexcept
 
 std::size_t MpscRing::reap() noexcept
 {
+    if (!valid())
+        return 0;
     next_reap_ = std::chrono::steady_clock::now() + options_.reap_interval;
     reap_requested_->store(false, std::memory_order_relaxed);
+    // The fixed fields every producer checks at open: a producer that
+    // scribbled on them would lock every later one out. Ours are the truth.
+    // (relaxed: producers read them only to validate, and a torn read fails
+    // that producer's open, never a running one.)
+    if (std::atomic_ref(control_->lane_capacity_bytes).load(std::memory_order_relaxed) != lane_capacity_)
+        std::atomic_ref(control_->lane_capacity_bytes).store(lane_capacity_, std::memory_order_relaxed);
+    if (std::atomic_ref(control_->lane_count).load(std::memory_order_relaxed) != lanes_.size())
+        std::atomic_ref(control_->lane_count).store(static_cast<std::uint32_t>(lanes_.size()), std::memory_order_relaxed);
     std::size_t freed = 0;
     for (std::uint32_t i = 0; i < lanes_.size(); ++i) {
         Lane& lane = lanes_[i];
@@ -360,6 +420,9 @@ std::size_t MpscRing::reap() noexcept
         // acquire: pairs with the release compare-and-swap in MpscProducer::leave().
         std::uint64_t seen = owner.load(std::memory_order_acquire);
         if (state_of(seen) == ipc::LaneState::free)
+            continue;
+        // Held by us for a producer on its way (relaxed: our own word, set by hold_lane()).
+        if (state_of(seen) == ipc::LaneState::held && held_[i].load(std::memory_order_relaxed) == seen)
             continue;
         if (state_of(seen) == ipc::LaneState::owned) {
             if (byte_locked(probe_, object_offset_ + i))
@@ -377,6 +440,7 @@ std::size_t MpscRing::reap() noexcept
         if ((!lane.quarantined && lane.ring.readable_now()) || byte_locked(probe_, object_offset_ + i))
             continue;
         reset(lane);
+        held_[i].store(0, std::memory_order_relaxed); // relaxed: published by the release store of owner below
         if (options_.on_lane_freed) // before the lane is offered again
             options_.on_lane_freed(i);
         // release: pairs with the acquire compare-and-swap in MpscProducer::open().
@@ -384,6 +448,38 @@ std::size_t MpscRing::reap() noexcept
         ++freed;
     }
     return freed;
+}
+
+int MpscRing::hold_lane(std::uint32_t token) noexcept
+{
+    const std::uint64_t held = owner_word(static_cast<pid_t>(token), ipc::LaneState::held);
+    for (std::uint32_t i = 0; i < lanes_.size(); ++i) {
+        if (held_[i].load(std::memory_order_relaxed) != 0)
+            continue; // held by us already, or taken and not yet freed by reap()
+        std::uint64_t free = owner_word(0, ipc::LaneState::free);
+        // relaxed: published by the swap below.
+        held_[i].store(held, std::memory_order_relaxed);
+        // acq_rel: the acquire pairs with the release store of a free owner in
+        // reap() (the lane was reset before we hand it out); the release pairs
+        // with reap()'s acquire load of owner, which must find our mark with it.
+        if (std::atomic_ref(lanes_[i].shared->owner).compare_exchange_strong(free, held, std::memory_order_acq_rel,
+                std::memory_order_relaxed))
+            return static_cast<int>(i);
+        held_[i].store(0, std::memory_order_relaxed);
+    }
+    return -1;
+}
+
+bool MpscRing::unhold_lane(std::uint32_t lane, std::uint32_t token) noexcept
+{
+    if (lane >= lanes_.size())
+        return false;
+    std::uint64_t held = owner_word(static_cast<pid_t>(token), ipc::LaneState::held);
+    // relaxed: nothing was written through a lane nobody took.
+    const bool given_back = std::atomic_ref(lanes_[lane].shared->owner).compare_exchange_strong(held,
+        owner_word(0, ipc::LaneState::free), std::memory_order_relaxed);
+    held_[lane].store(0, std::memory_order_relaxed);
+    return given_back;
 }
 
 MpscStats MpscRing::stats() const noexcept
@@ -394,7 +490,8 @@ MpscStats MpscRing::stats() const noexcept
     for (const Lane& lane : lanes_) {
         const auto state = state_of(std::atomic_ref(lane.shared->owner).load(std::memory_order_relaxed));
         stats.producers += state == ipc::LaneState::owned;
-        stats.draining += state != ipc::LaneState::owned && state != ipc::LaneState::free;
+        stats.draining += state != ipc::LaneState::owned && state != ipc::LaneState::free
+            && state != ipc::LaneState::held;
     }
     stats.abandoned_claims = std::atomic_ref(control_->abandoned_claims).load(std::memory_order_relaxed);
     stats.dead_producers = std::atomic_ref(control_->dead_producers).load(std::memory_order_relaxed);

@@ -68,6 +68,12 @@ public:
     /// the segment cannot be reopened through /proc for the lane's lock.
     static MpscProducer open(Segment& segment, std::string_view name);
     static MpscProducer open(Segment& segment, std::string_view name, std::error_code& ec) noexcept;
+    /// Takes lane `lane`, which the consumer holds for this producer under
+    /// `token` (MpscRing::hold_lane(), told to it by the consumer, as a
+    /// host's welcome does). Errors: those of open(), and Errc::no_free_lane
+    /// when the lane is not held under that token (any more).
+    static MpscProducer open_held(Segment& segment, std::string_view name, std::uint32_t lane, std::uint32_t token,
+        std::error_code& ec) noexcept;
 
     using SpscRing::capacity_bytes;
     using SpscRing::commit;
@@ -83,6 +89,10 @@ public:
     [[nodiscard]] std::uint32_t lane() const noexcept { return lane_index_; }
 
 private:
+    /// Takes lane `index` of an opened control block if its owner word is
+    /// `expected`; `lock` (our own description) moves into the producer then.
+    static MpscProducer take(Segment& segment, ipc::MpscRingControl* control, std::uint64_t lane_capacity,
+        std::uint32_t index, std::uint64_t expected, UniqueFd& lock) noexcept;
     MpscProducer(SpscRing lane, ipc::MpscLane* shared, std::uint32_t index, UniqueFd lock) noexcept
         : SpscRing(std::move(lane)), shared_(shared), lane_index_(index), lock_(std::move(lock))
     {
@@ -167,6 +177,15 @@ public:
     }
     [[nodiscard]] MpscStats stats() const noexcept;
 
+    /// From one thread at a time (any thread): holds a free lane for one producer, which takes it
+    /// with MpscProducer::open_held(lane, token); no other producer can take
+    /// it meanwhile. The lane, or -1 when none is free now (a lane its
+    /// producer left is free again once the consumer has drained it).
+    [[nodiscard]] int hold_lane(std::uint32_t token) noexcept;
+    /// From hold_lane()'s thread: gives back a lane held under `token` that its
+    /// producer never took. False when the producer took it meanwhile.
+    bool unhold_lane(std::uint32_t lane, std::uint32_t token) noexcept;
+
 private:
     struct Lane {
         ipc::MpscLane* shared = nullptr;
@@ -177,6 +196,8 @@ private:
     void maybe_reap() noexcept
     {
         // A clock read per 1024 calls keeps reaping off the hot path.
+        if (!valid())
+            return;
         if (reap_requested_->load(std::memory_order_relaxed)
             || ((++calls_ & 1023) == 0 && std::chrono::steady_clock::now() >= next_reap_))
             reap();
@@ -195,6 +216,9 @@ private:
     std::uint64_t calls_ = 0;
     std::chrono::steady_clock::time_point next_reap_ {};
     std::unique_ptr<std::atomic<bool>> reap_requested_; // set by request_reap() from any thread
+    // The owner word of each lane this consumer holds (hold_lane()), 0 for
+    // none: a held word a peer wrote is not ours, and is reaped as draining.
+    std::unique_ptr<std::atomic<std::uint64_t>[]> held_;
     bool armed_ = false;
     std::size_t next_ = 0;         // where the round robin starts
     std::size_t peeked_ = SIZE_MAX; // the lane peek() returned a message from

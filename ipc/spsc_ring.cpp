@@ -36,7 +36,8 @@ SpscRing::SpscRing(ipc::SpscRingControl* control, std::byte* data, std::uint64_t
 SpscRing SpscRing::create(Segment& segment, std::string_view name, std::size_t capacity_bytes)
 {
     return detail::or_throw("create SPSC ring", name,
-        [&](std::error_code& ec) { return create(segment, name, capacity_bytes, ec); });
+        [&](std::error_code& ec) { return create(segment, name, capacity_bytes, ec); },
+        [&] { return detail::capacity_rule("capacity_bytes", capacity_bytes); });
 }
 
 SpscRing SpscRing::create(Segment& segment, std::string_view name, std::size_t capacity_bytes,
@@ -72,11 +73,29 @@ SpscRing SpscRing::open(Segment& segment, std::string_view name, std::error_code
     const std::uint64_t capacity = std::atomic_ref(control->capacity_bytes).load(std::memory_order_relaxed);
     // The capacity is read once, here, and must agree with the directory's length.
     if (!valid_capacity(capacity) || capacity != length - sizeof(ipc::SpscRingControl)) {
-        ec = Errc::corrupt_directory;
+        ec = Errc::corrupt_object;
         logger().warn("SPSC ring '{}': capacity {} does not match its {}-byte object", name, capacity, length);
         return {};
     }
     return SpscRing(control, object + sizeof(ipc::SpscRingControl), capacity, &control->readable.seq);
+}
+
+void SpscRing::reinitialize() noexcept
+{
+    if (!valid())
+        return;
+    // relaxed: nobody else uses the ring now; whoever opens it next finds
+    // these through the acquire loads of its open.
+    std::atomic_ref(control_->capacity_bytes).store(capacity_, std::memory_order_relaxed);
+    std::atomic_ref(control_->claim).store(0, std::memory_order_relaxed);
+    std::atomic_ref(control_->tail).store(0, std::memory_order_relaxed);
+    std::atomic_ref(control_->head).store(0, std::memory_order_relaxed);
+    std::atomic_ref(control_->readable.sleepers).store(0, std::memory_order_relaxed);
+    std::atomic_ref(control_->writable.sleepers).store(0, std::memory_order_relaxed);
+    write_ = read_ = cached_head_ = cached_tail_ = peeked_end_ = 0;
+    reserved_ = false;
+    armed_ = false;
+    broken_ = false;
 }
 
 std::size_t SpscRing::size_bytes() const noexcept

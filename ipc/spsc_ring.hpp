@@ -134,6 +134,12 @@ public:
     /// Bytes committed and not yet released (records and padding), as of now.
     [[nodiscard]] std::size_t size_bytes() const noexcept;
 
+    /// For the ring's owner, when no other process uses the ring any more (a
+    /// host whose guest on this ring left): writes the control block afresh
+    /// from this object's own geometry, whatever a peer wrote there, empties
+    /// the ring, and starts this object at its beginning.
+    void reinitialize() noexcept;
+
     // ---- producer ----
 
     /// A writable span of `length` bytes in the ring, or full/too_large/corrupt.

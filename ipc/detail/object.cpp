@@ -1,5 +1,6 @@
 #include "ipc/detail/object.hpp"
 
+#include "core/layout.hpp"
 #include "core/log.hpp"
 
 namespace shmlink::detail {
@@ -36,6 +37,22 @@ std::byte* create_object(Segment& segment, std::string_view name, ipc::ObjectKin
     const ObjectInfo object = segment.allocate(name, static_cast<std::uint16_t>(kind), version, length,
         ipc::kFalseSharingRange, [&](std::span<std::byte> bytes) { initialize(bytes.data()); }, ec);
     return ec ? nullptr : segment.base() + object.offset;
+}
+
+std::string name_rule_broken(std::string_view name)
+{
+    if (name.empty())
+        return "the name is empty (1 to 39 bytes)";
+    if (name.size() >= layout::kNameBytes)
+        return "the name is " + std::to_string(name.size()) + " bytes long (1 to 39 bytes)";
+    if (name.find('\0') != std::string_view::npos)
+        return "the name holds a NUL byte";
+    return {};
+}
+
+std::string capacity_rule(std::string_view what, std::uint64_t capacity_bytes)
+{
+    return std::string(what) + " must be a power of two from 256 to 2^31 bytes, not " + std::to_string(capacity_bytes);
 }
 
 } // namespace shmlink::detail

@@ -27,16 +27,33 @@ std::byte* open_object(Segment& segment, std::string_view name, ipc::ObjectKind 
 std::byte* create_object(Segment& segment, std::string_view name, ipc::ObjectKind kind, std::uint16_t version,
     std::size_t length, const std::function<void(std::byte*)>& initialize, std::error_code& ec) noexcept;
 
+/// Why `name` cannot name an object ("" when it can): 1 to 39 bytes, no NUL.
+std::string name_rule_broken(std::string_view name);
+
 /// Calls the error_code form `make(ec)` and throws shmlink::Error
-/// ("<what> '<name>': <reason>") if it failed.
-template <typename Make>
-auto or_throw(std::string_view what, std::string_view name, Make&& make)
+/// ("<what> '<name>': <reason>") if it failed. For Errc::invalid_argument
+/// the reason is the rule broken: the name's, or else `explain()`.
+template <typename Make, typename Explain>
+auto or_throw(std::string_view what, std::string_view name, Make&& make, Explain&& explain)
 {
     std::error_code ec;
     auto object = make(ec);
-    if (ec)
-        throw Error(ec, std::string(what) + " '" + std::string(name) + "'");
+    if (ec) {
+        std::string reason;
+        if (ec == Errc::invalid_argument && (reason = name_rule_broken(name)).empty())
+            reason = explain();
+        throw Error(ec, std::string(what) + " '" + std::string(name) + "'", reason);
+    }
     return object;
 }
+
+template <typename Make>
+auto or_throw(std::string_view what, std::string_view name, Make&& make)
+{
+    return or_throw(what, name, std::forward<Make>(make), [] { return std::string(); });
+}
+
+/// The rule a ring's capacity breaks, for or_throw's explanation.
+std::string capacity_rule(std::string_view what, std::uint64_t capacity_bytes);
 
 } // namespace shmlink::detail
