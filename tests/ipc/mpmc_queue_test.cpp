@@ -121,7 +121,7 @@ TEST_CASE("sequence numbers no correct queue can hold are reported, never follow
         control->capacity = 1 << 20;
         std::error_code ec;
         MpmcQueue<std::uint64_t>::open(segment, "queue", ec);
-        CHECK(ec == Errc::corrupt_directory);
+        CHECK(ec == Errc::corrupt_object);
     }
 }
 

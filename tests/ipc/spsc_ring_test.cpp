@@ -243,7 +243,7 @@ TEST_CASE("a peer's corrupt positions and records are reported, never followed")
         control->capacity_bytes = 1 << 30;
         std::error_code ec;
         SpscRing::open(segment, "ring", ec);
-        CHECK(ec == Errc::corrupt_directory);
+        CHECK(ec == Errc::corrupt_object);
     }
 }
 
