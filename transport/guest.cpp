@@ -1,10 +1,12 @@
 #include "transport/guest.hpp"
 
 #include "core/error.hpp"
+#include "core/file_type.hpp"
 #include "core/log.hpp"
 #include "transport/frame_socket.hpp"
 
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -24,6 +26,16 @@ constexpr auto kWatchInterval = std::chrono::milliseconds(50);
 /// How long a guest that attaches by path waits for a free lane.
 constexpr auto kLaneWait = std::chrono::seconds(2);
 
+/// ": PATH is a regular file, not a socket" when something else than a
+/// socket is at the path, for the message of a failed connect; "" otherwise.
+std::string what_is_there(const std::filesystem::path& path)
+{
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0 || S_ISSOCK(st.st_mode))
+        return {};
+    return ": " + path.string() + " is " + file_type_name(st.st_mode) + ", not a socket";
+}
+
 } // namespace
 
 struct Guest::State {
@@ -34,9 +46,13 @@ struct Guest::State {
     SpscRing inbox;
     std::error_code host_error;
 
-    /// Takes a lane of host.inbox and opens guest.<lane>. A lane its last
-    /// guest just left is free again within the host's reap interval, so
-    /// no free lane is worth waiting for until `deadline`.
+    /// Handles the control frames that arrived (Guest::poll()).
+    std::error_code poll();
+
+    /// Takes a free lane of host.inbox (a guest joined by path) and opens
+    /// guest.<lane>. A lane its last guest just left is free again within
+    /// the host's reap interval, so no free lane is worth waiting for until
+    /// `deadline`.
     void join(const std::string& context, std::chrono::steady_clock::time_point deadline)
     {
         std::error_code ec;
@@ -45,9 +61,38 @@ struct Guest::State {
                 throw Error(ec, context, "take a lane of host.inbox");
             detail::pause_briefly();
         }
-        inbox = SpscRing::open(segment, "guest." + std::to_string(outbox.lane()));
+        open_inbox(context);
+    }
+
+    /// Takes the lane the host's welcome held for us, and opens guest.<lane>.
+    void join_held(const std::string& context, const protocol::Welcome& welcome)
+    {
+        std::error_code ec;
+        outbox = MpscProducer::open_held(segment, "host.inbox", welcome.lane, welcome.token, ec);
+        if (!outbox.valid())
+            throw Error(ec, context, "take lane " + std::to_string(welcome.lane) + " of host.inbox, held for this guest");
+        open_inbox(context);
+    }
+
+    void open_inbox(const std::string& context)
+    {
+        std::error_code ec;
+        const std::string name = "guest." + std::to_string(outbox.lane());
+        inbox = SpscRing::open(segment, name, ec);
+        if (!inbox.valid())
+            throw Error(ec, context, "open " + name);
         logger().info("{}: joined on lane {}", context, outbox.lane());
     }
+
+    /// A blocking ring call that keeps watching the host meanwhile:
+    /// `attempt()` until it answers other than `busy`, with
+    /// `wait_slice(slice)` (the ring's own blocking call, which answers
+    /// timed_out at the end of its slice) in between, and the control socket
+    /// polled every kWatchInterval. A host gone sets `host_error` and ends it
+    /// with timed_out at once.
+    template <typename Attempt, typename WaitSlice>
+    RingStatus watch(RingStatus busy, std::chrono::nanoseconds timeout, std::error_code& host_error,
+        Attempt&& attempt, WaitSlice&& wait_slice);
 };
 
 Guest::Guest(std::unique_ptr<State> state) noexcept : state_(std::move(state)) {}
@@ -73,17 +118,22 @@ Guest Guest::connect(const std::filesystem::path& socket_path, const GuestOption
         throw Error(errno_code(), context, "socket");
     sockaddr_un address {};
     address.sun_family = AF_UNIX;
+    if (socket_path.empty())
+        throw Error(Errc::invalid_argument, context, Error::Reason {"the socket path is empty"});
     if (socket_path.native().size() >= sizeof(address.sun_path))
-        throw Error(Errc::invalid_argument, context, "the socket path is too long");
+        throw Error(Errc::invalid_argument, context,
+            Error::Reason {"the socket path is " + std::to_string(socket_path.native().size())
+                + " bytes; a Unix socket's path holds at most " + std::to_string(sizeof(address.sun_path) - 1)});
     std::strncpy(address.sun_path, socket_path.c_str(), sizeof(address.sun_path) - 1);
     while (::connect(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
         const int error = errno;
         const bool no_host = error == ENOENT || error == ECONNREFUSED;
         if (error != EAGAIN && error != EINTR && !(no_host && options.wait_for_host))
-            throw Error(std::error_code(error, std::system_category()), context, std::string("connect: ") + std::strerror(error));
+            throw Error(std::error_code(error, std::system_category()), context, "connect" + what_is_there(socket_path));
         if (std::chrono::steady_clock::now() >= deadline)
             throw Error(Errc::timed_out, context,
-                no_host ? std::string("connect: no host came: ") + std::strerror(error) : "connect: the host's backlog stayed full");
+                Error::Reason {no_host ? std::string("connect: no host came: ") + std::strerror(error)
+                                       : "connect: the host's backlog stayed full"});
         if (no_host)
             std::this_thread::sleep_for(std::chrono::milliseconds(10)); // a host starting takes milliseconds
         else
@@ -100,23 +150,30 @@ Guest Guest::connect(const std::filesystem::path& socket_path, const GuestOption
     // is still in our receive queue, so read it even when the hello fails.
     const auto sent = state->control->send(protocol::Hello {static_cast<std::uint32_t>(::getpid()), options.name});
     if (sent && sent != std::errc::broken_pipe && sent != std::errc::connection_reset)
-        throw Error(sent, context, "hello: " + sent.message());
+        throw Error(sent, context, "hello");
 
     ReceivedFrame received;
     std::string reason;
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     if (const auto ec = state->control->receive(received, std::max(left, std::chrono::milliseconds(0)), reason)) {
         if (sent)
-            throw Error(sent, context, "hello: " + sent.message());
+            throw Error(sent, context, "hello");
         throw Error(ec, context, reason.empty() ? "welcome: " + ec.message() : "welcome: " + reason);
     }
-    if (const auto* refusal = std::get_if<protocol::ErrorReport>(&received.frame))
-        throw Error(Errc::refused, context, "refused: " + refusal->text);
-    if (!std::holds_alternative<protocol::Welcome>(received.frame) || received.fds.size() != 1)
-        throw Error(Errc::bad_frame, context, "the host answered the hello with something else than a welcome");
+    if (const auto* refusal = std::get_if<protocol::ErrorReport>(&received.frame)) {
+        if (refusal->code == static_cast<std::uint32_t>(Errc::protocol_mismatch))
+            throw Error(Errc::protocol_mismatch, context, Error::Reason {"the host speaks another protocol: " + refusal->text});
+        throw Error(Errc::refused, context, Error::Reason {"refused: " + refusal->text});
+    }
+    const auto* welcome = std::get_if<protocol::Welcome>(&received.frame);
+    if (welcome == nullptr || received.fds.size() != 1)
+        throw Error(Errc::bad_frame, context, Error::Reason {"the host answered the hello with something else than a welcome"});
     // Guarded: another guest of a path-backed host could truncate the file under us.
     state->segment = Segment::attach(std::move(received.fds.front()), {.map = {.guard_truncation = true}});
-    state->join(context, deadline);
+    state->join_held(context, *welcome);
+    // Only now is this guest one for the host (on_join): it holds its lane and its rings.
+    if (const auto ec = state->control->send(protocol::Joined {welcome->lane}))
+        throw Error(ec, context, "joined");
     return Guest(std::move(state));
 }
 
@@ -156,64 +213,102 @@ Guest Guest::attach(const std::filesystem::path& segment_path)
     return Guest(std::move(state));
 }
 
-Segment& Guest::segment() noexcept { return state_->segment; }
-std::uint32_t Guest::lane() const noexcept { return state_->outbox.lane(); }
-MpscProducer& Guest::outbox() noexcept { return state_->outbox; }
-SpscRing& Guest::inbox() noexcept { return state_->inbox; }
+Guest::State& Guest::state() const
+{
+    if (!state_)
+        throw Error(std::make_error_code(std::errc::not_connected), "guest",
+            "this Guest is not joined (moved from, or its connect or attach failed)");
+    return *state_;
+}
+
+Segment& Guest::segment() { return state().segment; }
+std::uint32_t Guest::lane() const { return state().outbox.lane(); }
+MpscProducer& Guest::outbox() { return state().outbox; }
+SpscRing& Guest::inbox() { return state().inbox; }
 
 std::error_code Guest::poll()
 {
-    State& s = *state_;
-    if (!s.control || s.host_error)
-        return s.host_error;
+    if (!state_)
+        return std::make_error_code(std::errc::not_connected);
+    return state_->poll();
+}
+
+std::error_code Guest::State::poll()
+{
+    if (!control || host_error)
+        return host_error;
     for (;;) {
         ReceivedFrame received;
         std::string reason;
-        const std::error_code ec = s.control->receive(received, std::chrono::milliseconds(0), reason);
+        const std::error_code ec = control->receive(received, std::chrono::milliseconds(0), reason);
         if (ec == Errc::timed_out)
             return {};
         if (ec) {
-            s.host_error = ec;
+            host_error = ec;
             logger().warn("guest: the host is gone: {}", reason.empty() ? ec.message() : reason);
             return ec;
         }
         if (std::holds_alternative<protocol::Grown>(received.frame)) {
             std::error_code refresh_error;
-            s.segment.refresh(refresh_error);
+            segment.refresh(refresh_error);
             if (refresh_error) {
-                s.host_error = refresh_error;
+                host_error = refresh_error;
                 logger().warn("guest: cannot follow the host's grow: {}", refresh_error.message());
                 return refresh_error;
             }
         } else if (std::holds_alternative<protocol::Goodbye>(received.frame)) {
-            s.host_error = Errc::peer_closed;
-            return s.host_error;
+            host_error = Errc::peer_closed;
+            return host_error;
         } else {
-            s.host_error = Errc::bad_frame;
+            host_error = Errc::bad_frame;
             logger().warn("guest: the host sent a frame out of turn");
-            return s.host_error;
+            return host_error;
         }
     }
 }
 
-RingStatus Guest::receive(std::span<std::byte> buffer, std::size_t& length, std::chrono::nanoseconds timeout,
-    std::error_code& host_error)
+template <typename Attempt, typename WaitSlice>
+RingStatus Guest::State::watch(RingStatus busy, std::chrono::nanoseconds timeout, std::error_code& host_error,
+    Attempt&& attempt, WaitSlice&& wait_slice)
 {
-    // The ring first: a message that is there costs no syscall, even when
-    // the host has gone since it sent it.
+    // The ring first: a message (or room) that is there costs no syscall,
+    // even when the host has gone since.
     host_error.clear();
-    const RingStatus first = state_->inbox.try_pop(buffer, length);
-    if (first != RingStatus::empty)
+    const RingStatus first = attempt();
+    if (first != busy)
         return first;
     const auto deadline = deadline_after(timeout);
     for (;;) {
         if ((host_error = poll()))
             return RingStatus::timed_out;
         const auto slice = std::min<std::chrono::nanoseconds>(kWatchInterval, deadline - std::chrono::steady_clock::now());
-        const RingStatus status = state_->inbox.pop(buffer, length, std::max(slice, std::chrono::nanoseconds::zero()));
+        const RingStatus status = wait_slice(std::max(slice, std::chrono::nanoseconds::zero()));
         if (status != RingStatus::timed_out || std::chrono::steady_clock::now() >= deadline)
             return status;
     }
+}
+
+RingStatus Guest::receive(std::span<std::byte> buffer, std::size_t& length, std::chrono::nanoseconds timeout,
+    std::error_code& host_error)
+{
+    if (!state_) {
+        host_error = std::make_error_code(std::errc::not_connected);
+        return RingStatus::corrupt;
+    }
+    SpscRing& ring = state_->inbox;
+    return state_->watch(RingStatus::empty, timeout, host_error, [&] { return ring.try_pop(buffer, length); },
+        [&](std::chrono::nanoseconds slice) { return ring.pop(buffer, length, slice); });
+}
+
+RingStatus Guest::send(std::span<const std::byte> message, std::chrono::nanoseconds timeout, std::error_code& host_error)
+{
+    if (!state_) {
+        host_error = std::make_error_code(std::errc::not_connected);
+        return RingStatus::corrupt;
+    }
+    MpscProducer& ring = state_->outbox;
+    return state_->watch(RingStatus::full, timeout, host_error, [&] { return ring.try_push(message); },
+        [&](std::chrono::nanoseconds slice) { return ring.push(message, slice); });
 }
 
 } // namespace shmlink

@@ -51,13 +51,16 @@ public:
     Guest& operator=(Guest&&) noexcept;
     ~Guest(); ///< says goodbye (when connected) and gives the lane back
 
-    [[nodiscard]] Segment& segment() noexcept;
+    /// The accessors below throw shmlink::Error (ENOTCONN) on a Guest that
+    /// is not valid(); poll(), receive() and send() answer ENOTCONN instead.
+    [[nodiscard]] Segment& segment();
     /// This guest's lane of host.inbox: its identity in the segment.
-    [[nodiscard]] std::uint32_t lane() const noexcept;
-    /// To the host (a lane of host.inbox).
-    [[nodiscard]] MpscProducer& outbox() noexcept;
+    [[nodiscard]] std::uint32_t lane() const;
+    /// To the host (a lane of host.inbox). Its push() waits without looking
+    /// at the host: a guest that may outlive its host sends with send().
+    [[nodiscard]] MpscProducer& outbox();
     /// From the host: the ring guest.N, N being lane().
-    [[nodiscard]] SpscRing& inbox() noexcept;
+    [[nodiscard]] SpscRing& inbox();
 
     /// Handles the control frames that arrived, without waiting: a grown
     /// notice refreshes the segment. Errc::peer_closed once the host is gone
@@ -70,9 +73,14 @@ public:
     /// error) and it returns timed_out at once. Never throws.
     RingStatus receive(std::span<std::byte> buffer, std::size_t& length, std::chrono::nanoseconds timeout,
         std::error_code& host_error);
+    /// outbox().push() that keeps watching the host meanwhile, as receive()
+    /// does: ok, too_large, corrupt, or timed_out (with `host_error` set
+    /// when the host has gone: a full ring it will never read again).
+    RingStatus send(std::span<const std::byte> message, std::chrono::nanoseconds timeout, std::error_code& host_error);
 
 private:
     struct State;
+    State& state() const;
     explicit Guest(std::unique_ptr<State> state) noexcept;
     template <typename Join>
     static Guest or_error(std::error_code& ec, Join&& join) noexcept;

@@ -1,6 +1,7 @@
 #include "transport/host.hpp"
 
 #include "core/error.hpp"
+#include "core/file_type.hpp"
 #include "core/log.hpp"
 #include "transport/frame_socket.hpp"
 
@@ -9,6 +10,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <list>
 #include <optional>
@@ -43,7 +45,8 @@ void remove_stale_socket(const std::filesystem::path& path, const std::string& c
     if (::lstat(path.c_str(), &st) != 0)
         return;
     if (!S_ISSOCK(st.st_mode))
-        throw Error(std::make_error_code(std::errc::file_exists), context, "the path exists and is not a socket");
+        throw Error(std::make_error_code(std::errc::file_exists), context,
+            Error::Reason {path.string() + " is " + file_type_name(st.st_mode) + ", not a socket: left alone"});
     UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
     sockaddr_un address {};
     address.sun_family = AF_UNIX;
@@ -51,7 +54,7 @@ void remove_stale_socket(const std::filesystem::path& path, const std::string& c
     if (!probe)
         throw Error(errno_code(), context, "socket");
     if (::connect(probe.get(), reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0 || errno == EAGAIN)
-        throw Error(std::make_error_code(std::errc::address_in_use), context, "another host listens there");
+        throw Error(std::make_error_code(std::errc::address_in_use), context, Error::Reason {"another host listens there"});
     if (errno != ECONNREFUSED)
         throw Error(errno_code(), context, "cannot tell whether the socket there is stale");
     ::unlink(path.c_str()); // nobody listens: a host that died left it
@@ -63,11 +66,19 @@ void remove_stale_socket(const std::filesystem::path& path, const std::string& c
 /// it and a shared_ptr to their connection, so that neither a destroyed Host
 /// nor an erased connection is ever touched by a handler that runs later.
 struct Host::State : std::enable_shared_from_this<Host::State> {
+    /// Where a connection is in its handshake (docs/protocol.md).
+    enum class Stage {
+        hello,   ///< connected; its hello has not come
+        lane,    ///< said hello; waits for a lane of the inbox to come free
+        joining, ///< welcomed with a held lane; its joined has not come
+        joined,  ///< took its lane: a guest
+    };
     struct Connection {
         FrameSocket socket;
         boost::asio::steady_timer handshake;
         GuestInfo info;
-        bool joined = false;
+        Stage stage = Stage::hello;
+        std::uint32_t token = 0; // the held lane's token, while joining
         bool closed = false;
     };
     using ConnectionPtr = std::shared_ptr<Connection>;
@@ -89,8 +100,9 @@ struct Host::State : std::enable_shared_from_this<Host::State> {
     boost::asio::steady_timer backoff;
     boost::asio::steady_timer integrity; // the segment file's size, every reap_interval
     std::uint64_t truncations_seen = 0;
-    std::list<ConnectionPtr> connections;
+    std::list<ConnectionPtr> connections; // in the order they came
     std::uint64_t next_connection = 1;
+    std::uint32_t next_token = 0;
     ino_t socket_inode = 0;
     bool stopped = false;
 
@@ -164,30 +176,48 @@ struct Host::State : std::enable_shared_from_this<Host::State> {
             accept();
     }
 
+    std::size_t count(Stage stage) const noexcept
+    {
+        return static_cast<std::size_t>(std::count_if(connections.begin(), connections.end(),
+            [stage](const ConnectionPtr& c) { return c->stage == stage; }));
+    }
+
     void admit(stream_protocol::socket socket)
     {
         const std::optional<PeerCredentials> peer = credentials_of(socket);
         auto c = std::make_shared<Connection>(Connection {FrameSocket(std::move(socket)), boost::asio::steady_timer(io),
             GuestInfo {next_connection++, peer.value_or(PeerCredentials {}), {}}});
-        connections.push_back(c);
         if (!peer) {
+            connections.push_back(c);
             refuse(c, "the kernel would not tell who it is (SO_PEERCRED)");
             return;
         }
         const bool allowed = options.allow ? options.allow(*peer) : peer->uid == ::geteuid();
         if (!allowed) {
+            connections.push_back(c);
             refuse(c, "uid " + std::to_string(peer->uid) + " may not join");
             return;
         }
-        if (connections.size() > options.max_guests) {
-            refuse(c, "the host has " + std::to_string(options.max_guests) + " guests already");
-            return;
+        // Handshakes are bounded apart from guests: the oldest gives way, so
+        // that silent connections renewed in time keep nobody out for long.
+        if (connections.size() - count(Stage::joined) >= options.max_pending_handshakes) {
+            const ConnectionPtr oldest = *std::find_if(connections.begin(), connections.end(),
+                [](const ConnectionPtr& p) { return p->stage != Stage::joined; });
+            drop(oldest, std::to_string(options.max_pending_handshakes) + " handshakes were pending; the oldest goes");
+            if (stopped)
+                return;
         }
+        connections.push_back(c);
         c->handshake.expires_after(options.handshake_timeout);
         c->handshake.async_wait([weak = weak_from_this(), c](const boost::system::error_code& error) {
             const auto self = weak.lock();
-            if (self && !error && !c->joined)
-                self->drop(c, "no hello within the handshake timeout");
+            if (!self || error || c->closed || c->stage == Stage::joined)
+                return;
+            if (c->stage == Stage::lane)
+                self->refuse(c, "no lane of host.inbox came free within the handshake timeout");
+            else
+                self->drop(c, c->stage == Stage::hello ? "no hello within the handshake timeout"
+                                                       : "did not take its lane within the handshake timeout");
         });
         receive(c);
     }
@@ -199,17 +229,21 @@ struct Host::State : std::enable_shared_from_this<Host::State> {
             if (!self || c->closed || ec == std::errc::operation_canceled)
                 return;
             if (ec == Errc::peer_closed) {
-                self->drop(c, c->joined ? "hung up" : "hung up before its hello");
+                self->drop(c, c->stage == Stage::joined ? "hung up" : "hung up before it joined");
                 return;
             }
+            if (ec == Errc::protocol_mismatch) // told, so that an older guest can say why
+                c->socket.send(protocol::ErrorReport {static_cast<std::uint32_t>(Errc::protocol_mismatch), reason});
             if (ec) {
                 self->drop(c, reason.empty() ? ec.message() : reason);
                 return;
             }
-            if (const auto* hello = std::get_if<protocol::Hello>(&received.frame); hello && !c->joined) {
-                if (!self->welcome(c, *hello))
-                    return;
-            } else if (std::holds_alternative<protocol::Goodbye>(received.frame) && c->joined) {
+            const auto* joined = std::get_if<protocol::Joined>(&received.frame);
+            if (const auto* hello = std::get_if<protocol::Hello>(&received.frame); hello && c->stage == Stage::hello) {
+                self->hello(c, *hello);
+            } else if (joined && c->stage == Stage::joining && joined->lane == c->info.lane) {
+                self->joined(c);
+            } else if (std::holds_alternative<protocol::Goodbye>(received.frame) && c->stage == Stage::joined) {
                 self->drop(c, "said goodbye");
                 return;
             } else {
@@ -221,11 +255,33 @@ struct Host::State : std::enable_shared_from_this<Host::State> {
         });
     }
 
-    /// Sends the welcome; false (and the connection dropped) when it could not.
-    bool welcome(const ConnectionPtr& c, const protocol::Hello& hello)
+    void hello(const ConnectionPtr& c, const protocol::Hello& hello)
     {
         c->info.name = hello.name;
+        if (count(Stage::joined) + count(Stage::joining) >= options.max_guests) {
+            refuse(c, "the host has " + std::to_string(options.max_guests) + " guests already");
+            return;
+        }
+        c->stage = Stage::lane;
+        offer_lane(c);
+    }
+
+    /// Welcomes a connection waiting for a lane when one is free; otherwise
+    /// it waits for the inbox's next freed lane (on_lane_freed) or its timeout.
+    void offer_lane(const ConnectionPtr& c)
+    {
+        const std::uint32_t token = ++next_token == 0 ? ++next_token : next_token;
+        const int lane = inbox.hold_lane(token);
+        if (lane < 0) {
+            inbox.request_reap(); // a lane its guest just left is free once the consumer has drained it
+            return;
+        }
+        c->info.lane = static_cast<std::uint32_t>(lane);
+        c->token = token;
+        c->stage = Stage::joining;
         protocol::Welcome frame;
+        frame.lane = c->info.lane;
+        frame.token = token;
         frame.size_bytes = segment.size_bytes();
         frame.max_size_bytes = segment.max_size_bytes();
         frame.generation = segment.generation();
@@ -233,16 +289,26 @@ struct Host::State : std::enable_shared_from_this<Host::State> {
         for (const ObjectInfo& o : segment.objects(ec))
             frame.directory.push_back({o.name, o.kind, o.version, o.offset, o.length});
         const BorrowedFd fds[] = {segment.fd()};
-        if ((ec = c->socket.send(frame, fds))) {
+        if ((ec = c->socket.send(frame, fds)))
             drop(c, "welcome not sent: " + ec.message());
-            return false;
-        }
-        c->joined = true;
+    }
+
+    /// Called on the io_context's thread after the inbox freed a lane.
+    void offer_lanes()
+    {
+        for (const auto& c : std::list(connections))
+            if (!stopped && !c->closed && c->stage == Stage::lane)
+                offer_lane(c);
+    }
+
+    void joined(const ConnectionPtr& c)
+    {
+        c->stage = Stage::joined;
         c->handshake.cancel();
-        logger().info("host {}: guest '{}' (pid {}) joined", options.socket_path.string(), c->info.name, c->info.peer.pid);
+        logger().info("host {}: guest '{}' (pid {}) joined on lane {}", options.socket_path.string(), c->info.name,
+            c->info.peer.pid, c->info.lane);
         if (Host* h = host_ptr(); h && h->on_join)
             h->on_join(c->info); // last: it may destroy the Host (stopped is then set)
-        return !c->closed && !stopped;
     }
 
     void refuse(const ConnectionPtr& c, const std::string& why)
@@ -258,12 +324,12 @@ struct Host::State : std::enable_shared_from_this<Host::State> {
     {
         if (c->closed)
             return; // a timer and a read can both end one connection
-        if (c->joined)
+        const bool joined = c->stage == Stage::joined;
+        if (joined)
             logger().info("host {}: guest '{}' (pid {}) left: {}", options.socket_path.string(), c->info.name,
                 c->info.peer.pid, why);
         else
             logger().warn("host {}: dropped pid {}: {}", options.socket_path.string(), c->info.peer.pid, why);
-        const bool joined = c->joined;
         remove(c);
         // The guest's lane of the inbox is freed by the inbox's own reap, on
         // the consumer's thread (the kernel dropped the lane's lock when the
@@ -276,6 +342,10 @@ struct Host::State : std::enable_shared_from_this<Host::State> {
     /// Closes the connection; handlers still queued for it hold it alive and see it closed.
     void remove(const ConnectionPtr& c)
     {
+        // A lane held for a guest that never took it goes back (one it took
+        // is freed by the reap once the guest has gone).
+        if (c->stage == Stage::joining)
+            inbox.unhold_lane(c->info.lane, c->token);
         c->closed = true;
         c->handshake.cancel();
         c->socket.close();
@@ -288,8 +358,16 @@ Host::Host(boost::asio::io_context& io, HostOptions options)
 {
     State& s = *state_;
     const std::string context = "host " + s.options.socket_path.string();
+    if (s.options.socket_path.empty())
+        throw Error(Errc::invalid_argument, context, Error::Reason {"the socket path is empty (no guest could reach an unnamed socket)"});
+    if (s.options.socket_path.native().size() >= sizeof(sockaddr_un::sun_path))
+        throw Error(Errc::invalid_argument, context,
+            Error::Reason {"the socket path is " + std::to_string(s.options.socket_path.native().size())
+                + " bytes; a Unix socket's path holds at most " + std::to_string(sizeof(sockaddr_un::sun_path) - 1)});
     if (s.options.max_guests == 0 || s.options.max_guests > 64)
-        throw Error(Errc::invalid_argument, context, "max_guests must be 1 to 64");
+        throw Error(Errc::invalid_argument, context, Error::Reason {"max_guests must be 1 to 64"});
+    if (s.options.max_pending_handshakes == 0)
+        throw Error(Errc::invalid_argument, context, Error::Reason {"max_pending_handshakes must be at least 1"});
     // Before the segment: a live host at this socket keeps its segment file too.
     remove_stale_socket(s.options.socket_path, context);
     const bool guarded = s.options.guard_truncation && !s.options.segment_path.empty();
@@ -297,13 +375,18 @@ Host::Host(boost::asio::io_context& io, HostOptions options)
         .cleanup = Cleanup::unlink_on_close, .replace_existing = true, .map = {.guard_truncation = guarded}};
     s.segment = s.options.segment_path.empty() ? Segment::create_anonymous(s.options.segment_bytes, segment_options)
                                                : Segment::create(s.options.segment_path, s.options.segment_bytes, segment_options);
-    MpscOptions inbox_options {.reap_interval = s.options.reap_interval, .on_lane_freed = [&s](std::uint32_t lane) {
-        // Before the lane is offered again: the next guest on it must not
-        // read what was meant for the last one.
-        std::error_code ec;
-        SpscRing leftovers = SpscRing::open(s.segment, guest_ring_name(lane), ec);
-        leftovers.consume([](std::span<const std::byte>) {}, SIZE_MAX);
-    }};
+    MpscOptions inbox_options {.reap_interval = s.options.reap_interval,
+        .on_lane_freed = [&s, weak = std::weak_ptr<State>(state_)](std::uint32_t lane) {
+            // On the consumer's thread, before the lane is offered again: the
+            // next guest on it must neither read what was meant for the last
+            // one nor find the ring as the last one may have scribbled on it.
+            s.outboxes[lane].reinitialize();
+            // Thread-safe: a guest waiting for a lane gets this one.
+            boost::asio::post(s.io, [weak] {
+                if (const auto self = weak.lock(); self && !self->stopped)
+                    self->offer_lanes();
+            });
+        }};
     s.inbox = MpscRing::create(s.segment, "host.inbox", s.options.ring_bytes, s.options.max_guests, inbox_options);
     for (std::uint32_t lane = 0; lane < s.options.max_guests; ++lane)
         s.outboxes.push_back(SpscRing::create(s.segment, guest_ring_name(lane), s.options.ring_bytes));
@@ -321,7 +404,7 @@ Host::Host(boost::asio::io_context& io, HostOptions options)
     if (!error)
         s.acceptor.listen(boost::asio::socket_base::max_listen_connections, error);
     if (error)
-        throw Error(std::error_code(error.value(), std::system_category()), context, "listen: " + error.message());
+        throw Error(std::error_code(error.value(), std::system_category()), context, "listen on the socket");
     struct stat st {};
     if (::stat(s.options.socket_path.c_str(), &st) == 0)
         s.socket_inode = st.st_ino;
@@ -336,7 +419,7 @@ Host::~Host()
     State& s = *state_;
     s.stopped = true; // handlers that still run see it and leave everything alone
     for (const auto& c : std::list(s.connections)) {
-        if (c->joined)
+        if (c->stage == State::Stage::joined)
             c->socket.send(protocol::Goodbye {});
         s.remove(c);
     }
@@ -354,15 +437,21 @@ Segment& Host::segment() noexcept { return state_->segment; }
 
 MpscRing& Host::inbox() noexcept { return state_->inbox; }
 
-SpscRing& Host::outbox(std::uint32_t lane) { return state_->outboxes.at(lane); }
-
-std::size_t Host::guest_count() const noexcept
+SpscRing& Host::outbox(std::uint32_t lane)
 {
-    std::size_t joined = 0;
-    for (const auto& c : state_->connections)
-        joined += c->joined;
-    return joined;
+    if (lane >= state_->outboxes.size())
+        throw Error(Errc::invalid_argument, "host " + state_->options.socket_path.string(),
+            Error::Reason {"outbox(" + std::to_string(lane) + "): the host has lanes 0 to "
+                + std::to_string(state_->outboxes.size() - 1)});
+    return state_->outboxes[lane];
 }
+
+RingStatus Host::send(std::uint32_t lane, std::span<const std::byte> message) noexcept
+{
+    return lane < state_->outboxes.size() ? state_->outboxes[lane].try_push(message) : RingStatus::corrupt;
+}
+
+std::size_t Host::guest_count() const noexcept { return state_->count(State::Stage::joined); }
 
 void Host::grow(std::size_t new_size_bytes)
 {
@@ -373,7 +462,8 @@ void Host::grow(std::size_t new_size_bytes)
     for (const auto& c : std::list(s.connections)) {
         if (s.stopped)
             return;
-        if (c->joined && !c->closed)
+        // Joining guests too: they attached at the welcome's size.
+        if ((c->stage == State::Stage::joined || c->stage == State::Stage::joining) && !c->closed)
             if (const auto ec = c->socket.send(grown))
                 s.drop(c, "cannot be told of the grow (" + ec.message() + "): it stopped reading its socket");
     }

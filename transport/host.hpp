@@ -39,20 +39,33 @@ struct PeerCredentials {
 struct GuestInfo {
     std::uint64_t connection = 0; ///< numbers connections in the order they came
     PeerCredentials peer;
-    std::string name; ///< from its hello
+    std::string name;       ///< from its hello
+    std::uint32_t lane = 0; ///< its lane of host.inbox (and its ring guest.N), once joined
 };
 
 struct HostOptions {
-    std::filesystem::path socket_path;  ///< where guests connect; replaced if a stale socket is there
-    std::filesystem::path segment_path; ///< empty: an anonymous memfd, reachable only through the socket
+    /// Where guests connect (1 to 107 bytes); replaced only if a stale socket
+    /// is there (nobody listens), never when a host listens or it is no socket.
+    std::filesystem::path socket_path;
+    /// Empty: an anonymous memfd, reachable only through the socket. A path
+    /// is created anew; the file there is taken over only when it is a
+    /// shmlink segment whose creator is dead (SegmentOptions::take_over_dead):
+    /// a live host's segment is refused, and so is any other file.
+    std::filesystem::path segment_path;
     std::size_t segment_bytes = std::size_t {4} << 20;
     std::size_t max_segment_bytes = std::size_t {1} << 30;
     std::uint32_t max_guests = 8;                  ///< lanes of host.inbox, and guest.N rings
     std::size_t ring_bytes = std::size_t {64} << 10; ///< each lane's and each guest.N ring's capacity
+    /// From connect to joined: a hello, a free lane, and the guest's word
+    /// that it took it. A connection that takes longer is dropped.
     std::chrono::milliseconds handshake_timeout {2000};
+    /// Connections not joined yet that the host keeps at once. They do not
+    /// count against max_guests; when one more comes, the oldest is dropped,
+    /// so that peers that connect and stay silent cannot keep guests out.
+    std::uint32_t max_pending_handshakes = 16;
     std::chrono::milliseconds reap_interval {100};
     /// Who may join; the default lets in processes of the host's own uid.
-    std::function<bool(const PeerCredentials&)> allow;
+    std::function<bool(const PeerCredentials&)> allow = {};
     /// A path-backed segment can be truncated by anyone who may open the
     /// file. With this, the host maps it with MapOptions::guard_truncation
     /// and checks the file every reap_interval: a truncation costs the data
@@ -74,8 +87,17 @@ public:
     /// The consumer of host.inbox: what every guest sends. consume() with a
     /// `(lane, bytes)` handler says which guest (lane) sent what.
     [[nodiscard]] MpscRing& inbox() noexcept;
-    /// The producer of guest.N: to the guest on lane N of the inbox.
+    /// The producer of guest.N: to the guest on lane N of the inbox. Use it
+    /// on the inbox consumer's thread: the host empties and re-initialises
+    /// guest.N there when lane N is freed. Throws shmlink::Error for a lane
+    /// out of range.
     [[nodiscard]] SpscRing& outbox(std::uint32_t lane);
+    /// Sends to the guest on `lane` without ever waiting: ok, or full when
+    /// that guest is not reading (drop the message or keep it; never wait
+    /// for one guest inside consume(), or every other guest waits too),
+    /// too_large, corrupt (also for a lane out of range). The rule of a
+    /// server: one slow guest costs only its own messages.
+    RingStatus send(std::uint32_t lane, std::span<const std::byte> message) noexcept;
     /// Guests joined through the socket now.
     [[nodiscard]] std::size_t guest_count() const noexcept;
 
@@ -83,8 +105,10 @@ public:
     /// grown frame, so that it refreshes before it touches the new extent.
     void grow(std::size_t new_size_bytes);
 
-    /// Called on the io_context's thread when a guest joins or goes (a
-    /// goodbye, a hang-up, or death: the kernel closes a dead guest's socket).
+    /// Called on the io_context's thread when a guest joins (it took its
+    /// lane and opened its rings, and said so) or goes (a goodbye, a
+    /// hang-up, or death: the kernel closes a dead guest's socket); on_leave
+    /// only for a guest that joined.
     /// They may destroy the Host (and with it the callback itself: touch
     /// nothing of the callback's own after that). Must not throw.
     std::function<void(const GuestInfo&)> on_join;

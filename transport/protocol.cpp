@@ -110,6 +110,8 @@ std::vector<std::byte> encode(const Frame& frame)
         w.put32(hello->pid);
         w.put_string(hello->name, kMaxNameBytes);
     } else if (const auto* welcome = std::get_if<Welcome>(&frame)) {
+        w.put32(welcome->lane);
+        w.put32(welcome->token);
         w.put64(welcome->size_bytes);
         w.put64(welcome->max_size_bytes);
         w.put64(welcome->generation);
@@ -135,6 +137,8 @@ std::vector<std::byte> encode(const Frame& frame)
     } else if (const auto* error = std::get_if<ErrorReport>(&frame)) {
         w.put32(error->code);
         w.put_string(error->text, kMaxErrorText);
+    } else if (const auto* joined = std::get_if<Joined>(&frame)) {
+        w.put32(joined->lane);
     }
     return w.finish();
 }
@@ -155,7 +159,7 @@ std::error_code decode_header(std::span<const std::byte> bytes, Header& header, 
         reason = "protocol version " + std::to_string(version) + " (this side speaks " + std::to_string(kVersion) + ")";
         return Errc::protocol_mismatch;
     }
-    if (type < static_cast<std::uint16_t>(FrameType::hello) || type > static_cast<std::uint16_t>(FrameType::error))
+    if (type < static_cast<std::uint16_t>(FrameType::hello) || type > static_cast<std::uint16_t>(FrameType::joined))
         return fail(reason, "unknown frame type");
     header.type = static_cast<FrameType>(type);
     if (header.body_bytes > kMaxFrameBytes - kHeaderBytes)
@@ -186,6 +190,8 @@ std::error_code decode(std::span<const std::byte> bytes, std::size_t fds_receive
     }
     case FrameType::welcome: {
         Welcome welcome;
+        welcome.lane = r.get<std::uint32_t>();
+        welcome.token = r.get<std::uint32_t>();
         welcome.size_bytes = r.get<std::uint64_t>();
         welcome.max_size_bytes = r.get<std::uint64_t>();
         welcome.generation = r.get<std::uint64_t>();
@@ -230,6 +236,9 @@ std::error_code decode(std::span<const std::byte> bytes, std::size_t fds_receive
         frame = std::move(error);
         break;
     }
+    case FrameType::joined:
+        frame = Joined {r.get<std::uint32_t>()};
+        break;
     }
     if (!r.complete())
         return fail(reason, "frame body does not match its type's layout");

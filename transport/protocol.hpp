@@ -16,7 +16,7 @@
 namespace shmlink::protocol {
 
 inline constexpr std::uint32_t kMagic = 0x50434c53; ///< "SLCP" read as a little-endian integer
-inline constexpr std::uint16_t kVersion = 1;
+inline constexpr std::uint16_t kVersion = 2; ///< 2: the welcome names the guest's lane; the guest answers joined
 inline constexpr std::size_t kHeaderBytes = 16;
 inline constexpr std::size_t kMaxFrameBytes = 4096; ///< header included
 inline constexpr std::size_t kMaxNameBytes = 64;
@@ -28,6 +28,7 @@ enum class FrameType : std::uint16_t {
     grown = 3,   ///< host -> guest: the segment grew; refresh before touching the new extent
     goodbye = 4, ///< either way: the sender leaves
     error = 5,   ///< host -> guest: why the host refuses or drops it, before closing
+    joined = 6,  ///< guest -> host: it took the lane the welcome held for it and opened its rings
 };
 
 struct Hello {
@@ -36,6 +37,8 @@ struct Hello {
 };
 
 struct Welcome {
+    std::uint32_t lane = 0;  ///< the lane of host.inbox held for this guest
+    std::uint32_t token = 0; ///< what the held lane's owner word carries until the guest takes it
     std::uint64_t size_bytes = 0;
     std::uint64_t max_size_bytes = 0;
     std::uint64_t generation = 0;
@@ -56,8 +59,12 @@ struct ErrorReport {
     std::string text;       ///< 0..256 bytes, for people
 };
 
-using Frame = std::variant<Hello, Welcome, Grown, Goodbye, ErrorReport>;
-static_assert(std::variant_size_v<Frame> == 5, "type_of() maps the variant's index to FrameType: keep them in order");
+struct Joined {
+    std::uint32_t lane = 0; ///< the lane the guest took: the welcome's
+};
+
+using Frame = std::variant<Hello, Welcome, Grown, Goodbye, ErrorReport, Joined>;
+static_assert(std::variant_size_v<Frame> == 6, "type_of() maps the variant's index to FrameType: keep them in order");
 
 FrameType type_of(const Frame& frame) noexcept;
 /// How many fds travel with a frame of this type (welcome: the segment; others: none).

@@ -46,10 +46,12 @@ TEST_CASE("every frame type survives encode and decode")
     CHECK(hello.pid == 1234);
     CHECK(hello.name == "guest-a");
 
-    Welcome welcome {1 << 20, 1 << 30, 7, {}};
+    Welcome welcome {3, 0xfeedbeef, 1 << 20, 1 << 30, 7, {}};
     welcome.directory.push_back({"host.inbox", 0x0102, 1, 4096, 65536});
     welcome.directory.push_back({"guest.3", 0x0101, 1, 69632, 4480});
     const auto got = std::get<Welcome>(round_trip(welcome));
+    CHECK(got.lane == 3);
+    CHECK(got.token == 0xfeedbeef);
     CHECK(got.size_bytes == welcome.size_bytes);
     CHECK(got.max_size_bytes == welcome.max_size_bytes);
     CHECK(got.generation == 7);
@@ -66,6 +68,7 @@ TEST_CASE("every frame type survives encode and decode")
     const auto error = std::get<ErrorReport>(round_trip(ErrorReport {13, "not your uid"}));
     CHECK(error.code == 13);
     CHECK(error.text == "not your uid");
+    CHECK(std::get<Joined>(round_trip(Joined {5})).lane == 5);
 
     // A full directory still fits in one frame.
     Welcome full;
@@ -88,12 +91,12 @@ TEST_CASE("malformed frames are refused with a reason")
         CHECK(decode_bytes(bytes, 0, reason) == Errc::bad_frame);
         CHECK(reason.find("magic") != std::string::npos);
     }
-    SUBCASE("another protocol version")
+    SUBCASE("another protocol version: version 1, before the welcome named a lane, is refused")
     {
         auto bytes = good;
-        poke<std::uint16_t>(bytes, 4, 2);
+        poke<std::uint16_t>(bytes, 4, 1);
         CHECK(decode_bytes(bytes, 0, reason) == Errc::protocol_mismatch);
-        CHECK(reason.find("version 2") != std::string::npos);
+        CHECK(reason == "protocol version 1 (this side speaks 2)");
     }
     SUBCASE("unknown type")
     {
