@@ -26,11 +26,11 @@ try {
     shmlink::Guest guest = shmlink::Guest::connect(argv[1], {.name = name, .wait_for_host = true});
     for (int i = 1; i <= count; ++i) {
         const std::string text = name + " says hello #" + std::to_string(i);
-        if (guest.outbox().push(std::as_bytes(std::span(text)), 1s) != shmlink::RingStatus::ok)
+        std::error_code host_gone; // send() and receive() notice a host that died
+        if (guest.send(std::as_bytes(std::span(text)), 1s, host_gone) != shmlink::RingStatus::ok)
             return 1;
         char echo[256];
         std::size_t length = 0;
-        std::error_code host_gone;
         if (guest.receive(std::as_writable_bytes(std::span(echo)), length, 5s, host_gone) != shmlink::RingStatus::ok)
             return 1;
         std::printf("%s: the host echoed \"%.*s\"\n", name.c_str(), static_cast<int>(length), echo);

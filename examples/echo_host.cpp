@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <map>
 #include <string>
 
 int main(int argc, char** argv)
@@ -26,13 +27,16 @@ try {
     shmlink::Host host(io, {.socket_path = argv[1], .segment_path = argv[2], .max_guests = 4});
     int joined = 0;
     int left = 0;
+    std::map<std::uint32_t, std::uint64_t> dropped; // per lane: echoes its guest did not make room for
     host.on_join = [&](const shmlink::GuestInfo& guest) {
         ++joined;
         std::printf("host: %s joined (pid %d)\n", guest.name.c_str(), guest.peer.pid);
     };
     host.on_leave = [&](const shmlink::GuestInfo& guest) {
         ++left;
-        std::printf("host: %s left\n", guest.name.c_str());
+        std::printf("host: %s left (%llu echoes dropped)\n", guest.name.c_str(),
+            static_cast<unsigned long long>(dropped[guest.lane]));
+        dropped.erase(guest.lane);
     };
     // guide: end
 
@@ -43,7 +47,10 @@ try {
         const std::size_t echoed = host.inbox().consume(
             [&](std::uint32_t lane, std::span<const std::byte> message) {
                 // Each guest has its own lane of the inbox, and its own ring back.
-                host.outbox(lane).push(message, 1s);
+                // send() never waits: a guest that stops reading loses its own
+                // echoes, and every other guest is served as before.
+                if (host.send(lane, message) == shmlink::RingStatus::full)
+                    ++dropped[lane];
             },
             64);
         if (echoed == 0)

@@ -22,18 +22,20 @@ try {
     shmlink::Guest guest = shmlink::Guest::connect(argv[1], {.name = argv[2]});
 
     std::byte message[64] = {};
+    std::error_code host_error;
     for (std::uint64_t seq = 0; seq < count; ++seq) {
         std::memcpy(message, &seq, sizeof(seq));
-        // Waits (spinning, then asleep on a futex) while the lane is full.
-        if (const auto status = guest.outbox().push(message, 10s); status != shmlink::RingStatus::ok) {
-            std::fprintf(stderr, "%s: push %llu: %s\n", argv[2], static_cast<unsigned long long>(seq),
-                shmlink::to_string(status));
+        // Waits (spinning, then asleep on a futex) while the lane is full,
+        // and gives up at once when the host is gone.
+        if (const auto status = guest.send(message, 10s, host_error); status != shmlink::RingStatus::ok) {
+            std::fprintf(stderr, "%s: send %llu: %s%s%s\n", argv[2], static_cast<unsigned long long>(seq),
+                shmlink::to_string(status), host_error ? ", the host is gone: " : "",
+                host_error ? host_error.message().c_str() : "");
             return 1;
         }
     }
     char thanks[128];
     std::size_t length = 0;
-    std::error_code host_error;
     const auto status = guest.receive(std::as_writable_bytes(std::span(thanks)), length, 30s, host_error);
     if (status != shmlink::RingStatus::ok) {
         std::fprintf(stderr, "%s: no thanks: %s %s\n", argv[2], shmlink::to_string(status), host_error.message().c_str());

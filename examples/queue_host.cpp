@@ -86,7 +86,7 @@ try {
 
     for (const auto& [lane, count] : next) {
         const std::string thanks = "thanks for " + std::to_string(count) + " messages";
-        host.outbox(lane).push(std::as_bytes(std::span(thanks)), 5s);
+        host.send(lane, std::as_bytes(std::span(thanks))); // its ring is empty: it fits
     }
     int failed = 0;
     for (const pid_t pid : guests) {
