@@ -4,7 +4,10 @@
 #include "ipc/wait.hpp"
 #include "transport/fd_socket.hpp"
 
+#include <fcntl.h>
 #include <poll.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 namespace shmlink {
 
@@ -30,6 +33,24 @@ try {
     return std::make_error_code(std::errc::not_enough_memory);
 }
 
+namespace {
+
+/// MSG_CTRUNC says only that passed fds were dropped: by the kernel at this
+/// process's open-file limit, or because more came than a frame carries.
+std::string why_fds_were_dropped()
+{
+    const UniqueFd probe(::fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 0));
+    if (!probe && errno == EMFILE) {
+        rlimit limit {};
+        ::getrlimit(RLIMIT_NOFILE, &limit);
+        return "the kernel dropped the fd the peer passed: this process is at its open-file limit (RLIMIT_NOFILE "
+            + std::to_string(limit.rlim_cur) + ")";
+    }
+    return "the kernel dropped passed fds (MSG_CTRUNC): more than a frame may carry";
+}
+
+} // namespace
+
 std::error_code FrameSocket::read_available(ReceivedFrame& received, std::string& reason)
 {
     for (;;) {
@@ -49,7 +70,7 @@ std::error_code FrameSocket::read_available(ReceivedFrame& received, std::string
                 return protocol::bad_frame();
             }
             if (ec == Errc::control_truncated)
-                reason = "more fds than a frame may carry";
+                reason = why_fds_were_dropped();
             return ec;
         }
         for (auto& fd : got.fds)

@@ -101,7 +101,13 @@ Guest& Guest::operator=(Guest&&) noexcept = default;
 
 Guest::~Guest()
 {
-    if (state_ && state_->control && state_->control->is_open() && !state_->host_error)
+    if (!state_)
+        return;
+    // The lane first: when the host hears the goodbye, it finds the lane
+    // left, and frees it at once for the next guest.
+    state_->inbox = SpscRing();
+    state_->outbox = MpscProducer();
+    if (state_->control && state_->control->is_open() && !state_->host_error)
         state_->control->send(protocol::Goodbye {});
 }
 
@@ -139,13 +145,15 @@ Guest Guest::connect(const std::filesystem::path& socket_path, const GuestOption
         else
             detail::pause_briefly();
     }
-    boost::asio::local::stream_protocol::socket socket(state->io);
-    boost::system::error_code error;
-    socket.assign(boost::asio::local::stream_protocol(), fd.get(), error);
-    if (error)
-        throw Error(std::error_code(error.value(), std::system_category()), context, "register the socket");
-    static_cast<void>(fd.release()); // the Asio socket owns it now
-    state->control.emplace(std::move(socket));
+    try {
+        // Asio makes its reactor (an epoll fd, an eventfd) with the first socket, and throws its own errors.
+        boost::asio::local::stream_protocol::socket socket(state->io);
+        socket.assign(boost::asio::local::stream_protocol(), fd.get());
+        static_cast<void>(fd.release()); // the Asio socket owns it now
+        state->control.emplace(std::move(socket));
+    } catch (const boost::system::system_error& e) {
+        throw Error(std::error_code(e.code().value(), std::system_category()), context, "register the socket");
+    }
     // A host that refuses us may close before our hello is out: its reason
     // is still in our receive queue, so read it even when the hello fails.
     const auto sent = state->control->send(protocol::Hello {static_cast<std::uint32_t>(::getpid()), options.name});

@@ -24,6 +24,8 @@ using boost::asio::local::stream_protocol;
 namespace {
 
 constexpr auto kAcceptBackoff = std::chrono::milliseconds(100);
+/// How often a guest waiting for a lane asks the inbox's consumer to reap.
+constexpr auto kNudgeInterval = std::chrono::milliseconds(5);
 
 std::string guest_ring_name(std::uint32_t lane) { return "guest." + std::to_string(lane); }
 
@@ -84,7 +86,7 @@ struct Host::State : std::enable_shared_from_this<Host::State> {
     using ConnectionPtr = std::shared_ptr<Connection>;
 
     State(Host& host, boost::asio::io_context& io, HostOptions options)
-        : host(host), io(io), options(std::move(options)), acceptor(io), backoff(io), integrity(io)
+        : host(host), io(io), options(std::move(options)), acceptor(io), backoff(io), integrity(io), nudge(io)
     {
     }
 
@@ -99,6 +101,8 @@ struct Host::State : std::enable_shared_from_this<Host::State> {
     stream_protocol::acceptor acceptor;
     boost::asio::steady_timer backoff;
     boost::asio::steady_timer integrity; // the segment file's size, every reap_interval
+    boost::asio::steady_timer nudge;     // asks the inbox to reap while a guest waits for a lane
+    bool nudging = false;
     std::uint64_t truncations_seen = 0;
     std::list<ConnectionPtr> connections; // in the order they came
     std::uint64_t next_connection = 1;
@@ -273,7 +277,11 @@ struct Host::State : std::enable_shared_from_this<Host::State> {
         const std::uint32_t token = ++next_token == 0 ? ++next_token : next_token;
         const int lane = inbox.hold_lane(token);
         if (lane < 0) {
-            inbox.request_reap(); // a lane its guest just left is free once the consumer has drained it
+            // A lane its guest just left is free once the consumer has found
+            // it unlocked and drained it; the lock may go a little after the
+            // socket (a process's fds close one by one), so ask again and again.
+            inbox.request_reap();
+            keep_nudging();
             return;
         }
         c->info.lane = static_cast<std::uint32_t>(lane);
@@ -291,6 +299,22 @@ struct Host::State : std::enable_shared_from_this<Host::State> {
         const BorrowedFd fds[] = {segment.fd()};
         if ((ec = c->socket.send(frame, fds)))
             drop(c, "welcome not sent: " + ec.message());
+    }
+
+    /// While a connection waits for a lane: a reap request every kNudgeInterval.
+    void keep_nudging()
+    {
+        if (nudging)
+            return;
+        nudging = true;
+        nudge.expires_after(kNudgeInterval);
+        nudge.async_wait([weak = weak_from_this()](const boost::system::error_code& error) {
+            const auto self = weak.lock();
+            if (!self || error || self->stopped)
+                return;
+            self->nudging = false;
+            self->offer_lanes(); // nudges again while one still waits
+        });
     }
 
     /// Called on the io_context's thread after the inbox freed a lane.
@@ -426,6 +450,7 @@ Host::~Host()
     boost::system::error_code ignored;
     s.backoff.cancel();
     s.integrity.cancel();
+    s.nudge.cancel();
     s.acceptor.close(ignored);
     // Only our own socket file: a newer host may have taken the path since.
     struct stat st {};

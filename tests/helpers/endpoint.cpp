@@ -14,9 +14,23 @@
 //                                        or the host goes; after each push stores seq + 1 in the
 //                                        8-byte file COUNTER, so that its committed count
 //                                        survives a SIGKILL
+//   endpoint stuck-guest SOCKET COUNT    joins (waiting for its host), sends COUNT messages and never reads an echo;
+//                                        prints "ok sent" and then waits until killed
+//   endpoint scribble SOCKET             joins, writes garbage over the fixed fields of its
+//                                        own rings (guest.<lane>'s capacity, the inbox's lane
+//                                        capacity and count) once, and exits; "ok lane=L"
+//   endpoint linger-guest SOCKET MS      joins, then exits leaving a child that holds the
+//                                        lane's lock (not the socket) for MS more milliseconds:
+//                                        the host hears the hang-up before the lane is free
+//   endpoint send-host SOCKET            joins, then sends (never reading) until a send fails;
+//                                        "ok status=S host=<error> waited_ms=T" (T: the last send)
+//   endpoint nofile-guest SOCKET         joins with its open-file limit a little higher each time
+//                                        until it can; "ok <the error of the first try whose
+//                                        passed fd the kernel dropped>" or "error ..."
 //   endpoint toucher SEGMENT             attaches by path, prints "attached", then refreshes and
 //                                        reads every page it has mapped, over and over, until the
 //                                        creator is gone; "ok size=S generation=G passes=P"
+#include "tests/support/leaks.hpp"
 #include "tests/support/messages.hpp"
 #include "transport/guest.hpp"
 #include "transport/host.hpp"
@@ -24,6 +38,8 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -138,20 +154,121 @@ int soak_guest(const std::string& socket_path, std::uint64_t id, const std::stri
     auto& committed = *static_cast<std::uint64_t*>(mapped);
     Guest guest = Guest::connect(socket_path, {.name = "soak-" + std::to_string(id), .timeout = 10s});
     std::vector<std::byte> message(8 + 512);
+    std::error_code host_error;
     for (std::uint64_t seq = 0;; ++seq) {
         const auto length = test::make_tagged_message(id, seq, 512, message); // as test::Tally reads them
-        RingStatus status = RingStatus::timed_out;
-        while (status == RingStatus::timed_out) {
-            status = guest.outbox().push(std::span(message).first(length), 100ms);
-            if (status == RingStatus::timed_out && guest.poll()) // the host is gone
-                return 0;
-        }
+        const RingStatus status = guest.send(std::span(message).first(length), std::chrono::hours(1), host_error);
+        if (host_error) // the host is gone
+            return 0;
         if (status != RingStatus::ok)
             return 1;
         std::atomic_ref(committed).store(seq + 1, std::memory_order_relaxed);
         if (seq % 64 == 0 && guest.poll()) // grown notices; the host's departure
             return 0;
     }
+}
+
+int stuck_guest(const std::string& socket_path, std::uint64_t count)
+{
+    Guest guest = Guest::connect(socket_path, {.name = "stuck", .timeout = 10s, .wait_for_host = true}); // started with its host
+    std::vector<std::byte> message(24);
+    std::error_code host_error;
+    for (std::uint64_t seq = 0; seq < count; ++seq) {
+        const auto length = test::make_tagged_message(99, seq, 16, message);
+        if (const auto status = guest.send(std::span(message).first(length), 10s, host_error); status != RingStatus::ok) {
+            std::printf("error send %llu: %s\n", static_cast<unsigned long long>(seq), to_string(status));
+            return 1;
+        }
+    }
+    std::printf("ok sent\n");
+    std::fflush(stdout);
+    for (;;)
+        ::pause();
+}
+
+int scribble(const std::string& socket_path)
+{
+    Guest guest = Guest::connect(socket_path, {.name = "scribbler"});
+    const std::uint32_t lane = guest.lane();
+    Segment& segment = guest.segment();
+    const ObjectInfo ring = segment.find("guest." + std::to_string(lane));
+    const ObjectInfo inbox = segment.find("host.inbox");
+    // SpscRingControl::capacity_bytes at 0; MpscRingControl::lane_count at 0 and
+    // lane_capacity_bytes at 8 (docs/layout.md).
+    const std::uint64_t huge = std::uint64_t {1} << 30;
+    const std::uint32_t lanes = 63;
+    if (segment.write_at(ring.offset, std::as_bytes(std::span(&huge, 1)))
+        || segment.write_at(inbox.offset, std::as_bytes(std::span(&lanes, 1)))
+        || segment.write_at(inbox.offset + 8, std::as_bytes(std::span(&huge, 1)))) {
+        std::printf("error write\n");
+        return 1;
+    }
+    std::printf("ok lane=%u\n", lane);
+    return 0;
+}
+
+int linger_guest(const std::string& socket_path, int linger_ms)
+{
+    Guest guest = Guest::connect(socket_path, {.name = "linger"});
+    std::printf("joined lane=%u\n", guest.lane());
+    std::fflush(stdout);
+    if (::fork() == 0) {
+        // The child keeps every fd but the sockets: the lane's lock lives on.
+        for (int fd = 3; fd < 1024; ++fd) {
+            struct stat st {};
+            if (::fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode))
+                ::close(fd);
+        }
+        ::close(STDOUT_FILENO); // the test reads our parent's output to its end
+        ::usleep(static_cast<useconds_t>(linger_ms) * 1000);
+        ::_exit(0);
+    }
+    ::_exit(0); // no goodbye, no leave: as a process that dies
+}
+
+int send_host(const std::string& socket_path)
+{
+    Guest guest = Guest::connect(socket_path, {.name = "sender"});
+    std::printf("joined lane=%u\n", guest.lane());
+    std::fflush(stdout);
+    std::vector<std::byte> message(512);
+    std::error_code host_error;
+    for (;;) {
+        const auto start = std::chrono::steady_clock::now();
+        const RingStatus status = guest.send(message, 60s, host_error);
+        const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start);
+        if (status != RingStatus::ok) {
+            std::printf("ok status=%s host=%s waited_ms=%lld\n", to_string(status),
+                host_error ? host_error.message().c_str() : "alive", static_cast<long long>(waited.count()));
+            return 0;
+        }
+    }
+}
+
+int nofile_guest(const std::string& socket_path)
+{
+    rlimit original {};
+    ::getrlimit(RLIMIT_NOFILE, &original);
+    std::string dropped;
+    for (rlim_t extra = 1; extra < 32; ++extra) {
+        rlimit limit = original;
+        limit.rlim_cur = static_cast<rlim_t>(test::count_open_fds()) + extra;
+        ::setrlimit(RLIMIT_NOFILE, &limit);
+        try {
+            Guest guest = Guest::connect(socket_path, {.name = "nofile"});
+            ::setrlimit(RLIMIT_NOFILE, &original);
+            std::printf(dropped.empty() ? "error no try lost its fd\n" : "ok %s\n", dropped.c_str());
+            return 0;
+        } catch (const Error& e) {
+            if (dropped.empty() && e.code() == Errc::control_truncated)
+                dropped = e.what();
+        } catch (const std::exception& e) { // not a shmlink::Error: a setup call broke its promise
+            std::printf("error %s\n", e.what());
+            return 1;
+        }
+    }
+    std::printf("error never joined\n");
+    return 1;
 }
 
 /// Reads every page of the segment as far as it is mapped, again and again:
@@ -211,11 +328,21 @@ try {
     }
     if (job == "soak-guest" && argc == 5)
         return soak_guest(argv[2], std::strtoull(argv[3], nullptr, 10), argv[4]);
+    if (job == "stuck-guest" && argc == 4)
+        return stuck_guest(argv[2], std::strtoull(argv[3], nullptr, 10));
+    if (job == "scribble" && argc == 3)
+        return scribble(argv[2]);
+    if (job == "linger-guest" && argc == 4)
+        return linger_guest(argv[2], std::atoi(argv[3]));
+    if (job == "send-host" && argc == 3)
+        return send_host(argv[2]);
+    if (job == "nofile-guest" && argc == 3)
+        return nofile_guest(argv[2]);
     if (job == "toucher" && argc == 3)
         return toucher(argv[2]);
     if (job == "wait-host" && argc == 3)
         return wait_host(argv[2]);
-    std::fprintf(stderr, "usage: endpoint host|guest|early-guest|path-guest|wait-host|truncate|soak-guest|toucher ...\n");
+    std::fprintf(stderr, "usage: endpoint host|guest|early-guest|path-guest|wait-host|truncate|soak-guest|stuck-guest|scribble|linger-guest|send-host|nofile-guest|toucher ...\n");
     return 2;
 } catch (const std::exception& e) {
     std::printf("error %s\n", e.what());

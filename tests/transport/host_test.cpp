@@ -441,3 +441,231 @@ TEST_CASE("a guest's lane is free for the next guest as soon as the host's consu
         CHECK(guest.wait() == 0);
     }
 }
+
+TEST_CASE("silent connections do not count against max_guests: beyond the pending bound the oldest gives way")
+{
+    const std::string sock = socket_path("silent");
+    boost::asio::io_context io;
+    Host host(io, {.socket_path = sock, .max_guests = 2, .handshake_timeout = 60s, .max_pending_handshakes = 4});
+    int joins = 0;
+    host.on_join = [&](const GuestInfo&) { ++joins; };
+    // More silent peers than guests and than the pending bound, each accepted before the next.
+    std::vector<std::unique_ptr<RawPeer>> silent;
+    for (int i = 0; i < 8; ++i) {
+        silent.push_back(std::make_unique<RawPeer>(sock));
+        io.run_for(5ms);
+    }
+    for (const char* name : {"first", "second"}) {
+        Child guest = start_endpoint({"guest", sock, name, "200"});
+        const std::string answer = answer_of(io, host, guest);
+        INFO(answer);
+        CHECK(answer.find("echoed=200") != std::string::npos);
+        CHECK(guest.wait() == 0);
+    }
+    CHECK(joins == 2);
+    // The oldest silent peers were dropped to make room; the newest are still pending.
+    int closed = 0;
+    for (const auto& peer : silent) {
+        std::byte b[64];
+        const ssize_t n = ::recv(peer->fd.get(), b, sizeof(b), MSG_DONTWAIT);
+        closed += n == 0 || (n < 0 && errno != EAGAIN);
+    }
+    CHECK(closed >= 4);
+    CHECK(closed < 8);
+}
+
+TEST_CASE("a guest that scribbles on its rings' fixed fields costs the next guests nothing: a freed lane is rebuilt")
+{
+    const std::string sock = socket_path("scribble");
+    boost::asio::io_context io;
+    Host host(io, {.socket_path = sock, .max_guests = 1});
+    int joins = 0;
+    int leaves = 0;
+    host.on_join = [&](const GuestInfo&) { ++joins; };
+    host.on_leave = [&](const GuestInfo&) { ++leaves; };
+    Child vandal = start_endpoint({"scribble", sock});
+    CHECK(answer_of(io, host, vandal) == "ok lane=0");
+    CHECK(vandal.wait() == 0);
+    for (const char* name : {"next", "after"}) {
+        Child guest = start_endpoint({"guest", sock, name, "100"}); // on the vandal's lane: the only one
+        const std::string answer = answer_of(io, host, guest);
+        INFO(answer);
+        CHECK(answer.find("ok lane=0 echoed=100") == 0);
+        CHECK(guest.wait() == 0);
+    }
+    serve(io, host, [&] { return leaves == 3; }, 10s);
+    CHECK(joins == 3);
+    CHECK(leaves == 3);
+}
+
+TEST_CASE("the guide's echo host: a guest that stops reading costs only its own echoes; others and newcomers are served")
+{
+    const std::string examples = test::helper_path("SHMLINK_EXAMPLES_DIR");
+    const std::string sock = socket_path("stuck");
+    const test::ShmPath segment_file("echo-stuck");
+    Child host = Child::spawn({examples + "/echo_host", sock, segment_file.path, "5"});
+    // The stuck guest fills its ring of echoes many times over, and never reads one.
+    Child stuck = start_endpoint({"stuck-guest", sock, "20000"});
+    REQUIRE(stuck.read_line() == "ok sent");
+    std::vector<Child> good;
+    for (int i = 0; i < 3; ++i)
+        good.push_back(Child::spawn({examples + "/echo_guest", sock, "good-" + std::to_string(i), "300"}));
+    for (Child& guest : good) {
+        const auto [output, code] = test::read_all(guest);
+        CHECK(code == 0);
+        CHECK(std::count(output.begin(), output.end(), '\n') == 300);
+    }
+    // A newcomer joins within its 2 s timeout, on a lane a good guest left.
+    Child late = Child::spawn({examples + "/echo_guest", sock, "late", "3"});
+    const auto [late_output, late_code] = test::read_all(late);
+    INFO(late_output);
+    CHECK(late_code == 0);
+    stuck.kill(SIGKILL);
+    CHECK(stuck.wait() != 0);
+    const auto [output, code] = test::read_all(host);
+    INFO(output);
+    CHECK(code == 0);
+    CHECK(output.find("host: served 5 of 5 guests") != std::string::npos);
+    CHECK(output.find("host: stuck left (") != std::string::npos);
+    CHECK(output.find("host: stuck left (0 echoes dropped)") == std::string::npos);
+}
+
+TEST_CASE("a guest's lane still locked when its hang-up is heard: the next guest waits for it and joins")
+{
+    // One lane and no periodic reap: only the host's requests while the next
+    // guest waits can free the lane once the leaver's lock is gone.
+    const std::string sock = socket_path("linger");
+    boost::asio::io_context io;
+    Host host(io, {.socket_path = sock, .max_guests = 1, .reap_interval = std::chrono::hours(1)});
+    int joins = 0;
+    host.on_join = [&](const GuestInfo&) { ++joins; };
+    Child leaver = start_endpoint({"linger-guest", sock, "1000"});
+    CHECK(answer_of(io, host, leaver) == "joined lane=0");
+    CHECK(leaver.wait() == 0);
+    Child next = start_endpoint({"guest", sock, "next", "50"});
+    const std::string answer = answer_of(io, host, next);
+    INFO(answer);
+    CHECK(answer.find("ok lane=0 echoed=50") == 0);
+    CHECK(next.wait() == 0);
+    CHECK(joins == 2);
+}
+
+TEST_CASE("a guest that only sends learns that its host died within its watch interval, not at its timeout")
+{
+    const std::string sock = socket_path("send-host");
+    Child host = start_endpoint({"host", sock, "-"});
+    REQUIRE(host.read_line() == "ready");
+    Child sender = start_endpoint({"send-host", sock});
+    REQUIRE(sender.read_line().rfind("joined", 0) == 0);
+    host.kill(SIGKILL);
+    CHECK(host.wait() != 0);
+    const std::string answer = sender.read_line(30s); // its send timeout is 60 s
+    INFO(answer);
+    // A hang-up or a reset (the host died with our bytes unread): either way not "alive".
+    CHECK(answer.find("ok status=timed out host=") == 0);
+    CHECK(answer.find("host=alive") == std::string::npos);
+    CHECK(sender.wait() == 0);
+    ::unlink(sock.c_str());
+}
+
+TEST_CASE("a Guest that is not joined throws or answers ENOTCONN; a lane out of range is an Error, not a crash")
+{
+    const std::string sock = socket_path("invalid");
+    std::error_code ec;
+    Guest failed = Guest::connect(sock, {}, ec);
+    REQUIRE(ec);
+    const test::ShmPath segment_file("invalid");
+    boost::asio::io_context io;
+    Host host(io, {.socket_path = sock, .segment_path = segment_file.path, .max_guests = 2});
+    CHECK_THROWS_WITH_AS((void)host.outbox(7), ("host " + sock + ": outbox(7): the host has lanes 0 to 1").c_str(), Error);
+    CHECK(host.send(7, {}) == RingStatus::corrupt);
+    Guest moved = Guest::attach(segment_file.path);
+    const Guest taker = std::move(moved);
+    CHECK(taker.valid());
+    for (Guest* guest : {&failed, &moved}) {
+        CHECK_FALSE(guest->valid());
+        CHECK_THROWS_AS((void)guest->lane(), Error);
+        CHECK_THROWS_AS((void)guest->outbox(), Error);
+        CHECK_THROWS_AS((void)guest->inbox(), Error);
+        CHECK_THROWS_AS((void)guest->segment(), Error);
+        CHECK(guest->poll() == std::errc::not_connected);
+        std::byte buffer[16];
+        std::size_t length = 0;
+        std::error_code host_error;
+        CHECK(guest->receive(buffer, length, 1ms, host_error) == RingStatus::corrupt);
+        CHECK(host_error == std::errc::not_connected);
+        CHECK(guest->send(buffer, 1ms, host_error) == RingStatus::corrupt);
+        try {
+            (void)guest->lane();
+        } catch (const Error& e) {
+            CHECK(e.code() == std::errc::not_connected);
+            CHECK(std::string(e.what()).find("not joined") != std::string::npos);
+        }
+    }
+}
+
+TEST_CASE("socket paths no guest could reach are refused with the path; errors keep their cause")
+{
+    boost::asio::io_context io;
+    SUBCASE("empty")
+    {
+        CHECK_THROWS_WITH_AS(Host(io, {.socket_path = ""}), "host : the socket path is empty (no guest could reach an unnamed socket)",
+            Error);
+    }
+    SUBCASE("longer than a Unix socket's path")
+    {
+        const std::string long_path = "/tmp/" + std::string(200, 'x') + ".sock";
+        try {
+            Host host(io, {.socket_path = long_path});
+            FAIL("a host on a path no guest can reach");
+        } catch (const Error& e) {
+            CHECK(e.code() == Errc::invalid_argument);
+            CHECK(std::string(e.what()) == "host " + long_path + ": the socket path is 210 bytes; a Unix socket's path holds at most 107");
+        }
+        CHECK_THROWS_AS(Guest::connect(long_path), Error);
+    }
+    SUBCASE("connect at a regular file says what is there")
+    {
+        const std::string file = socket_path("regular");
+        std::fclose(std::fopen(file.c_str(), "w"));
+        try {
+            Guest::connect(file);
+            FAIL("connected to a regular file");
+        } catch (const Error& e) {
+            CHECK(std::string(e.what()) == "guest " + file + ": connect: " + file + " is a regular file, not a socket: Connection refused");
+        }
+        ::unlink(file.c_str());
+    }
+    SUBCASE("a guest by path with every lane taken, or no inbox at all, says which")
+    {
+        const test::ShmPath segment_file("no-lane");
+        const std::string sock = socket_path("no-lane");
+        Host host(io, {.socket_path = sock, .segment_path = segment_file.path, .max_guests = 1});
+        Guest first = Guest::attach(segment_file.path);
+        try {
+            Guest::attach(segment_file.path);
+            FAIL("two guests on one lane");
+        } catch (const Error& e) {
+            CHECK(e.code() == Errc::no_free_lane);
+            CHECK(std::string(e.what()) == "guest " + segment_file.path + ": take a lane of host.inbox: every producer lane is taken");
+        }
+        const test::ShmPath bare("bare");
+        Segment plain = Segment::create(bare.path, 1 << 16);
+        try {
+            Guest::attach(bare.path);
+            FAIL("joined a segment without an inbox");
+        } catch (const Error& e) {
+            CHECK(std::string(e.what()) == "guest " + bare.path + ": take a lane of host.inbox: no such object in the directory");
+        }
+    }
+    SUBCASE("a guest at its open-file limit is told that the kernel dropped the segment's fd")
+    {
+        const std::string sock = socket_path("nofile");
+        Host host(io, {.socket_path = sock});
+        Child guest = start_endpoint({"nofile-guest", sock});
+        const std::string answer = answer_of(io, host, guest);
+        INFO(answer);
+        CHECK(answer.find("ok guest " + sock + ": welcome: the kernel dropped the fd the peer passed: this process is at its open-file limit (RLIMIT_NOFILE ") == 0);
+        CHECK(guest.wait() == 0);
+    }
+}
