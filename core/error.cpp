@@ -41,6 +41,7 @@ public:
         case Errc::protocol_mismatch: return "unsupported protocol version";
         case Errc::refused: return "refused by the host";
         case Errc::timed_out: return "timed out";
+        case Errc::in_use: return "another process owns it";
         }
         return "unknown shmlink error " + std::to_string(value);
     }

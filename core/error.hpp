@@ -42,6 +42,7 @@ enum class Errc {
     protocol_mismatch,    ///< the peer speaks another protocol version
     refused,              ///< the host refused this guest (credentials, or full)
     timed_out,            ///< a setup step (handshake, connect) took longer than its timeout
+    in_use,               ///< create: a live segment is at the path (its creator holds its lock)
 };
 
 const std::error_category& error_category() noexcept;

@@ -100,6 +100,7 @@ Segment& Segment::operator=(Segment&& other) noexcept
     if (this != &other) {
         release();
         fd_ = std::move(other.fd_);
+        creator_lock_ = std::move(other.creator_lock_);
         reservation_ = std::move(other.reservation_);
         mapped_bytes_.store(other.mapped_bytes_.exchange(0, std::memory_order_relaxed), std::memory_order_relaxed);
         data_used_ = other.data_used_;
@@ -137,6 +138,9 @@ void Segment::release() noexcept
     detail::guard_forget(std::exchange(guard_slot_, -1)); // before the mapping and the fd go
     reservation_.reset();
     fd_.reset();
+    // Last, after the unlink above: while we hold it, nobody who removes dead
+    // segments (shmlink gc) acts on the file.
+    creator_lock_.reset();
     mapped_bytes_.store(0, std::memory_order_relaxed);
     owner_ = false;
 }
@@ -256,9 +260,24 @@ Segment Segment::finish_create(UniqueFd fd, std::filesystem::path path, std::siz
     }
     if ((ec = extend_file(fd, 0, size, options.allocate_backing)))
         return {};
+    // The creator's lock, through a description no guest will ever hold (the
+    // fd itself is what guests receive), taken before the magic makes the
+    // segment visible. Without /proc or OFD locks the segment still works;
+    // its creator's liveness is then unknown to everyone, never "dead".
+    std::error_code lock_ec;
+    UniqueFd creator_lock = detail::reopen(fd, O_RDWR, lock_ec);
+    if (creator_lock && !detail::take_creator_lock(creator_lock, lock_ec)) {
+        if (!lock_ec)
+            lock_ec = Errc::in_use; // a peer that opened the fresh file took it first
+        creator_lock.reset();
+    }
+    if (!creator_lock)
+        logger().warn("segment {}: creator lock not taken ({}); liveness of its creator will be unknown",
+            path.empty() ? "memfd" : path.native(), lock_ec.message());
 
     Segment segment;
     segment.fd_ = std::move(fd);
+    segment.creator_lock_ = std::move(creator_lock);
     segment.path_ = std::move(path);
     segment.owner_ = true;
     segment.owner_pid_ = ::getpid();
@@ -288,6 +307,7 @@ Segment Segment::finish_create(UniqueFd fd, std::filesystem::path path, std::siz
     h.directory_capacity = layout::kDirectoryCapacity;
     h.directory_count = 0;
     h.data_used_bytes = layout::kHeaderBytes;
+    h.flags = segment.creator_lock_ ? std::uint32_t {layout::kCreatorLocked} : 0u;
     // release: pairs with the acquire load in attach's validation; the magic
     // goes last so that a header with a good magic is a complete one.
     shared(h.magic).store(layout::kMagic, std::memory_order_release);
@@ -578,15 +598,27 @@ SegmentInfo Segment::info() const noexcept
     info.nonce = h.nonce;
     info.creator_pid = static_cast<pid_t>(h.creator_pid);
     info.creator_start_time = h.creator_start_time;
+    info.flags = h.flags;
     info.directory_count = shared(h.directory_count).load(std::memory_order_acquire);
     info.data_used_bytes = shared(h.data_used_bytes).load(std::memory_order_acquire);
     return info;
 }
 
-bool Segment::creator_alive() const noexcept
+Liveness Segment::creator_liveness() const noexcept
 {
-    const SegmentInfo i = info();
-    return process_alive(i.creator_pid, i.creator_start_time);
+    if (!valid())
+        return Liveness::unknown;
+    if (creator_lock_)
+        return Liveness::alive; // we are the creator, and hold it
+    std::error_code ec;
+    // A description of our own: GETLK does not see the locks of the
+    // description it is asked through, and fd_ may be shared (passed over a
+    // socket, inherited) with whoever holds one.
+    const UniqueFd probe = detail::reopen(fd_, O_RDONLY, ec);
+    if (!probe)
+        return Liveness::unknown;
+    std::string why;
+    return probe_creator(probe, header_of(base()).flags, why);
 }
 
 // ---- directory ------------------------------------------------------------

@@ -5,6 +5,7 @@
 #pragma once
 
 #include "core/error.hpp"
+#include "core/liveness.hpp"
 #include "core/mmap.hpp"
 #include "core/snapshot.hpp"
 #include "core/unique_fd.hpp"
@@ -83,12 +84,19 @@ struct SegmentInfo {
     std::uint64_t nonce = 0;
     pid_t creator_pid = 0;
     std::uint64_t creator_start_time = 0;
+    std::uint32_t flags = 0; ///< layout::HeaderFlags
     std::uint32_t directory_count = 0;
     std::uint64_t data_used_bytes = 0;
 };
 
 /// A mapped segment. Move-only; the destructor unmaps it and closes its fd
 /// (and, for the creator with Cleanup::unlink_on_close, removes the file).
+///
+/// The creator holds a lock on the file for the Segment's lifetime, through
+/// a file description of its own that is never handed to guests; how long
+/// it lives is what creator_liveness() asks the kernel. A child forked from
+/// the creator shares that description, and keeps the creator alive in the
+/// kernel's eyes until it exits or execs.
 ///
 /// Thread safety: data access (bytes(), read_into(), write_at()) from any
 /// thread; grow(), refresh() and allocate() from one thread at a time per
@@ -186,8 +194,11 @@ public:
     /// The header's generation now (bumped by every grow).
     [[nodiscard]] std::uint64_t generation() const noexcept;
     [[nodiscard]] SegmentInfo info() const noexcept;
-    /// True while the creator process (pid and start time) is alive.
-    [[nodiscard]] bool creator_alive() const noexcept;
+    /// Whether the creator's Segment still lives, by a probe of its lock
+    /// (through a file description of this call's own; needs /proc).
+    /// Liveness::unknown when the segment carries no lock flag (an older
+    /// segment, a checkpoint) or the probe fails: never taken for dead.
+    [[nodiscard]] Liveness creator_liveness() const noexcept;
 
     /// Whether the file still holds every byte this process maps. When
     /// another process truncated it, extends it back (the cut extent reads as
@@ -223,6 +234,7 @@ private:
     void release() noexcept;
 
     UniqueFd fd_;
+    UniqueFd creator_lock_; // creator only: a description of our own that holds the creator's lock byte
     Mapping reservation_; // max_size_bytes of address space; the file is mapped over its start
     std::atomic<std::size_t> mapped_bytes_ {0}; // read by any thread, written by grow()/refresh()
     std::uint64_t data_used_ = 0;   // creator only: the allocation cursor (the header gets a copy)

@@ -23,6 +23,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -803,31 +805,93 @@ TEST_CASE("snapshot taken by a guest after the creator grew is a valid segment")
     SHMLINK_CHECK_NO_LEAKS(before);
 }
 
-TEST_CASE("creator_alive: false for a dead creator and for a reused pid")
+namespace {
+
+/// tests/helpers/creator holding a segment at `path`, started under
+/// `runner` (say, unshare and its options) when that is given.
+Child start_creator(const std::string& path, std::vector<std::string> runner = {})
+{
+    runner.push_back(test::helper_path("SHMLINK_CREATOR"));
+    runner.push_back(path);
+    return Child::spawn(runner);
+}
+
+/// unshare's path when this process may make a pid namespace with it, else "".
+std::string pid_namespace_runner()
+{
+    for (const std::string candidate : {"/usr/bin/unshare", "/bin/unshare"})
+        if (::access(candidate.c_str(), X_OK) == 0
+            && std::system((candidate + " --pid --fork --kill-child true >/dev/null 2>&1").c_str()) == 0)
+            return candidate;
+    return {};
+}
+
+} // namespace
+
+TEST_CASE("creator_liveness: the creator's lock tells, not its pid")
 {
     const test::ResourceCount before;
     const test::ShmPath path_file("alive");
     const std::string& path = path_file.path;
     {
-        Segment::create(path, 4096);
-        CHECK(Segment::attach(path).creator_alive());
+        auto creator = std::make_optional(Segment::create(path, 4096));
+        CHECK((creator->info().flags & layout::kCreatorLocked) != 0);
+        CHECK(creator->creator_liveness() == Liveness::alive);
+        CHECK(Segment::attach(path).creator_liveness() == Liveness::alive);
+        // What a guest receives over a socket is the creator's fd; holding it
+        // must not keep the creator alive once the creator is gone.
+        UniqueFd passed(::dup(creator->fd().get()));
+        creator.reset();
+        CHECK(Segment::attach(path).creator_liveness() == Liveness::dead);
+        CHECK(Segment::attach(std::move(passed)).creator_liveness() == Liveness::dead);
 
-        // A creator that has exited: a pid nobody has any more.
-        Child gone = start_guest();
-        const pid_t dead = gone.pid();
-        CHECK(gone.wait() == 0);
-        patch<std::uint32_t>(path, offsetof(layout::SegmentHeader, creator_pid), static_cast<std::uint32_t>(dead));
-        CHECK_FALSE(Segment::attach(path).creator_alive());
+        // The pid and start time of a live process (this one) do not make it alive.
+        patch<std::uint32_t>(path, offsetof(layout::SegmentHeader, creator_pid), static_cast<std::uint32_t>(::getpid()));
+        patch<std::uint64_t>(path, offsetof(layout::SegmentHeader, creator_start_time), process_start_time(::getpid()));
+        CHECK(Segment::attach(path).creator_liveness() == Liveness::dead);
 
-        // A live process that is not the creator (its start time differs): pid reuse.
-        Child other = start_guest();
-        patch<std::uint32_t>(path, offsetof(layout::SegmentHeader, creator_pid), static_cast<std::uint32_t>(other.pid()));
-        CHECK_FALSE(Segment::attach(path).creator_alive());
-        patch<std::uint64_t>(path, offsetof(layout::SegmentHeader, creator_start_time), process_start_time(other.pid()));
-        CHECK(Segment::attach(path).creator_alive());
-        CHECK(other.wait() == 0);
+        // Without the lock flag (a segment of an older shmlink): unknown, never dead.
+        patch<std::uint32_t>(path, offsetof(layout::SegmentHeader, flags), 0);
+        CHECK(Segment::attach(path).creator_liveness() == Liveness::unknown);
+        ::unlink(path.c_str());
+    }
+    {
+        // A creator in another process: alive while it runs, dead once it exited.
+        Child creator = start_creator(path);
+        REQUIRE(creator.read_line().rfind("ok", 0) == 0);
+        CHECK(Segment::attach(path).creator_liveness() == Liveness::alive);
+        CHECK(creator.wait() == 0);
+        CHECK(Segment::attach(path).creator_liveness() == Liveness::dead);
+        ::unlink(path.c_str());
+    }
+    {
+        // memfd and O_TMPFILE backings carry the lock too.
+        Segment memfd = Segment::create_anonymous(4096);
+        CHECK((memfd.info().flags & layout::kCreatorLocked) != 0);
+        CHECK(Segment::attach(UniqueFd(::dup(memfd.fd().get()))).creator_liveness() == Liveness::alive);
+        Segment unnamed = Segment::create(path, 4096, {.cleanup = Cleanup::unlink_now});
+        CHECK((unnamed.info().flags & layout::kCreatorLocked) != 0);
+        CHECK(Segment::attach(UniqueFd(::dup(unnamed.fd().get()))).creator_liveness() == Liveness::alive);
     }
     SHMLINK_CHECK_NO_LEAKS(before);
+}
+
+TEST_CASE("creator_liveness: a creator in another pid namespace (pid 1 there) is alive while it runs")
+{
+    const std::string unshare = pid_namespace_runner();
+    if (unshare.empty()) {
+        MESSAGE("skipped: this process may not make a pid namespace (unshare --pid --fork failed)");
+        return;
+    }
+    const test::ShmPath path_file("pid-namespace");
+    const std::string& path = path_file.path;
+    Child creator = start_creator(path, {unshare, "--pid", "--fork", "--kill-child"});
+    REQUIRE(creator.read_line() == "ok pid=1"); // here, pid 1 is another process
+    Segment seen = Segment::attach(path);
+    CHECK(seen.info().creator_pid == 1);
+    CHECK(seen.creator_liveness() == Liveness::alive);
+    CHECK(creator.wait() == 0);
+    CHECK(seen.creator_liveness() == Liveness::dead);
 }
 
 namespace {
