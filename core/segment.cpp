@@ -139,7 +139,7 @@ void Segment::release() noexcept
     reservation_.reset();
     fd_.reset();
     // Last, after the unlink above: while we hold it, nobody who removes dead
-    // segments (shmlink gc) acts on the file.
+    // segments (shmlink gc, take_over_dead) acts on the file.
     creator_lock_.reset();
     mapped_bytes_.store(0, std::memory_order_relaxed);
     owner_ = false;
@@ -178,11 +178,22 @@ Segment Segment::create_at(const std::filesystem::path& path, std::size_t size_b
                     ::unlink(path.c_str());
             }
         } else {
-            if (options.replace_existing && ::unlink(path.c_str()) != 0 && errno != ENOENT) {
-                ec = errno_code();
-                return {};
+            // Another creator may come back at the path between our removal of a
+            // dead segment and our create: a few rounds, then its EEXIST stands.
+            for (int round = 0;; ++round) {
+                fd.reset(::open(path.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, options.mode));
+                if (fd || errno != EEXIST || !options.take_over_dead || round == 3)
+                    break;
+                ec = remove_dead_segment(path, nullptr, detail);
+                if (ec && ec != std::errc::no_such_file_or_directory) {
+                    detail = "a file is at the path and is not replaced: " + detail;
+                    return {};
+                }
+                if (!ec)
+                    logger().info("segment {}: its creator is gone, taking it over", path.string());
+                ec.clear();
+                detail.clear();
             }
-            fd.reset(::open(path.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, options.mode));
             linked = fd.valid();
         }
         if (!fd) {

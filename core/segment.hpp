@@ -53,7 +53,12 @@ struct SegmentOptions {
     std::size_t max_size_bytes = 0;
     Cleanup cleanup = Cleanup::keep;
     mode_t mode = 0600; ///< applied exactly (umask does not narrow it)
-    bool replace_existing = false; ///< remove a file already at the path instead of failing with EEXIST
+    /// A file already at the path may be replaced, but only when it is a
+    /// shmlink segment whose creator is provably gone (its lock is free; see
+    /// remove_dead_segment()). A live segment is Errc::in_use; anything else
+    /// (another kind of file, a checkpoint, a segment whose creator's
+    /// liveness cannot be decided) is EEXIST and is left as it is.
+    bool take_over_dead = false;
     /// Allocate the file's pages at create and grow (fallocate) so that a full
     /// file system is an error then, rather than SIGBUS on first touch.
     bool allocate_backing = true;
@@ -109,11 +114,13 @@ public:
     Segment& operator=(Segment&&) noexcept;
     ~Segment();
 
-    /// Creates a segment file at `path` (O_EXCL unless replace_existing).
+    /// Creates a segment file at `path` (O_EXCL; with take_over_dead a dead
+    /// creator's segment there is removed first, by remove_dead_segment()).
     /// With Cleanup::unlink_on_close only the creating process removes the
     /// file: a child forked from it may destroy its copy freely.
-    /// Errors: EEXIST, EACCES..., Errc::invalid_argument (size 0),
-    /// Errc::exceeds_maximum (size above the maximum).
+    /// Errors: EEXIST (the message says what the file is), Errc::in_use (a
+    /// live segment is there, with take_over_dead), EACCES...,
+    /// Errc::invalid_argument (size 0), Errc::exceeds_maximum (size above the maximum).
     static Segment create(const std::filesystem::path& path, std::size_t size_bytes, const SegmentOptions& options = {});
     static Segment create(const std::filesystem::path& path, std::size_t size_bytes, const SegmentOptions& options,
         std::error_code& ec) noexcept;

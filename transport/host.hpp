@@ -44,7 +44,12 @@ struct GuestInfo {
 
 struct HostOptions {
     std::filesystem::path socket_path;  ///< where guests connect; replaced if a stale socket is there
-    std::filesystem::path segment_path; ///< empty: an anonymous memfd, reachable only through the socket
+    /// Empty: an anonymous memfd, reachable only through the socket. A file
+    /// already at the path is taken over only when it is the segment of a
+    /// host that is gone (SegmentOptions::take_over_dead): a live host's
+    /// segment fails the constructor with Errc::in_use, and any other file
+    /// (not a segment, a checkpoint) with EEXIST, left as it is.
+    std::filesystem::path segment_path;
     std::size_t segment_bytes = std::size_t {4} << 20;
     std::size_t max_segment_bytes = std::size_t {1} << 30;
     std::uint32_t max_guests = 8;                  ///< lanes of host.inbox, and guest.N rings

@@ -137,12 +137,13 @@ TEST_CASE("create: the file has the requested mode and size")
         CHECK(s.generation() == 0);
     }
     {
-        Segment s = Segment::create(path, 4096, {.cleanup = Cleanup::keep, .replace_existing = true});
+        // The first one's creator (this process's Segment above) is gone: its file is taken over.
+        Segment s = Segment::create(path, 4096, {.cleanup = Cleanup::keep, .take_over_dead = true});
         struct stat st {};
         REQUIRE(::stat(path.c_str(), &st) == 0);
         CHECK((st.st_mode & 0777) == 0600); // the default, whatever the umask
     }
-    SUBCASE("an existing path is refused unless replace_existing")
+    SUBCASE("an existing path is refused without take_over_dead, even a dead creator's segment")
     {
         std::error_code ec;
         Segment s = Segment::create(path, 4096, {}, ec);
@@ -323,7 +324,8 @@ TEST_CASE("cleanup policies")
     {
         {
             Segment old_owner = Segment::create(path, 4096, {.cleanup = Cleanup::unlink_on_close});
-            Segment newer = Segment::create(path, 4096, {.cleanup = Cleanup::keep, .replace_existing = true});
+            ::unlink(path.c_str()); // someone removes it under its live creator, and makes another
+            Segment newer = Segment::create(path, 4096, {.cleanup = Cleanup::keep});
         }
         CHECK(exists(path));
         ::unlink(path.c_str());
@@ -468,7 +470,7 @@ TEST_CASE("attach: every kind of bad file gets its own clear error and no crash"
     const test::ShmPath path_file("bad");
     const std::string& path = path_file.path;
     const auto fresh_segment = [&] {
-        Segment s = Segment::create(path, 1 << 16, {.cleanup = Cleanup::keep, .replace_existing = true});
+        Segment s = Segment::create(path, 1 << 16, {.cleanup = Cleanup::keep});
         s.allocate("ring", 7, 1, 1024);
     };
 
@@ -892,6 +894,77 @@ TEST_CASE("creator_liveness: a creator in another pid namespace (pid 1 there) is
     CHECK(seen.creator_liveness() == Liveness::alive);
     CHECK(creator.wait() == 0);
     CHECK(seen.creator_liveness() == Liveness::dead);
+}
+
+TEST_CASE("create with take_over_dead: a live segment and any other file are refused; a dead one is taken over")
+{
+    const test::ResourceCount before;
+    const test::ShmPath path_file("take-over");
+    const std::string& path = path_file.path;
+    const auto create_error = [&](const SegmentOptions& options) -> std::pair<std::error_code, std::string> {
+        std::error_code ec;
+        Segment s = Segment::create(path, 4096, options, ec);
+        CHECK_FALSE(s.valid());
+        try {
+            Segment::create(path, 4096, options);
+            FAIL("create did not throw");
+        } catch (const Error& e) {
+            CHECK(e.code() == ec);
+            return {ec, e.what()};
+        }
+        return {ec, ""};
+    };
+    SUBCASE("a live creator's segment, held by another process: in_use, and the segment untouched")
+    {
+        Child creator = start_creator(path);
+        REQUIRE(creator.read_line().rfind("ok", 0) == 0);
+        const std::uint64_t nonce = Segment::attach(path).info().nonce;
+        const auto [ec, what] = create_error({.take_over_dead = true});
+        CHECK(ec == Errc::in_use);
+        CHECK(what.find("create " + path + ": ") == 0);
+        CHECK(what.find("another process owns it") != std::string::npos);
+        CHECK(Segment::attach(path).info().nonce == nonce);
+        CHECK(Segment::attach(path).creator_liveness() == Liveness::alive);
+
+        // Once its creator exited: still EEXIST without the option, taken over with it.
+        CHECK(creator.wait() == 0);
+        CHECK(create_error({}).first == std::errc::file_exists);
+        Segment taken = Segment::create(path, 4096, {.take_over_dead = true});
+        CHECK(taken.is_owner());
+        CHECK(taken.info().nonce != nonce);
+        CHECK(Segment::attach(path).info().nonce == taken.info().nonce);
+        CHECK(Segment::attach(path).creator_liveness() == Liveness::alive);
+    }
+    SUBCASE("notes.txt: EEXIST naming the path and what the file is, and not one byte changed")
+    {
+        write_file(path, "notes: buy milk\n");
+        const auto [ec, what] = create_error({.take_over_dead = true});
+        CHECK(ec == std::errc::file_exists);
+        CHECK(what.find("create " + path + ": ") == 0);
+        CHECK(what.find("not a valid shmlink segment") != std::string::npos);
+        std::ifstream in(path);
+        const std::string content((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        CHECK(content == "notes: buy milk\n");
+    }
+    SUBCASE("a segment whose creator's liveness cannot be decided, and a FIFO: EEXIST, left as they are")
+    {
+        { Segment::create(path, 4096, {.cleanup = Cleanup::keep}); }
+        patch<std::uint32_t>(path, offsetof(layout::SegmentHeader, flags), 0); // as an older shmlink made it
+        const auto [ec, what] = create_error({.take_over_dead = true});
+        CHECK(ec == std::errc::file_exists);
+        CHECK(what.find("cannot be decided") != std::string::npos);
+        CHECK(Segment::attach(path).valid());
+        ::unlink(path.c_str());
+
+        REQUIRE(::mkfifo(path.c_str(), 0600) == 0);
+        const auto [fifo_ec, fifo_what] = create_error({.take_over_dead = true});
+        CHECK(fifo_ec == std::errc::file_exists);
+        CHECK(fifo_what.find("is a FIFO") != std::string::npos);
+        struct stat st {};
+        CHECK((::lstat(path.c_str(), &st) == 0 && S_ISFIFO(st.st_mode)));
+    }
+    ::unlink(path.c_str());
+    SHMLINK_CHECK_NO_LEAKS(before);
 }
 
 namespace {

@@ -258,6 +258,41 @@ TEST_CASE("gc keeps a segment whose creator runs in another pid namespace, and l
     CHECK_FALSE(std::filesystem::exists(path));
 }
 
+TEST_CASE("gc judged a segment dead, and a host came back at its path before the answer: the live segment stays")
+{
+    const ShmDir dir("gc-race");
+    const std::string path = dir.path + "/segment";
+    leave_dead_segment(path);
+
+    Child gc = test::spawn_helper("SHMLINK_TOOL", {"gc", dir.path});
+    const std::string prompt = gc.read_through("[y/N] ", std::chrono::seconds(10));
+    REQUIRE(prompt.find("remove " + path) != std::string::npos);
+    // While gc waits at its prompt, a restarted host takes the dead segment over.
+    Segment host = Segment::create(path, 1 << 16, {.cleanup = Cleanup::unlink_on_close, .take_over_dead = true});
+    gc.send("y");
+    const auto [answer, gc_exit] = test::read_all(gc);
+    INFO(answer);
+    CHECK(gc_exit == 0);
+    CHECK(answer.find("kept " + path + ": the path names another file than the one judged dead") != std::string::npos);
+    CHECK(same_inode(path, host));
+
+    // The same with --yes against a file whose lock another remover holds right now.
+    host = Segment();
+    leave_dead_segment(path);
+    UniqueFd busy(::open(path.c_str(), O_RDWR | O_CLOEXEC));
+    flock lock {};
+    lock.l_type = F_WRLCK;
+    lock.l_whence = SEEK_SET;
+    lock.l_start = 0;
+    lock.l_len = 1;
+    REQUIRE(::fcntl(busy.get(), F_OFD_SETLK, &lock) == 0);
+    const auto [held, held_exit] = run_tool_within({"gc", dir.path, "--yes"});
+    INFO(held);
+    CHECK(held_exit == 0);
+    CHECK(held.find("removed") == std::string::npos);
+    CHECK(std::filesystem::exists(path));
+}
+
 TEST_CASE("gc keeps a segment whose creator's liveness cannot be decided, and says why")
 {
     const ShmDir dir("unknown");
