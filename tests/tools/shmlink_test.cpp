@@ -293,6 +293,40 @@ TEST_CASE("gc judged a segment dead, and a host came back at its path before the
     CHECK(std::filesystem::exists(path));
 }
 
+TEST_CASE("gc keeps a checkpoint after its creator exited, and ls shows it as one")
+{
+    const ShmDir dir("checkpoint");
+    const std::string checkpoint = dir.path + "/checkpoint";
+    const std::string segment_path = dir.path + "/segment";
+    // A creator that commits a checkpoint of its segment and exits, its pid in both headers.
+    const pid_t creator = ::fork();
+    if (creator == 0) {
+        try {
+            Segment segment = Segment::create(segment_path, 1 << 16, {.cleanup = Cleanup::unlink_on_close});
+            segment.snapshot().commit(checkpoint);
+        } catch (...) {
+            ::_exit(1);
+        }
+        ::_exit(0);
+    }
+    int status = -1;
+    REQUIRE(::waitpid(creator, &status, 0) == creator);
+    REQUIRE(WIFEXITED(status));
+    REQUIRE(WEXITSTATUS(status) == 0);
+    REQUIRE(std::filesystem::exists(checkpoint));
+
+    const auto [listing, ls_exit] = run_tool_within({"ls", dir.path});
+    INFO(listing);
+    CHECK(ls_exit == 0);
+    CHECK(line_of(listing, checkpoint).ends_with(std::to_string(creator) + "  checkpoint"));
+    const auto [collected, gc_exit] = run_tool_within({"gc", dir.path, "--yes"});
+    INFO(collected);
+    CHECK(gc_exit == 0);
+    CHECK(collected.find("removed") == std::string::npos);
+    CHECK(std::filesystem::exists(checkpoint));
+    CHECK(Segment::attach(checkpoint).valid()); // still a segment one can open
+}
+
 TEST_CASE("gc keeps a segment whose creator's liveness cannot be decided, and says why")
 {
     const ShmDir dir("unknown");
