@@ -344,11 +344,27 @@ Segment Segment::attach_path(const std::filesystem::path& path, const AttachOpti
     std::string& detail) noexcept
 {
     return guarded(ec, [&]() -> Segment {
-        UniqueFd fd(::open(path.c_str(), (options.read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC));
+        // The type first: opening a FIFO blocks until a writer comes, a socket
+        // fails with a bare ENXIO, a directory with EISDIR.
+        struct stat st {};
+        if (::stat(path.c_str(), &st) != 0) {
+            ec = errno_code();
+            return {};
+        }
+        if (!S_ISREG(st.st_mode)) {
+            ec = Errc::not_a_segment;
+            detail = std::string("is ") + file_type_name(st.st_mode) + ", not a shmlink segment";
+            return {};
+        }
+        // O_NONBLOCK in case it was swapped for a FIFO since; attach_fd checks the type again.
+        UniqueFd fd(::open(path.c_str(), (options.read_only ? O_RDONLY : O_RDWR) | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
         if (!fd) {
             ec = errno_code();
             return {};
         }
+        const int status_flags = ::fcntl(fd.get(), F_GETFL);
+        if (status_flags >= 0)
+            (void)::fcntl(fd.get(), F_SETFL, status_flags & ~O_NONBLOCK); // a regular file's fd as any other
         return attach_fd(std::move(fd), path, options, ec, detail);
     });
 }
@@ -379,7 +395,7 @@ Segment Segment::attach_fd(UniqueFd fd, std::filesystem::path path, const Attach
         }
         if (!S_ISREG(st.st_mode)) {
             ec = Errc::not_a_segment;
-            detail = "not a regular file or memfd";
+            detail = std::string("is ") + file_type_name(st.st_mode) + ", not a regular file or memfd";
             return {};
         }
         const int access = ::fcntl(fd.get(), F_GETFL) & O_ACCMODE;

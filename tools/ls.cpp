@@ -71,6 +71,10 @@ const char* alive_column(const Found& f)
 /// anything is opened (open_segment_file), so none of them can block us.
 std::vector<Found> find_segments(const std::string& dir)
 {
+    struct stat st {};
+    if (::stat(dir.c_str(), &st) == 0 && !S_ISDIR(st.st_mode))
+        throw Error(std::make_error_code(std::errc::not_a_directory), dir,
+            std::string("is ") + file_type_name(st.st_mode) + ", not a directory");
     std::vector<Found> found;
     std::error_code ec;
     for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {

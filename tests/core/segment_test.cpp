@@ -4,6 +4,7 @@
 #include "core/process.hpp"
 #include "core/segment.hpp"
 #include "tests/support/child.hpp"
+#include "tests/support/hostile_files.hpp"
 #include "tests/support/leaks.hpp"
 #include "transport/fd_socket.hpp"
 
@@ -965,6 +966,66 @@ TEST_CASE("create with take_over_dead: a live segment and any other file are ref
     }
     ::unlink(path.c_str());
     SHMLINK_CHECK_NO_LEAKS(before);
+}
+
+namespace {
+
+/// What attach says of `path`, asked in a forked child that an alarm ends
+/// should attach block: a regression fails the test instead of hanging it.
+std::string attach_error_at_once(const std::string& path, bool read_only)
+{
+    int out[2];
+    REQUIRE(::pipe2(out, O_CLOEXEC) == 0);
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+        ::alarm(10);
+        std::string what = "attached";
+        try {
+            Segment::attach(path, {.read_only = read_only});
+        } catch (const std::exception& e) {
+            what = e.what();
+        }
+        (void)!::write(out[1], what.data(), what.size());
+        ::_exit(0);
+    }
+    ::close(out[1]);
+    std::string what;
+    char buffer[512];
+    for (ssize_t n; (n = ::read(out[0], buffer, sizeof(buffer))) > 0;)
+        what.append(buffer, static_cast<std::size_t>(n));
+    ::close(out[0]);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    if (WIFSIGNALED(status))
+        return "blocked: killed by signal " + std::to_string(WTERMSIG(status));
+    return what;
+}
+
+} // namespace
+
+TEST_CASE("attach: a FIFO, a socket, a directory or a device is a clear error at once, never a block")
+{
+    const test::HostileFiles files("attach-hostile");
+    for (const bool read_only : {true, false}) {
+        CAPTURE(read_only);
+        CHECK(attach_error_at_once(files.fifo, read_only) == "attach " + files.fifo + ": is a FIFO, not a shmlink segment");
+        CHECK(attach_error_at_once(files.socket, read_only)
+            == "attach " + files.socket + ": is a socket, not a shmlink segment");
+        CHECK(attach_error_at_once(files.directory, read_only)
+            == "attach " + files.directory + ": is a directory, not a shmlink segment");
+        CHECK(attach_error_at_once("/dev/null", read_only)
+            == "attach /dev/null: is a character device, not a shmlink segment");
+    }
+    // By fd: the end of a pipe says what it is, too.
+    int pipe_fds[2];
+    REQUIRE(::pipe2(pipe_fds, O_CLOEXEC) == 0);
+    UniqueFd write_end(pipe_fds[1]);
+    try {
+        Segment::attach(UniqueFd(pipe_fds[0]));
+        FAIL("no throw");
+    } catch (const Error& e) {
+        CHECK(std::string(e.what()).find("is a FIFO") != std::string::npos);
+    }
 }
 
 namespace {

@@ -5,6 +5,7 @@
 #include "ipc/mpsc_ring.hpp"
 #include "ipc/spsc_ring.hpp"
 #include "tests/support/child.hpp"
+#include "tests/support/hostile_files.hpp"
 
 #include <doctest/doctest.h>
 
@@ -346,6 +347,44 @@ TEST_CASE("gc keeps a segment whose creator's liveness cannot be decided, and sa
     CHECK(gc_exit == 0);
     CHECK(collected.find("kept " + path + ": whether its creator lives cannot be decided") != std::string::npos);
     CHECK(std::filesystem::exists(path));
+}
+
+TEST_CASE("a FIFO, a socket, a directory or a device: every subcommand answers at once with what the file is")
+{
+    const test::HostileFiles files("tool-hostile");
+    const std::pair<std::string, std::string> hostile[] = {
+        {files.fifo, "is a FIFO"},
+        {files.socket, "is a socket"},
+        {files.directory, "is a directory"},
+        {"/dev/null", "is a character device"},
+    };
+    for (const auto& [path, what] : hostile) {
+        CAPTURE(path);
+        const auto [inspected, inspect_exit] = run_tool_within({"inspect", path});
+        CHECK(inspect_exit == 1);
+        CHECK(inspected.find(path + ": " + what) != std::string::npos);
+        const auto [watched, watch_exit] = run_tool_within({"watch", path, "--count", "1"});
+        CHECK(watch_exit == 1);
+        CHECK(watched.find(path + ": " + what) != std::string::npos);
+    }
+    // In a directory, ls and gc pass them by without opening them.
+    const auto [listing, ls_exit] = run_tool_within({"ls", files.dir});
+    INFO(listing);
+    CHECK(ls_exit == 0);
+    CHECK(listing.find(files.fifo) == std::string::npos);
+    CHECK(listing.find(files.socket) == std::string::npos);
+    const auto [collected, gc_exit] = run_tool_within({"gc", files.dir, "--yes"});
+    INFO(collected);
+    CHECK(gc_exit == 0);
+    CHECK(collected.find("removed") == std::string::npos);
+    CHECK(std::filesystem::exists(files.fifo));
+    // Given as the directory to list, each is named for what it is.
+    const auto [not_dir, not_dir_exit] = run_tool_within({"ls", files.fifo});
+    CHECK(not_dir_exit == 1);
+    CHECK(not_dir.find(files.fifo + ": is a FIFO, not a directory") != std::string::npos);
+    const auto [gc_not_dir, gc_not_dir_exit] = run_tool_within({"gc", files.socket, "--yes"});
+    CHECK(gc_not_dir_exit == 1);
+    CHECK(gc_not_dir.find(files.socket + ": is a socket, not a directory") != std::string::npos);
 }
 
 namespace {
