@@ -42,6 +42,7 @@ public:
         case Errc::refused: return "refused by the host";
         case Errc::timed_out: return "timed out";
         case Errc::corrupt_object: return "the object's control block is corrupt";
+        case Errc::in_use: return "another process owns it";
         }
         return "unknown shmlink error " + std::to_string(value);
     }

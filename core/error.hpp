@@ -43,6 +43,7 @@ enum class Errc {
     refused,              ///< the host refused this guest (credentials, or full)
     timed_out,            ///< a setup step (handshake, connect) took longer than its timeout
     corrupt_object,       ///< an object's control block breaks its own rules (a peer wrote over it)
+    in_use,               ///< create: a live segment is at the path (its creator holds its lock)
 };
 
 const std::error_category& error_category() noexcept;

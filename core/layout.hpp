@@ -25,6 +25,22 @@ inline constexpr std::uint64_t kMinAlignment = 8;
 /// Largest maximum size a segment may declare (1 TiB of address space).
 inline constexpr std::uint64_t kMaxSegmentBytes = 1ULL << 40;
 
+/// The byte of the file the creator holds an open-file-description write
+/// lock on (F_OFD_SETLK) for as long as its Segment lives. Objects lock
+/// bytes of their own at offsets >= kHeaderBytes, so they never meet it.
+inline constexpr std::uint64_t kCreatorLockByte = 0;
+
+/// Bits of SegmentHeader::flags. Bits a reader does not know are ignored.
+enum HeaderFlags : std::uint32_t {
+    /// The creator holds the lock on kCreatorLockByte: whether it lives is
+    /// the kernel's answer to a lock probe. Without it (an older segment, or
+    /// a file system without OFD locks) nobody can tell.
+    kCreatorLocked = 1u << 0,
+    /// A checkpoint written by Snapshot::commit: a file of value whose
+    /// creator is expected to be gone. Never garbage.
+    kCheckpoint = 1u << 1,
+};
+
 /// Directory entry states.
 enum class EntryState : std::uint32_t {
     empty = 0,
@@ -48,7 +64,9 @@ struct SegmentHeader {
     std::uint32_t directory_count;    ///< entries published; atomic, grows only
     std::uint64_t data_used_bytes;    ///< first free byte of the data area; atomic
     std::uint64_t truncations;        ///< times a process found the file cut and extended it back; atomic
-    std::uint8_t reserved[160];       ///< zero
+    std::uint8_t reserved0[8];        ///< zero
+    std::uint32_t flags;              ///< HeaderFlags; fixed at creation (a committed copy gets its own)
+    std::uint8_t reserved[148];       ///< zero
 };
 
 /// One named object in the segment, at kDirectoryOffset + 64 * index.
@@ -77,6 +95,9 @@ static_assert(offsetof(SegmentHeader, directory_capacity) == 72);
 static_assert(offsetof(SegmentHeader, directory_count) == 76);
 static_assert(offsetof(SegmentHeader, data_used_bytes) == 80);
 static_assert(offsetof(SegmentHeader, truncations) == 88);
+static_assert(offsetof(SegmentHeader, reserved0) == 96);
+static_assert(offsetof(SegmentHeader, flags) == 104);
+static_assert(offsetof(SegmentHeader, reserved) == 108);
 static_assert(sizeof(DirectoryEntry) == 64);
 static_assert(offsetof(DirectoryEntry, kind) == 40);
 static_assert(offsetof(DirectoryEntry, object_version) == 42);

@@ -1,7 +1,6 @@
 #include "core/process.hpp"
 
 #include <fcntl.h>
-#include <signal.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -38,15 +37,6 @@ std::uint64_t process_start_time(pid_t pid) noexcept
     std::uint64_t start = 0;
     std::from_chars(p + 1, end, start);
     return start;
-}
-
-bool process_alive(pid_t pid, std::uint64_t start_time) noexcept
-{
-    if (pid <= 0)
-        return false;
-    if (::kill(pid, 0) != 0 && errno != EPERM)
-        return false;
-    return start_time == 0 || process_start_time(pid) == start_time;
 }
 
 } // namespace shmlink

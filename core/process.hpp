@@ -1,5 +1,7 @@
-// Identifying a process across pid reuse: a pid plus its start time (clock
-// ticks since boot, /proc/<pid>/stat field 22) names one process for good.
+// A process's start time (clock ticks since boot, /proc/<pid>/stat field 22),
+// which the segment header records for people to read. It is not a test of
+// liveness: a pid names another process in another pid namespace. Liveness
+// is the kernel's answer to a lock probe (core/liveness.hpp).
 #pragma once
 
 #include <sys/types.h>
@@ -10,8 +12,5 @@ namespace shmlink {
 
 /// The start time of `pid`, or 0 when there is no such process.
 std::uint64_t process_start_time(pid_t pid) noexcept;
-
-/// True when `pid` runs and, if `start_time` is not 0, started at that time.
-bool process_alive(pid_t pid, std::uint64_t start_time) noexcept;
 
 } // namespace shmlink

@@ -100,6 +100,7 @@ Segment& Segment::operator=(Segment&& other) noexcept
     if (this != &other) {
         release();
         fd_ = std::move(other.fd_);
+        creator_lock_ = std::move(other.creator_lock_);
         reservation_ = std::move(other.reservation_);
         mapped_bytes_.store(other.mapped_bytes_.exchange(0, std::memory_order_relaxed), std::memory_order_relaxed);
         data_used_ = other.data_used_;
@@ -137,6 +138,9 @@ void Segment::release() noexcept
     detail::guard_forget(std::exchange(guard_slot_, -1)); // before the mapping and the fd go
     reservation_.reset();
     fd_.reset();
+    // Last, after the unlink above: while we hold it, nobody who removes dead
+    // segments (shmlink gc, take_over_dead) acts on the file.
+    creator_lock_.reset();
     mapped_bytes_.store(0, std::memory_order_relaxed);
     owner_ = false;
 }
@@ -174,11 +178,22 @@ Segment Segment::create_at(const std::filesystem::path& path, std::size_t size_b
                     ::unlink(path.c_str());
             }
         } else {
-            if (options.replace_existing && ::unlink(path.c_str()) != 0 && errno != ENOENT) {
-                ec = errno_code();
-                return {};
+            // Another creator may come back at the path between our removal of a
+            // dead segment and our create: a few rounds, then its EEXIST stands.
+            for (int round = 0;; ++round) {
+                fd.reset(::open(path.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, options.mode));
+                if (fd || errno != EEXIST || !options.take_over_dead || round == 3)
+                    break;
+                ec = remove_dead_segment(path, nullptr, detail);
+                if (ec && ec != std::errc::no_such_file_or_directory) {
+                    detail = "a file is at the path and is not replaced: " + detail;
+                    return {};
+                }
+                if (!ec)
+                    logger().info("segment {}: its creator is gone, taking it over", path.string());
+                ec.clear();
+                detail.clear();
             }
-            fd.reset(::open(path.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, options.mode));
             linked = fd.valid();
         }
         if (!fd) {
@@ -256,9 +271,24 @@ Segment Segment::finish_create(UniqueFd fd, std::filesystem::path path, std::siz
     }
     if ((ec = extend_file(fd, 0, size, options.allocate_backing)))
         return {};
+    // The creator's lock, through a description no guest will ever hold (the
+    // fd itself is what guests receive), taken before the magic makes the
+    // segment visible. Without /proc or OFD locks the segment still works;
+    // its creator's liveness is then unknown to everyone, never "dead".
+    std::error_code lock_ec;
+    UniqueFd creator_lock = detail::reopen(fd, O_RDWR, lock_ec);
+    if (creator_lock && !detail::take_creator_lock(creator_lock, lock_ec)) {
+        if (!lock_ec)
+            lock_ec = Errc::in_use; // a peer that opened the fresh file took it first
+        creator_lock.reset();
+    }
+    if (!creator_lock)
+        logger().warn("segment {}: creator lock not taken ({}); liveness of its creator will be unknown",
+            path.empty() ? "memfd" : path.native(), lock_ec.message());
 
     Segment segment;
     segment.fd_ = std::move(fd);
+    segment.creator_lock_ = std::move(creator_lock);
     segment.path_ = std::move(path);
     segment.owner_ = true;
     segment.owner_pid_ = ::getpid();
@@ -288,6 +318,7 @@ Segment Segment::finish_create(UniqueFd fd, std::filesystem::path path, std::siz
     h.directory_capacity = layout::kDirectoryCapacity;
     h.directory_count = 0;
     h.data_used_bytes = layout::kHeaderBytes;
+    h.flags = segment.creator_lock_ ? std::uint32_t {layout::kCreatorLocked} : 0u;
     // release: pairs with the acquire load in attach's validation; the magic
     // goes last so that a header with a good magic is a complete one.
     shared(h.magic).store(layout::kMagic, std::memory_order_release);
@@ -313,11 +344,27 @@ Segment Segment::attach_path(const std::filesystem::path& path, const AttachOpti
     std::string& detail) noexcept
 {
     return guarded(ec, [&]() -> Segment {
-        UniqueFd fd(::open(path.c_str(), (options.read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC));
+        // The type first: opening a FIFO blocks until a writer comes, a socket
+        // fails with a bare ENXIO, a directory with EISDIR.
+        struct stat st {};
+        if (::stat(path.c_str(), &st) != 0) {
+            ec = errno_code();
+            return {};
+        }
+        if (!S_ISREG(st.st_mode)) {
+            ec = Errc::not_a_segment;
+            detail = std::string("is ") + file_type_name(st.st_mode) + ", not a shmlink segment";
+            return {};
+        }
+        // O_NONBLOCK in case it was swapped for a FIFO since; attach_fd checks the type again.
+        UniqueFd fd(::open(path.c_str(), (options.read_only ? O_RDONLY : O_RDWR) | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
         if (!fd) {
             ec = errno_code();
             return {};
         }
+        const int status_flags = ::fcntl(fd.get(), F_GETFL);
+        if (status_flags >= 0)
+            (void)::fcntl(fd.get(), F_SETFL, status_flags & ~O_NONBLOCK); // a regular file's fd as any other
         return attach_fd(std::move(fd), path, options, ec, detail);
     });
 }
@@ -348,7 +395,7 @@ Segment Segment::attach_fd(UniqueFd fd, std::filesystem::path path, const Attach
         }
         if (!S_ISREG(st.st_mode)) {
             ec = Errc::not_a_segment;
-            detail = "not a regular file or memfd";
+            detail = std::string("is ") + file_type_name(st.st_mode) + ", not a regular file or memfd";
             return {};
         }
         const int access = ::fcntl(fd.get(), F_GETFL) & O_ACCMODE;
@@ -578,15 +625,27 @@ SegmentInfo Segment::info() const noexcept
     info.nonce = h.nonce;
     info.creator_pid = static_cast<pid_t>(h.creator_pid);
     info.creator_start_time = h.creator_start_time;
+    info.flags = h.flags;
     info.directory_count = shared(h.directory_count).load(std::memory_order_acquire);
     info.data_used_bytes = shared(h.data_used_bytes).load(std::memory_order_acquire);
     return info;
 }
 
-bool Segment::creator_alive() const noexcept
+Liveness Segment::creator_liveness() const noexcept
 {
-    const SegmentInfo i = info();
-    return process_alive(i.creator_pid, i.creator_start_time);
+    if (!valid())
+        return Liveness::unknown;
+    if (creator_lock_)
+        return Liveness::alive; // we are the creator, and hold it
+    std::error_code ec;
+    // A description of our own: GETLK does not see the locks of the
+    // description it is asked through, and fd_ may be shared (passed over a
+    // socket, inherited) with whoever holds one.
+    const UniqueFd probe = detail::reopen(fd_, O_RDONLY, ec);
+    if (!probe)
+        return Liveness::unknown;
+    std::string why;
+    return probe_creator(probe, header_of(base()).flags, why);
 }
 
 // ---- directory ------------------------------------------------------------

@@ -5,6 +5,7 @@
 #pragma once
 
 #include "core/error.hpp"
+#include "core/liveness.hpp"
 #include "core/mmap.hpp"
 #include "core/snapshot.hpp"
 #include "core/unique_fd.hpp"
@@ -52,7 +53,12 @@ struct SegmentOptions {
     std::size_t max_size_bytes = 0;
     Cleanup cleanup = Cleanup::keep;
     mode_t mode = 0600; ///< applied exactly (umask does not narrow it)
-    bool replace_existing = false; ///< remove a file already at the path instead of failing with EEXIST
+    /// A file already at the path may be replaced, but only when it is a
+    /// shmlink segment whose creator is provably gone (its lock is free; see
+    /// remove_dead_segment()). A live segment is Errc::in_use; anything else
+    /// (another kind of file, a checkpoint, a segment whose creator's
+    /// liveness cannot be decided) is EEXIST and is left as it is.
+    bool take_over_dead = false;
     /// Allocate the file's pages at create and grow (fallocate) so that a full
     /// file system is an error then, rather than SIGBUS on first touch.
     bool allocate_backing = true;
@@ -83,12 +89,19 @@ struct SegmentInfo {
     std::uint64_t nonce = 0;
     pid_t creator_pid = 0;
     std::uint64_t creator_start_time = 0;
+    std::uint32_t flags = 0; ///< layout::HeaderFlags
     std::uint32_t directory_count = 0;
     std::uint64_t data_used_bytes = 0;
 };
 
 /// A mapped segment. Move-only; the destructor unmaps it and closes its fd
 /// (and, for the creator with Cleanup::unlink_on_close, removes the file).
+///
+/// The creator holds a lock on the file for the Segment's lifetime, through
+/// a file description of its own that is never handed to guests; how long
+/// it lives is what creator_liveness() asks the kernel. A child forked from
+/// the creator shares that description, and keeps the creator alive in the
+/// kernel's eyes until it exits or execs.
 ///
 /// Thread safety: data access (bytes(), read_into(), write_at()) from any
 /// thread; grow(), refresh() and allocate() from one thread at a time per
@@ -101,11 +114,13 @@ public:
     Segment& operator=(Segment&&) noexcept;
     ~Segment();
 
-    /// Creates a segment file at `path` (O_EXCL unless replace_existing).
+    /// Creates a segment file at `path` (O_EXCL; with take_over_dead a dead
+    /// creator's segment there is removed first, by remove_dead_segment()).
     /// With Cleanup::unlink_on_close only the creating process removes the
     /// file: a child forked from it may destroy its copy freely.
-    /// Errors: EEXIST, EACCES..., Errc::invalid_argument (size 0),
-    /// Errc::exceeds_maximum (size above the maximum).
+    /// Errors: EEXIST (the message says what the file is), Errc::in_use (a
+    /// live segment is there, with take_over_dead), EACCES...,
+    /// Errc::invalid_argument (size 0), Errc::exceeds_maximum (size above the maximum).
     static Segment create(const std::filesystem::path& path, std::size_t size_bytes, const SegmentOptions& options = {});
     static Segment create(const std::filesystem::path& path, std::size_t size_bytes, const SegmentOptions& options,
         std::error_code& ec) noexcept;
@@ -186,8 +201,11 @@ public:
     /// The header's generation now (bumped by every grow).
     [[nodiscard]] std::uint64_t generation() const noexcept;
     [[nodiscard]] SegmentInfo info() const noexcept;
-    /// True while the creator process (pid and start time) is alive.
-    [[nodiscard]] bool creator_alive() const noexcept;
+    /// Whether the creator's Segment still lives, by a probe of its lock
+    /// (through a file description of this call's own; needs /proc).
+    /// Liveness::unknown when the segment carries no lock flag (an older
+    /// segment, a checkpoint) or the probe fails: never taken for dead.
+    [[nodiscard]] Liveness creator_liveness() const noexcept;
 
     /// Whether the file still holds every byte this process maps. When
     /// another process truncated it, extends it back (the cut extent reads as
@@ -223,6 +241,7 @@ private:
     void release() noexcept;
 
     UniqueFd fd_;
+    UniqueFd creator_lock_; // creator only: a description of our own that holds the creator's lock byte
     Mapping reservation_; // max_size_bytes of address space; the file is mapped over its start
     std::atomic<std::size_t> mapped_bytes_ {0}; // read by any thread, written by grow()/refresh()
     std::uint64_t data_used_ = 0;   // creator only: the allocation cursor (the header gets a copy)

@@ -1,6 +1,7 @@
 #include "core/snapshot.hpp"
 
 #include "core/bounds.hpp"
+#include "core/layout.hpp"
 
 #include <fcntl.h>
 #include <linux/fs.h>
@@ -10,7 +11,9 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <string>
 
 namespace shmlink {
@@ -73,6 +76,24 @@ UniqueFd unnamed_file(const std::filesystem::path& directory, mode_t mode, std::
     return fd;
 }
 
+/// Marks the copy in `out` as a checkpoint when it is a segment: a file of
+/// value whose creator is expected to be gone, which garbage collection
+/// keeps. Its creator holds no lock on this file, so that flag goes.
+std::error_code mark_checkpoint(const UniqueFd& out, std::span<const std::byte> bytes) noexcept
+{
+    layout::SegmentHeader header {};
+    if (bytes.size() < sizeof(header))
+        return {};
+    std::memcpy(&header, bytes.data(), sizeof(header));
+    if (header.magic != layout::kMagic)
+        return {};
+    std::uint32_t flags = (header.flags | layout::kCheckpoint) & ~std::uint32_t {layout::kCreatorLocked};
+    const auto at = static_cast<off_t>(offsetof(layout::SegmentHeader, flags));
+    if (::pwrite(out.get(), &flags, sizeof(flags), at) != static_cast<ssize_t>(sizeof(flags)))
+        return errno_code();
+    return {};
+}
+
 std::string random_suffix()
 {
     std::uint64_t r = 0;
@@ -132,7 +153,8 @@ void Snapshot::commit(const std::filesystem::path& target, mode_t mode, std::err
             return;
         }
         ec.clear();
-        if (::fchmod(out.get(), mode) != 0 || (ec = copy_contents(fd_, bytes(), out)) || ::fsync(out.get()) != 0) {
+        if (::fchmod(out.get(), mode) != 0 || (ec = copy_contents(fd_, bytes(), out)) || (ec = mark_checkpoint(out, bytes()))
+            || ::fsync(out.get()) != 0) {
             if (!ec)
                 ec = errno_code();
             if (named)

@@ -39,7 +39,9 @@ public:
 
     /// Writes the copy to `target` atomically: a reader of `target` sees the
     /// old file or the new one, never a mix (O_TMPFILE, linkat, rename,
-    /// fsync). The file gets `mode`.
+    /// fsync). The file gets `mode`. A segment's copy is marked a checkpoint
+    /// in its header (layout::kCheckpoint), so that `shmlink gc` and
+    /// take_over_dead never take it for a dead creator's leftovers.
     void commit(const std::filesystem::path& target, mode_t mode = 0600) const;
     void commit(const std::filesystem::path& target, mode_t mode, std::error_code& ec) const noexcept;
 

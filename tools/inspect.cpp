@@ -2,6 +2,7 @@
 // and queue, as text or JSON. It attaches read-only and changes nothing.
 #include "bench/report.hpp"
 #include "core/error.hpp"
+#include "core/layout.hpp"
 #include "core/segment.hpp"
 #include "core/unique_fd.hpp"
 #include "ipc/inspect.hpp"
@@ -24,7 +25,8 @@ constexpr char kUsage[] = R"(usage: shmlink inspect PATH [--json]
        shmlink inspect --fd N [--json]
 
 Prints a segment's header (layout version, size, maximum, generation,
-creator and whether it is alive), its directory, and for each ring or queue
+creator and whether it is alive, by the lock it holds on the file: "unknown"
+(JSON null) when that cannot be decided), its directory, and for each ring or queue
 its fill level, positions, sleepers and counters. It attaches read-only and
 changes nothing; a live segment may move while it is read, so the figures
 are a snapshot of each field, not of the whole.
@@ -49,15 +51,34 @@ std::string spsc_json(const SpscState& s)
     return text;
 }
 
-void print_json(const std::string& source, const Segment& segment, bool alive,
+/// JSON's creator_alive: true, false, or null when it cannot be decided.
+const char* alive_json(Liveness alive)
+{
+    return alive == Liveness::alive ? "true" : alive == Liveness::dead ? "false" : "null";
+}
+
+/// The text form: "alive", "gone", "liveness unknown", and what a checkpoint is.
+std::string alive_text(const SegmentInfo& info, Liveness alive)
+{
+    std::string text = alive == Liveness::alive ? "alive" : alive == Liveness::dead ? "gone" : "liveness unknown";
+    if ((info.flags & layout::kCheckpoint) != 0)
+        text += " (a checkpoint written by Snapshot::commit)";
+    else if ((info.flags & layout::kCreatorLocked) == 0)
+        text += " (its creator holds no lock: a segment of an older shmlink)";
+    return text;
+}
+
+void print_json(const std::string& source, const Segment& segment, Liveness alive,
     const std::vector<ObjectState>& objects)
 {
     const SegmentInfo info = segment.info();
     std::printf("{\n  \"segment\": %s,\n  \"layout_version\": %u,\n  \"size_bytes\": %llu,\n  \"max_size_bytes\": %llu,\n"
-                "  \"generation\": %llu,\n  \"truncations\": %llu,\n  \"creator_pid\": %d,\n  \"creator_alive\": %s,\n  \"objects\": [",
+                "  \"generation\": %llu,\n  \"truncations\": %llu,\n  \"creator_pid\": %d,\n  \"creator_alive\": %s,\n"
+                "  \"checkpoint\": %s,\n  \"objects\": [",
         json_string(source).c_str(), info.layout_version, static_cast<unsigned long long>(info.size_bytes),
         static_cast<unsigned long long>(info.max_size_bytes), static_cast<unsigned long long>(info.generation),
-        static_cast<unsigned long long>(segment.truncations()), static_cast<int>(info.creator_pid), alive ? "true" : "false");
+        static_cast<unsigned long long>(segment.truncations()), static_cast<int>(info.creator_pid), alive_json(alive),
+        (info.flags & layout::kCheckpoint) != 0 ? "true" : "false");
     const char* separator = "\n";
     for (const auto& o : objects) {
         std::printf("%s    {\"name\": %s, \"kind\": %s, \"kind_code\": %u, \"version\": %u, \"offset\": %llu, \"length\": %llu",
@@ -105,7 +126,7 @@ void print_spsc_line(const SpscState& s)
         s.consistent ? "" : ", POSITIONS INCONSISTENT", s.readable_sleepers, s.writable_sleepers);
 }
 
-void print_text(const std::string& source, const Segment& segment, bool alive,
+void print_text(const std::string& source, const Segment& segment, Liveness alive,
     const std::vector<ObjectState>& objects)
 {
     const SegmentInfo info = segment.info();
@@ -113,7 +134,7 @@ void print_text(const std::string& source, const Segment& segment, bool alive,
     std::printf("  layout version %u, %llu of %llu bytes, generation %llu\n", info.layout_version,
         static_cast<unsigned long long>(info.size_bytes), static_cast<unsigned long long>(info.max_size_bytes),
         static_cast<unsigned long long>(info.generation));
-    std::printf("  creator pid %d, %s\n", static_cast<int>(info.creator_pid), alive ? "alive" : "gone");
+    std::printf("  creator pid %d, %s\n", static_cast<int>(info.creator_pid), alive_text(info, alive).c_str());
     if (segment.truncations() != 0)
         std::printf("  TRUNCATED %llu times by a process with write access (extended back; the cut data was lost)\n",
             static_cast<unsigned long long>(segment.truncations()));
@@ -190,7 +211,7 @@ int inspect(int argc, char** argv)
             objects.push_back(shmlink::inspect(segment, object)); // the ipc/ reader, not this command
         if (ec)
             throw Error(ec, "inspect " + source, "directory");
-        const bool alive = segment.creator_alive();
+        const Liveness alive = segment.creator_liveness();
         if (json)
             print_json(source, segment, alive, objects);
         else

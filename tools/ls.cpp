@@ -1,19 +1,13 @@
 // shmlink ls and gc: the segments in a directory, found by their headers
 // alone (pread; nothing is mapped), and removal of those whose creator is gone.
 #include "core/error.hpp"
-#include "core/layout.hpp"
-#include "core/process.hpp"
-#include "core/unique_fd.hpp"
+#include "core/liveness.hpp"
 #include "tools/commands.hpp"
 
-#include <fcntl.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <cstdio>
-#include <cstring>
 #include <filesystem>
 #include <string>
 #include <string_view>
@@ -25,8 +19,12 @@ namespace {
 constexpr char kLsUsage[] = R"(usage: shmlink ls [DIR]
 
 Lists the shmlink segments in DIR (default /dev/shm): path, owner, size,
-creator pid and whether the creator is alive. It reads only each file's
-header; files that are not shmlink segments are not listed.
+creator pid and whether the creator is alive: yes or no by the lock the
+creator holds on its file (whatever pid namespace it runs in), "unknown"
+when that cannot be decided (a segment of an older shmlink), "checkpoint"
+for a copy written by Snapshot::commit. It reads only each file's header;
+files that are not shmlink segments (FIFOs, sockets, directories and
+other files) are not listed, and nothing that could block is opened.
 
 Exit status: 0 done, 1 DIR could not be read, 2 bad usage.
 )";
@@ -35,8 +33,12 @@ constexpr char kGcUsage[] = R"(usage: shmlink gc [DIR] [--yes]
 
 Removes the shmlink segments in DIR (default /dev/shm) whose creator is
 gone, asking for each on stdin (y to remove) unless --yes. A creator is
-alive when its pid runs with the start time the header recorded, so a
-reused pid does not keep a segment.
+alive while it holds its lock on the file, whatever pid namespace it runs
+in. Kept, and said why: a segment whose creator's liveness cannot be
+decided, and checkpoints. Right before each removal gc takes the dead
+creator's lock itself and checks again that the path still names the file
+it judged and that it is still dead: a host that came back at that path
+in the meantime keeps its segment.
 
 Exit status: 0 done, 1 DIR could not be read or a file not removed, 2 bad usage.
 )";
@@ -44,30 +46,44 @@ Exit status: 0 done, 1 DIR could not be read or a file not removed, 2 bad usage.
 /// A segment found by ls and gc: its header says shmlink, and checks out.
 struct Found {
     std::string path;
-    uid_t owner = 0;
+    struct stat st {}; ///< of the file judged: gc removes only that one
     std::uint64_t size_bytes = 0;
     pid_t creator = 0;
-    bool alive = false;
+    Liveness liveness = Liveness::unknown;
+    std::string why_unknown;
+    bool checkpoint = false;
 };
 
+const char* alive_column(const Found& f)
+{
+    if (f.checkpoint)
+        return "checkpoint";
+    switch (f.liveness) {
+    case Liveness::alive: return "yes";
+    case Liveness::dead: return "no";
+    case Liveness::unknown: break;
+    }
+    return "unknown";
+}
+
 /// The segments in `dir`, by their headers alone (pread: nothing is mapped).
+/// FIFOs, sockets, devices and directories are skipped by their type before
+/// anything is opened (open_segment_file), so none of them can block us.
 std::vector<Found> find_segments(const std::string& dir)
 {
+    struct stat st {};
+    if (::stat(dir.c_str(), &st) == 0 && !S_ISDIR(st.st_mode))
+        throw Error(std::make_error_code(std::errc::not_a_directory), dir,
+            std::string("is ") + file_type_name(st.st_mode) + ", not a directory");
     std::vector<Found> found;
     std::error_code ec;
     for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
-        UniqueFd fd(::open(entry.path().c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
-        struct stat st {};
-        if (!fd || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode))
-            continue;
-        layout::SegmentHeader header {};
-        if (::pread(fd.get(), &header, sizeof(header), 0) != static_cast<ssize_t>(sizeof(header)))
-            continue;
+        SegmentFile file;
         std::string detail;
-        if (layout::validate_header(header, static_cast<std::uint64_t>(st.st_size), detail))
+        if (open_segment_file(entry.path(), false, file, detail))
             continue;
-        found.push_back({entry.path().string(), st.st_uid, header.size_bytes, static_cast<pid_t>(header.creator_pid),
-            process_alive(static_cast<pid_t>(header.creator_pid), header.creator_start_time)});
+        found.push_back({entry.path().string(), file.st, file.header.size_bytes,
+            static_cast<pid_t>(file.header.creator_pid), file.creator, file.why_unknown, file.checkpoint()});
     }
     if (ec)
         throw Error(ec, "ls " + dir);
@@ -119,8 +135,8 @@ int ls(int argc, char** argv)
         const auto found = find_segments(dir);
         std::printf("%-48s %8s %14s %8s  %s\n", "segment", "owner", "bytes", "creator", "creator alive");
         for (const auto& f : found)
-            std::printf("%-48s %8u %14llu %8d  %s\n", f.path.c_str(), f.owner, static_cast<unsigned long long>(f.size_bytes),
-                static_cast<int>(f.creator), f.alive ? "yes" : "no");
+            std::printf("%-48s %8u %14llu %8d  %s\n", f.path.c_str(), f.st.st_uid,
+                static_cast<unsigned long long>(f.size_bytes), static_cast<int>(f.creator), alive_column(f));
         return kDone;
     } catch (const std::exception& e) {
         std::fprintf(stderr, "shmlink: %s\n", e.what());
@@ -143,8 +159,13 @@ int gc(int argc, char** argv)
     try {
         int failed = 0;
         for (const auto& f : find_segments(dir)) {
-            if (f.alive)
+            if (f.checkpoint || f.liveness == Liveness::alive)
                 continue;
+            if (f.liveness == Liveness::unknown) {
+                std::printf("kept %s: whether its creator lives cannot be decided: %s\n", f.path.c_str(),
+                    f.why_unknown.c_str());
+                continue;
+            }
             if (!yes) {
                 std::printf("remove %s (creator %d is gone)? [y/N] ", f.path.c_str(), static_cast<int>(f.creator));
                 std::fflush(stdout);
@@ -154,8 +175,17 @@ int gc(int argc, char** argv)
                     continue;
                 }
             }
-            if (::unlink(f.path.c_str()) != 0) {
-                std::fprintf(stderr, "shmlink: gc %s: %s\n", f.path.c_str(), std::strerror(errno));
+            // Judged a while ago (the prompt may have waited): remove only under
+            // the dead creator's lock, and only the same file, still dead.
+            std::string detail;
+            const std::error_code ec = remove_dead_segment(f.path, &f.st, detail);
+            if (ec == Errc::in_use || ec == std::errc::file_exists || ec == std::errc::no_such_file_or_directory) {
+                std::printf("kept %s: %s\n", f.path.c_str(),
+                    ec == std::errc::no_such_file_or_directory ? "it is gone already" : detail.c_str());
+                continue;
+            }
+            if (ec) {
+                std::fprintf(stderr, "shmlink: gc %s: %s\n", f.path.c_str(), detail.empty() ? ec.message().c_str() : detail.c_str());
                 ++failed;
                 continue;
             }

@@ -176,6 +176,7 @@ int watch(int argc, char** argv)
             previous_time = now;
 
             const SegmentInfo info = segment.info();
+            const Liveness creator = segment.creator_liveness();
             const std::time_t wall = std::time(nullptr);
             char clock[16];
             std::strftime(clock, sizeof(clock), "%H:%M:%S", std::localtime(&wall));
@@ -183,7 +184,7 @@ int watch(int argc, char** argv)
                 path.c_str(), clock, static_cast<unsigned long long>(info.generation),
                 amount(static_cast<double>(info.size_bytes), false, "").c_str(),
                 amount(static_cast<double>(info.max_size_bytes), false, "").c_str(), static_cast<int>(info.creator_pid),
-                segment.creator_alive() ? "alive" : "gone");
+                creator == Liveness::alive ? "alive" : creator == Liveness::dead ? "gone" : "liveness unknown");
             std::printf("  %-24s %-10s %26s %16s %16s\n", "object", "kind", "fill", "written/s", "read/s");
             std::map<std::string, Counters> current;
             for (const auto& object : objects) {

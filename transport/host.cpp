@@ -396,7 +396,7 @@ Host::Host(boost::asio::io_context& io, HostOptions options)
     remove_stale_socket(s.options.socket_path, context);
     const bool guarded = s.options.guard_truncation && !s.options.segment_path.empty();
     const SegmentOptions segment_options {.max_size_bytes = s.options.max_segment_bytes,
-        .cleanup = Cleanup::unlink_on_close, .replace_existing = true, .map = {.guard_truncation = guarded}};
+        .cleanup = Cleanup::unlink_on_close, .take_over_dead = true, .map = {.guard_truncation = guarded}};
     s.segment = s.options.segment_path.empty() ? Segment::create_anonymous(s.options.segment_bytes, segment_options)
                                                : Segment::create(s.options.segment_path, s.options.segment_bytes, segment_options);
     MpscOptions inbox_options {.reap_interval = s.options.reap_interval,

@@ -47,10 +47,11 @@ struct HostOptions {
     /// Where guests connect (1 to 107 bytes); replaced only if a stale socket
     /// is there (nobody listens), never when a host listens or it is no socket.
     std::filesystem::path socket_path;
-    /// Empty: an anonymous memfd, reachable only through the socket. A path
-    /// is created anew; the file there is taken over only when it is a
-    /// shmlink segment whose creator is dead (SegmentOptions::take_over_dead):
-    /// a live host's segment is refused, and so is any other file.
+    /// Empty: an anonymous memfd, reachable only through the socket. A file
+    /// already at the path is taken over only when it is the segment of a
+    /// host that is gone (SegmentOptions::take_over_dead): a live host's
+    /// segment fails the constructor with Errc::in_use, and any other file
+    /// (not a segment, a checkpoint) with EEXIST, left as it is.
     std::filesystem::path segment_path;
     std::size_t segment_bytes = std::size_t {4} << 20;
     std::size_t max_segment_bytes = std::size_t {1} << 30;

@@ -4,6 +4,7 @@
 #include "core/process.hpp"
 #include "core/segment.hpp"
 #include "tests/support/child.hpp"
+#include "tests/support/hostile_files.hpp"
 #include "tests/support/leaks.hpp"
 #include "transport/fd_socket.hpp"
 
@@ -23,6 +24,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -135,12 +138,13 @@ TEST_CASE("create: the file has the requested mode and size")
         CHECK(s.generation() == 0);
     }
     {
-        Segment s = Segment::create(path, 4096, {.cleanup = Cleanup::keep, .replace_existing = true});
+        // The first one's creator (this process's Segment above) is gone: its file is taken over.
+        Segment s = Segment::create(path, 4096, {.cleanup = Cleanup::keep, .take_over_dead = true});
         struct stat st {};
         REQUIRE(::stat(path.c_str(), &st) == 0);
         CHECK((st.st_mode & 0777) == 0600); // the default, whatever the umask
     }
-    SUBCASE("an existing path is refused unless replace_existing")
+    SUBCASE("an existing path is refused without take_over_dead, even a dead creator's segment")
     {
         std::error_code ec;
         Segment s = Segment::create(path, 4096, {}, ec);
@@ -321,7 +325,8 @@ TEST_CASE("cleanup policies")
     {
         {
             Segment old_owner = Segment::create(path, 4096, {.cleanup = Cleanup::unlink_on_close});
-            Segment newer = Segment::create(path, 4096, {.cleanup = Cleanup::keep, .replace_existing = true});
+            ::unlink(path.c_str()); // someone removes it under its live creator, and makes another
+            Segment newer = Segment::create(path, 4096, {.cleanup = Cleanup::keep});
         }
         CHECK(exists(path));
         ::unlink(path.c_str());
@@ -466,7 +471,7 @@ TEST_CASE("attach: every kind of bad file gets its own clear error and no crash"
     const test::ShmPath path_file("bad");
     const std::string& path = path_file.path;
     const auto fresh_segment = [&] {
-        Segment s = Segment::create(path, 1 << 16, {.cleanup = Cleanup::keep, .replace_existing = true});
+        Segment s = Segment::create(path, 1 << 16, {.cleanup = Cleanup::keep});
         s.allocate("ring", 7, 1, 1024);
     };
 
@@ -803,31 +808,224 @@ TEST_CASE("snapshot taken by a guest after the creator grew is a valid segment")
     SHMLINK_CHECK_NO_LEAKS(before);
 }
 
-TEST_CASE("creator_alive: false for a dead creator and for a reused pid")
+namespace {
+
+/// tests/helpers/creator holding a segment at `path`, started under
+/// `runner` (say, unshare and its options) when that is given.
+Child start_creator(const std::string& path, std::vector<std::string> runner = {})
+{
+    runner.push_back(test::helper_path("SHMLINK_CREATOR"));
+    runner.push_back(path);
+    return Child::spawn(runner);
+}
+
+/// unshare's path when this process may make a pid namespace with it, else "".
+std::string pid_namespace_runner()
+{
+    for (const std::string candidate : {"/usr/bin/unshare", "/bin/unshare"})
+        if (::access(candidate.c_str(), X_OK) == 0
+            && std::system((candidate + " --pid --fork --kill-child true >/dev/null 2>&1").c_str()) == 0)
+            return candidate;
+    return {};
+}
+
+} // namespace
+
+TEST_CASE("creator_liveness: the creator's lock tells, not its pid")
 {
     const test::ResourceCount before;
     const test::ShmPath path_file("alive");
     const std::string& path = path_file.path;
     {
-        Segment::create(path, 4096);
-        CHECK(Segment::attach(path).creator_alive());
+        auto creator = std::make_optional(Segment::create(path, 4096));
+        CHECK((creator->info().flags & layout::kCreatorLocked) != 0);
+        CHECK(creator->creator_liveness() == Liveness::alive);
+        CHECK(Segment::attach(path).creator_liveness() == Liveness::alive);
+        // What a guest receives over a socket is the creator's fd; holding it
+        // must not keep the creator alive once the creator is gone.
+        UniqueFd passed(::dup(creator->fd().get()));
+        creator.reset();
+        CHECK(Segment::attach(path).creator_liveness() == Liveness::dead);
+        CHECK(Segment::attach(std::move(passed)).creator_liveness() == Liveness::dead);
 
-        // A creator that has exited: a pid nobody has any more.
-        Child gone = start_guest();
-        const pid_t dead = gone.pid();
-        CHECK(gone.wait() == 0);
-        patch<std::uint32_t>(path, offsetof(layout::SegmentHeader, creator_pid), static_cast<std::uint32_t>(dead));
-        CHECK_FALSE(Segment::attach(path).creator_alive());
+        // The pid and start time of a live process (this one) do not make it alive.
+        patch<std::uint32_t>(path, offsetof(layout::SegmentHeader, creator_pid), static_cast<std::uint32_t>(::getpid()));
+        patch<std::uint64_t>(path, offsetof(layout::SegmentHeader, creator_start_time), process_start_time(::getpid()));
+        CHECK(Segment::attach(path).creator_liveness() == Liveness::dead);
 
-        // A live process that is not the creator (its start time differs): pid reuse.
-        Child other = start_guest();
-        patch<std::uint32_t>(path, offsetof(layout::SegmentHeader, creator_pid), static_cast<std::uint32_t>(other.pid()));
-        CHECK_FALSE(Segment::attach(path).creator_alive());
-        patch<std::uint64_t>(path, offsetof(layout::SegmentHeader, creator_start_time), process_start_time(other.pid()));
-        CHECK(Segment::attach(path).creator_alive());
-        CHECK(other.wait() == 0);
+        // Without the lock flag (a segment of an older shmlink): unknown, never dead.
+        patch<std::uint32_t>(path, offsetof(layout::SegmentHeader, flags), 0);
+        CHECK(Segment::attach(path).creator_liveness() == Liveness::unknown);
+        ::unlink(path.c_str());
+    }
+    {
+        // A creator in another process: alive while it runs, dead once it exited.
+        Child creator = start_creator(path);
+        REQUIRE(creator.read_line().rfind("ok", 0) == 0);
+        CHECK(Segment::attach(path).creator_liveness() == Liveness::alive);
+        CHECK(creator.wait() == 0);
+        CHECK(Segment::attach(path).creator_liveness() == Liveness::dead);
+        ::unlink(path.c_str());
+    }
+    {
+        // memfd and O_TMPFILE backings carry the lock too.
+        Segment memfd = Segment::create_anonymous(4096);
+        CHECK((memfd.info().flags & layout::kCreatorLocked) != 0);
+        CHECK(Segment::attach(UniqueFd(::dup(memfd.fd().get()))).creator_liveness() == Liveness::alive);
+        Segment unnamed = Segment::create(path, 4096, {.cleanup = Cleanup::unlink_now});
+        CHECK((unnamed.info().flags & layout::kCreatorLocked) != 0);
+        CHECK(Segment::attach(UniqueFd(::dup(unnamed.fd().get()))).creator_liveness() == Liveness::alive);
     }
     SHMLINK_CHECK_NO_LEAKS(before);
+}
+
+TEST_CASE("creator_liveness: a creator in another pid namespace (pid 1 there) is alive while it runs")
+{
+    const std::string unshare = pid_namespace_runner();
+    if (unshare.empty()) {
+        MESSAGE("skipped: this process may not make a pid namespace (unshare --pid --fork failed)");
+        return;
+    }
+    const test::ShmPath path_file("pid-namespace");
+    const std::string& path = path_file.path;
+    Child creator = start_creator(path, {unshare, "--pid", "--fork", "--kill-child"});
+    REQUIRE(creator.read_line() == "ok pid=1"); // here, pid 1 is another process
+    Segment seen = Segment::attach(path);
+    CHECK(seen.info().creator_pid == 1);
+    CHECK(seen.creator_liveness() == Liveness::alive);
+    CHECK(creator.wait() == 0);
+    CHECK(seen.creator_liveness() == Liveness::dead);
+}
+
+TEST_CASE("create with take_over_dead: a live segment and any other file are refused; a dead one is taken over")
+{
+    const test::ResourceCount before;
+    const test::ShmPath path_file("take-over");
+    const std::string& path = path_file.path;
+    const auto create_error = [&](const SegmentOptions& options) -> std::pair<std::error_code, std::string> {
+        std::error_code ec;
+        Segment s = Segment::create(path, 4096, options, ec);
+        CHECK_FALSE(s.valid());
+        try {
+            Segment::create(path, 4096, options);
+            FAIL("create did not throw");
+        } catch (const Error& e) {
+            CHECK(e.code() == ec);
+            return {ec, e.what()};
+        }
+        return {ec, ""};
+    };
+    SUBCASE("a live creator's segment, held by another process: in_use, and the segment untouched")
+    {
+        Child creator = start_creator(path);
+        REQUIRE(creator.read_line().rfind("ok", 0) == 0);
+        const std::uint64_t nonce = Segment::attach(path).info().nonce;
+        const auto [ec, what] = create_error({.take_over_dead = true});
+        CHECK(ec == Errc::in_use);
+        CHECK(what.find("create " + path + ": ") == 0);
+        CHECK(what.find("another process owns it") != std::string::npos);
+        CHECK(Segment::attach(path).info().nonce == nonce);
+        CHECK(Segment::attach(path).creator_liveness() == Liveness::alive);
+
+        // Once its creator exited: still EEXIST without the option, taken over with it.
+        CHECK(creator.wait() == 0);
+        CHECK(create_error({}).first == std::errc::file_exists);
+        Segment taken = Segment::create(path, 4096, {.take_over_dead = true});
+        CHECK(taken.is_owner());
+        CHECK(taken.info().nonce != nonce);
+        CHECK(Segment::attach(path).info().nonce == taken.info().nonce);
+        CHECK(Segment::attach(path).creator_liveness() == Liveness::alive);
+    }
+    SUBCASE("notes.txt: EEXIST naming the path and what the file is, and not one byte changed")
+    {
+        write_file(path, "notes: buy milk\n");
+        const auto [ec, what] = create_error({.take_over_dead = true});
+        CHECK(ec == std::errc::file_exists);
+        CHECK(what.find("create " + path + ": ") == 0);
+        CHECK(what.find("not a valid shmlink segment") != std::string::npos);
+        std::ifstream in(path);
+        const std::string content((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        CHECK(content == "notes: buy milk\n");
+    }
+    SUBCASE("a segment whose creator's liveness cannot be decided, and a FIFO: EEXIST, left as they are")
+    {
+        { Segment::create(path, 4096, {.cleanup = Cleanup::keep}); }
+        patch<std::uint32_t>(path, offsetof(layout::SegmentHeader, flags), 0); // as an older shmlink made it
+        const auto [ec, what] = create_error({.take_over_dead = true});
+        CHECK(ec == std::errc::file_exists);
+        CHECK(what.find("cannot be decided") != std::string::npos);
+        CHECK(Segment::attach(path).valid());
+        ::unlink(path.c_str());
+
+        REQUIRE(::mkfifo(path.c_str(), 0600) == 0);
+        const auto [fifo_ec, fifo_what] = create_error({.take_over_dead = true});
+        CHECK(fifo_ec == std::errc::file_exists);
+        CHECK(fifo_what.find("is a FIFO") != std::string::npos);
+        struct stat st {};
+        CHECK((::lstat(path.c_str(), &st) == 0 && S_ISFIFO(st.st_mode)));
+    }
+    ::unlink(path.c_str());
+    SHMLINK_CHECK_NO_LEAKS(before);
+}
+
+namespace {
+
+/// What attach says of `path`, asked in a forked child that an alarm ends
+/// should attach block: a regression fails the test instead of hanging it.
+std::string attach_error_at_once(const std::string& path, bool read_only)
+{
+    int out[2];
+    REQUIRE(::pipe2(out, O_CLOEXEC) == 0);
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+        ::alarm(10);
+        std::string what = "attached";
+        try {
+            Segment::attach(path, {.read_only = read_only});
+        } catch (const std::exception& e) {
+            what = e.what();
+        }
+        (void)!::write(out[1], what.data(), what.size());
+        ::_exit(0);
+    }
+    ::close(out[1]);
+    std::string what;
+    char buffer[512];
+    for (ssize_t n; (n = ::read(out[0], buffer, sizeof(buffer))) > 0;)
+        what.append(buffer, static_cast<std::size_t>(n));
+    ::close(out[0]);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    if (WIFSIGNALED(status))
+        return "blocked: killed by signal " + std::to_string(WTERMSIG(status));
+    return what;
+}
+
+} // namespace
+
+TEST_CASE("attach: a FIFO, a socket, a directory or a device is a clear error at once, never a block")
+{
+    const test::HostileFiles files("attach-hostile");
+    for (const bool read_only : {true, false}) {
+        CAPTURE(read_only);
+        CHECK(attach_error_at_once(files.fifo, read_only) == "attach " + files.fifo + ": is a FIFO, not a shmlink segment");
+        CHECK(attach_error_at_once(files.socket, read_only)
+            == "attach " + files.socket + ": is a socket, not a shmlink segment");
+        CHECK(attach_error_at_once(files.directory, read_only)
+            == "attach " + files.directory + ": is a directory, not a shmlink segment");
+        CHECK(attach_error_at_once("/dev/null", read_only)
+            == "attach /dev/null: is a character device, not a shmlink segment");
+    }
+    // By fd: the end of a pipe says what it is, too.
+    int pipe_fds[2];
+    REQUIRE(::pipe2(pipe_fds, O_CLOEXEC) == 0);
+    UniqueFd write_end(pipe_fds[1]);
+    try {
+        Segment::attach(UniqueFd(pipe_fds[0]));
+        FAIL("no throw");
+    } catch (const Error& e) {
+        CHECK(std::string(e.what()).find("is a FIFO") != std::string::npos);
+    }
 }
 
 namespace {

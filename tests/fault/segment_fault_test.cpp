@@ -91,7 +91,7 @@ TEST_CASE("a host SIGKILLed while it grows: guests get an error or the new size,
 
         // The segment the dead host left: valid, every object in it, no larger than its file.
         Segment left = Segment::attach(file.path);
-        CHECK_FALSE(left.creator_alive());
+        CHECK(left.creator_liveness() == Liveness::dead);
         CHECK(left.size_bytes() <= file_size(file.path));
         CHECK(left.find("host.inbox").length > 0);
         generations += std::to_string(left.generation()) + " ";
@@ -207,7 +207,7 @@ TEST_CASE("pid reuse: a segment whose creator's pid now belongs to another proce
     int status = 0;
     REQUIRE(::waitpid(creator, &status, 0) == creator);
     REQUIRE(WEXITSTATUS(status) == 0);
-    CHECK_FALSE(Segment::attach(file.path).creator_alive());
+    CHECK(Segment::attach(file.path).creator_liveness() == Liveness::dead);
 
     // Its pid is reused by a live process (this one): the pid alone would say alive.
     const int fd = ::open(file.path.c_str(), O_RDWR | O_CLOEXEC);
@@ -217,7 +217,7 @@ TEST_CASE("pid reuse: a segment whose creator's pid now belongs to another proce
     ::close(fd);
     Segment reused = Segment::attach(file.path);
     CHECK(reused.info().creator_pid == ::getpid());
-    CHECK_FALSE(reused.creator_alive()); // its start time is not this process's
+    CHECK(reused.creator_liveness() == Liveness::dead); // the pid is not what tells: the free lock does
     reused = Segment();
 
     // shmlink gc agrees, and removes it.

@@ -282,7 +282,7 @@ int toucher(const std::string& segment_path)
     std::uint64_t passes = 0;
     std::uint64_t sum = 0;
     for (bool last = false; !last; ++passes) {
-        last = !segment.creator_alive(); // one more pass after the creator is gone
+        last = segment.creator_liveness() != Liveness::alive; // one more pass after the creator is gone (or unknowable)
         std::error_code ec;
         segment.refresh(ec);
         if (ec) {

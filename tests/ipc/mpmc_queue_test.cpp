@@ -167,7 +167,7 @@ TEST_CASE("a peer process scribbling random bytes over an MPMC queue: errors, no
 {
     const test::ShmPath file("mpmc-scribble");
     for (std::uint64_t seed = 1; seed <= 4; ++seed) {
-        Segment segment = Segment::create(file.path, 1 << 20, {.cleanup = Cleanup::unlink_on_close, .replace_existing = true});
+        Segment segment = Segment::create(file.path, 1 << 20, {.cleanup = Cleanup::unlink_on_close, .take_over_dead = true});
         auto queue = MpmcQueue<std::uint64_t>::create(segment, "queue", 64);
         int corrupt = 0;
         const std::string answer = test::while_scribbled(file.path, "queue", seed, 50, [&] {

@@ -215,7 +215,7 @@ TEST_CASE("a peer process scribbling random bytes over an MPSC ring: errors, no 
 {
     const test::ShmPath file("mpsc-scribble");
     for (std::uint64_t seed = 1; seed <= 4; ++seed) {
-        Segment segment = Segment::create(file.path, 1 << 20, {.cleanup = Cleanup::unlink_on_close, .replace_existing = true});
+        Segment segment = Segment::create(file.path, 1 << 20, {.cleanup = Cleanup::unlink_on_close, .take_over_dead = true});
         MpscRing ring = MpscRing::create(segment, "mpsc", 1024, 2, {.reap_interval = 1ms});
         MpscProducer producer = MpscProducer::open(segment, "mpsc");
         std::byte buffer[1024];

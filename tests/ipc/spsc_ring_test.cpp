@@ -327,7 +327,7 @@ TEST_CASE("a peer process scribbling random bytes over the ring: errors, no cras
 {
     const test::ShmPath file("spsc-scribble");
     for (std::uint64_t seed = 1; seed <= 4; ++seed) {
-        Segment segment = Segment::create(file.path, 1 << 20, {.cleanup = Cleanup::unlink_on_close, .replace_existing = true});
+        Segment segment = Segment::create(file.path, 1 << 20, {.cleanup = Cleanup::unlink_on_close, .take_over_dead = true});
         SpscRing ring = SpscRing::create(segment, "ring", 4096);
         for (int i = 0; i < 20; ++i)
             REQUIRE(ring.try_push(bytes_of("message " + std::to_string(i))) == RingStatus::ok);

@@ -98,12 +98,19 @@ void Child::send(const std::string& line)
 
 std::string Child::read_line(std::chrono::milliseconds timeout)
 {
+    std::string line = read_through("\n", timeout);
+    line.pop_back();
+    return line;
+}
+
+std::string Child::read_through(const std::string& marker, std::chrono::milliseconds timeout)
+{
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     for (;;) {
-        if (auto eol = buffered_.find('\n'); eol != std::string::npos) {
-            std::string line = buffered_.substr(0, eol);
-            buffered_.erase(0, eol + 1);
-            return line;
+        if (auto at = buffered_.find(marker); at != std::string::npos) {
+            std::string through = buffered_.substr(0, at + marker.size());
+            buffered_.erase(0, at + marker.size());
+            return through;
         }
         const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
         pollfd p {from_child_, POLLIN, 0};

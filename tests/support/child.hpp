@@ -33,6 +33,9 @@ public:
     void send(const std::string& line);
     /// One line from the child's stdout, without the newline; throws on timeout or EOF.
     std::string read_line(std::chrono::milliseconds timeout = std::chrono::seconds(30));
+    /// Everything the child writes up to and including `marker` (a prompt
+    /// that does not end its line); throws on timeout or EOF.
+    std::string read_through(const std::string& marker, std::chrono::milliseconds timeout = std::chrono::seconds(30));
     std::string request(const std::string& line, std::chrono::milliseconds timeout = std::chrono::seconds(30))
     {
         send(line);

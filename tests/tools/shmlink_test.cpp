@@ -5,10 +5,13 @@
 #include "ipc/mpsc_ring.hpp"
 #include "ipc/spsc_ring.hpp"
 #include "tests/support/child.hpp"
+#include "tests/support/hostile_files.hpp"
 
 #include <doctest/doctest.h>
 
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -147,6 +150,241 @@ TEST_CASE("ls finds exactly the segments in a directory; gc removes only those w
 
     mine = Segment();
     std::filesystem::remove_all(dir);
+}
+
+namespace {
+
+/// The tool's stdout and stderr together and its exit code, or an
+/// exception when it has not finished within `timeout`: a tool that blocks
+/// fails the test instead of hanging it.
+std::pair<std::string, int> run_tool_within(const std::vector<std::string>& args,
+    std::chrono::milliseconds timeout = std::chrono::seconds(10))
+{
+    std::vector<std::string> argv {"/bin/sh", "-c", "exec \"$0\" \"$@\" 2>&1", test::helper_path("SHMLINK_TOOL")};
+    argv.insert(argv.end(), args.begin(), args.end());
+    Child child = Child::spawn(argv);
+    std::string out;
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    try {
+        for (;;)
+            out += child.read_line(timeout) + "\n";
+    } catch (const std::runtime_error&) { // EOF, or the timeout (then wait() below throws)
+    }
+    if (std::chrono::steady_clock::now() > deadline)
+        throw std::runtime_error("shmlink " + args.at(0) + " did not finish within its timeout: " + out);
+    return {out, test::exit_code(child.wait(timeout))};
+}
+
+/// A creator that made a segment at `path` (Cleanup::keep) and exited.
+void leave_dead_segment(const std::string& path)
+{
+    const pid_t creator = ::fork();
+    if (creator == 0) {
+        std::error_code ec;
+        Segment::create(path, 1 << 16, {.cleanup = Cleanup::keep}, ec);
+        ::_exit(ec ? 1 : 0);
+    }
+    int status = -1;
+    REQUIRE(::waitpid(creator, &status, 0) == creator);
+    REQUIRE(WIFEXITED(status));
+    REQUIRE(WEXITSTATUS(status) == 0);
+}
+
+/// A fresh directory under /dev/shm, removed with all it holds when it goes.
+struct ShmDir {
+    explicit ShmDir(const std::string& tag) : path("/dev/shm/shmlink-test-tool-" + tag + "-" + std::to_string(::getpid()))
+    {
+        std::filesystem::create_directory(path);
+    }
+    ~ShmDir()
+    {
+        std::error_code ec;
+        std::filesystem::remove_all(path, ec);
+    }
+    ShmDir(const ShmDir&) = delete;
+    ShmDir& operator=(const ShmDir&) = delete;
+    std::string path;
+};
+
+/// The lines of `listing` that name `path`.
+std::string line_of(const std::string& listing, const std::string& path)
+{
+    const auto at = listing.find(path + " ");
+    if (at == std::string::npos)
+        return {};
+    return listing.substr(at, listing.find('\n', at) - at);
+}
+
+bool same_inode(const std::string& path, const Segment& segment)
+{
+    struct stat named {};
+    struct stat ours {};
+    return ::stat(path.c_str(), &named) == 0 && ::fstat(segment.fd().get(), &ours) == 0 && named.st_ino == ours.st_ino
+        && named.st_dev == ours.st_dev;
+}
+
+} // namespace
+
+TEST_CASE("gc keeps a segment whose creator runs in another pid namespace, and ls calls it alive")
+{
+    std::string unshare;
+    for (const std::string candidate : {"/usr/bin/unshare", "/bin/unshare"})
+        if (unshare.empty() && ::access(candidate.c_str(), X_OK) == 0
+            && std::system((candidate + " --pid --fork --kill-child true >/dev/null 2>&1").c_str()) == 0)
+            unshare = candidate;
+    if (unshare.empty()) {
+        MESSAGE("skipped: this process may not make a pid namespace (unshare --pid --fork failed)");
+        return;
+    }
+    const ShmDir dir("pid-namespace");
+    const std::string path = dir.path + "/contained";
+    Child creator = Child::spawn({unshare, "--pid", "--fork", "--kill-child", test::helper_path("SHMLINK_CREATOR"), path});
+    REQUIRE(creator.read_line() == "ok pid=1"); // pid 1 in its namespace: here, another process
+
+    const auto [listing, ls_exit] = run_tool_within({"ls", dir.path});
+    INFO(listing);
+    CHECK(ls_exit == 0);
+    CHECK(line_of(listing, path).ends_with(" 1  yes"));
+    const auto [collected, gc_exit] = run_tool_within({"gc", dir.path, "--yes"});
+    INFO(collected);
+    CHECK(gc_exit == 0);
+    CHECK(collected.find("removed") == std::string::npos);
+    CHECK(std::filesystem::exists(path));
+
+    CHECK(creator.wait() == 0); // now it is gone, and gc may take its segment
+    const auto [later, later_exit] = run_tool_within({"gc", dir.path, "--yes"});
+    INFO(later);
+    CHECK(later_exit == 0);
+    CHECK(later.find("removed " + path) != std::string::npos);
+    CHECK_FALSE(std::filesystem::exists(path));
+}
+
+TEST_CASE("gc judged a segment dead, and a host came back at its path before the answer: the live segment stays")
+{
+    const ShmDir dir("gc-race");
+    const std::string path = dir.path + "/segment";
+    leave_dead_segment(path);
+
+    Child gc = test::spawn_helper("SHMLINK_TOOL", {"gc", dir.path});
+    const std::string prompt = gc.read_through("[y/N] ", std::chrono::seconds(10));
+    REQUIRE(prompt.find("remove " + path) != std::string::npos);
+    // While gc waits at its prompt, a restarted host takes the dead segment over.
+    Segment host = Segment::create(path, 1 << 16, {.cleanup = Cleanup::unlink_on_close, .take_over_dead = true});
+    gc.send("y");
+    const auto [answer, gc_exit] = test::read_all(gc);
+    INFO(answer);
+    CHECK(gc_exit == 0);
+    CHECK(answer.find("kept " + path + ": the path names another file than the one judged dead") != std::string::npos);
+    CHECK(same_inode(path, host));
+
+    // The same with --yes against a file whose lock another remover holds right now.
+    host = Segment();
+    leave_dead_segment(path);
+    UniqueFd busy(::open(path.c_str(), O_RDWR | O_CLOEXEC));
+    flock lock {};
+    lock.l_type = F_WRLCK;
+    lock.l_whence = SEEK_SET;
+    lock.l_start = 0;
+    lock.l_len = 1;
+    REQUIRE(::fcntl(busy.get(), F_OFD_SETLK, &lock) == 0);
+    const auto [held, held_exit] = run_tool_within({"gc", dir.path, "--yes"});
+    INFO(held);
+    CHECK(held_exit == 0);
+    CHECK(held.find("removed") == std::string::npos);
+    CHECK(std::filesystem::exists(path));
+}
+
+TEST_CASE("gc keeps a checkpoint after its creator exited, and ls shows it as one")
+{
+    const ShmDir dir("checkpoint");
+    const std::string checkpoint = dir.path + "/checkpoint";
+    const std::string segment_path = dir.path + "/segment";
+    // A creator that commits a checkpoint of its segment and exits, its pid in both headers.
+    const pid_t creator = ::fork();
+    if (creator == 0) {
+        try {
+            Segment segment = Segment::create(segment_path, 1 << 16, {.cleanup = Cleanup::unlink_on_close});
+            segment.snapshot().commit(checkpoint);
+        } catch (...) {
+            ::_exit(1);
+        }
+        ::_exit(0);
+    }
+    int status = -1;
+    REQUIRE(::waitpid(creator, &status, 0) == creator);
+    REQUIRE(WIFEXITED(status));
+    REQUIRE(WEXITSTATUS(status) == 0);
+    REQUIRE(std::filesystem::exists(checkpoint));
+
+    const auto [listing, ls_exit] = run_tool_within({"ls", dir.path});
+    INFO(listing);
+    CHECK(ls_exit == 0);
+    CHECK(line_of(listing, checkpoint).ends_with(std::to_string(creator) + "  checkpoint"));
+    const auto [collected, gc_exit] = run_tool_within({"gc", dir.path, "--yes"});
+    INFO(collected);
+    CHECK(gc_exit == 0);
+    CHECK(collected.find("removed") == std::string::npos);
+    CHECK(std::filesystem::exists(checkpoint));
+    CHECK(Segment::attach(checkpoint).valid()); // still a segment one can open
+}
+
+TEST_CASE("gc keeps a segment whose creator's liveness cannot be decided, and says why")
+{
+    const ShmDir dir("unknown");
+    const std::string path = dir.path + "/older";
+    leave_dead_segment(path);
+    {
+        // As an older shmlink wrote it: no lock flag.
+        UniqueFd fd(::open(path.c_str(), O_RDWR | O_CLOEXEC));
+        const std::uint32_t no_flags = 0;
+        REQUIRE(::pwrite(fd.get(), &no_flags, sizeof(no_flags), 104) == sizeof(no_flags));
+    }
+    const auto [listing, ls_exit] = run_tool_within({"ls", dir.path});
+    INFO(listing);
+    CHECK(line_of(listing, path).ends_with("  unknown"));
+    const auto [collected, gc_exit] = run_tool_within({"gc", dir.path, "--yes"});
+    INFO(collected);
+    CHECK(gc_exit == 0);
+    CHECK(collected.find("kept " + path + ": whether its creator lives cannot be decided") != std::string::npos);
+    CHECK(std::filesystem::exists(path));
+}
+
+TEST_CASE("a FIFO, a socket, a directory or a device: every subcommand answers at once with what the file is")
+{
+    const test::HostileFiles files("tool-hostile");
+    const std::pair<std::string, std::string> hostile[] = {
+        {files.fifo, "is a FIFO"},
+        {files.socket, "is a socket"},
+        {files.directory, "is a directory"},
+        {"/dev/null", "is a character device"},
+    };
+    for (const auto& [path, what] : hostile) {
+        CAPTURE(path);
+        const auto [inspected, inspect_exit] = run_tool_within({"inspect", path});
+        CHECK(inspect_exit == 1);
+        CHECK(inspected.find(path + ": " + what) != std::string::npos);
+        const auto [watched, watch_exit] = run_tool_within({"watch", path, "--count", "1"});
+        CHECK(watch_exit == 1);
+        CHECK(watched.find(path + ": " + what) != std::string::npos);
+    }
+    // In a directory, ls and gc pass them by without opening them.
+    const auto [listing, ls_exit] = run_tool_within({"ls", files.dir});
+    INFO(listing);
+    CHECK(ls_exit == 0);
+    CHECK(listing.find(files.fifo) == std::string::npos);
+    CHECK(listing.find(files.socket) == std::string::npos);
+    const auto [collected, gc_exit] = run_tool_within({"gc", files.dir, "--yes"});
+    INFO(collected);
+    CHECK(gc_exit == 0);
+    CHECK(collected.find("removed") == std::string::npos);
+    CHECK(std::filesystem::exists(files.fifo));
+    // Given as the directory to list, each is named for what it is.
+    const auto [not_dir, not_dir_exit] = run_tool_within({"ls", files.fifo});
+    CHECK(not_dir_exit == 1);
+    CHECK(not_dir.find(files.fifo + ": is a FIFO, not a directory") != std::string::npos);
+    const auto [gc_not_dir, gc_not_dir_exit] = run_tool_within({"gc", files.socket, "--yes"});
+    CHECK(gc_not_dir_exit == 1);
+    CHECK(gc_not_dir.find(files.socket + ": is a socket, not a directory") != std::string::npos);
 }
 
 namespace {
