@@ -13,6 +13,7 @@
 
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -22,6 +23,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <string>
 #include <thread>
@@ -666,6 +668,68 @@ TEST_CASE("socket paths no guest could reach are refused with the path; errors k
         const std::string answer = answer_of(io, host, guest);
         INFO(answer);
         CHECK(answer.find("ok guest " + sock + ": welcome: the kernel dropped the fd the peer passed: this process is at its open-file limit (RLIMIT_NOFILE ") == 0);
+        CHECK(guest.wait() == 0);
+    }
+}
+
+TEST_CASE("a host's segment path: a live host's segment and any other file are never replaced; a dead host's is taken over")
+{
+    const test::ShmPath segment_file("host-owned");
+    const std::string sock = socket_path("owner");
+    const std::string other_sock = socket_path("usurper");
+    boost::asio::io_context io;
+    SUBCASE("an ordinary file is left as it is")
+    {
+        {
+            std::FILE* notes = std::fopen(segment_file.path.c_str(), "w");
+            std::fputs("my notes\n", notes);
+            std::fclose(notes);
+        }
+        try {
+            Host host(io, {.socket_path = other_sock, .segment_path = segment_file.path});
+            FAIL("a host replaced an ordinary file");
+        } catch (const Error& e) {
+            CHECK(e.code() == std::errc::file_exists);
+            CHECK(std::string(e.what()).find(segment_file.path) != std::string::npos);
+        }
+        std::ifstream notes(segment_file.path);
+        std::string line;
+        std::getline(notes, line);
+        CHECK(line == "my notes");
+        CHECK_FALSE(std::filesystem::exists(other_sock));
+    }
+    SUBCASE("a live host's segment, in another process, is refused and keeps serving")
+    {
+        Child owner = start_endpoint({"host", sock, segment_file.path});
+        REQUIRE(owner.read_line() == "ready");
+        struct stat before {};
+        REQUIRE(::stat(segment_file.path.c_str(), &before) == 0);
+        try {
+            Host host(io, {.socket_path = other_sock, .segment_path = segment_file.path});
+            FAIL("a second host replaced a live host's segment");
+        } catch (const Error& e) {
+            CHECK(e.code() == Errc::in_use);
+        }
+        struct stat after {};
+        REQUIRE(::stat(segment_file.path.c_str(), &after) == 0);
+        CHECK(after.st_ino == before.st_ino);
+        CHECK_FALSE(std::filesystem::exists(other_sock));
+        Child guest = start_endpoint({"path-guest", segment_file.path, "100"}); // the owner still serves its path
+        CHECK(guest.read_line().find("echoed=100") != std::string::npos);
+        CHECK(guest.wait() == 0);
+        owner.send("quit");
+        CHECK(owner.wait() == 0);
+    }
+    SUBCASE("a dead host's segment is taken over")
+    {
+        Child owner = start_endpoint({"host", sock, segment_file.path});
+        REQUIRE(owner.read_line() == "ready");
+        owner.kill(SIGKILL);
+        CHECK(owner.wait() != 0);
+        REQUIRE(std::filesystem::exists(segment_file.path)); // a SIGKILLed host removes nothing
+        Host host(io, {.socket_path = sock, .segment_path = segment_file.path});
+        Child guest = start_endpoint({"guest", sock, "after", "100"});
+        CHECK(answer_of(io, host, guest).find("echoed=100") != std::string::npos);
         CHECK(guest.wait() == 0);
     }
 }
