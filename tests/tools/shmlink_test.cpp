@@ -515,8 +515,12 @@ TEST_CASE("watch counts an MPSC ring's rate per lane, also across a lane freed a
 
 TEST_CASE("bench --quick runs every benchmark, writes valid JSON and an SVG plot of every peer")
 {
-    const std::string dir = "/tmp/shmlink-test-bench-" + std::to_string(::getpid());
+    const std::string dir = "/tmp/shmlink-test-" + std::to_string(::getpid()) + "-bench";
     std::filesystem::create_directory(dir);
+    const struct RemoveDir {
+        std::string path;
+        ~RemoveDir() { std::filesystem::remove_all(path); }
+    } remove_dir {dir};
     const std::string json = dir + "/report.json";
     const std::string svg = dir + "/plot.svg";
     const auto [out, exit_code] = run_tool({"bench", "--quick", "--json", json, "--plot", svg});
