@@ -65,10 +65,11 @@ int main(int argc, char** argv)
     // protocol: each frame type, decoded directly (flag 0) and through a socket (flag 4).
     const std::vector<protocol::Frame> frames {
         protocol::Hello {1234, "seed"},
-        protocol::Welcome {4 << 20, 1 << 30, 2, {ObjectInfo {"host.inbox", 0x0102, 1, 4096, 8192}}},
+        protocol::Welcome {1, 77, 4 << 20, 1 << 30, 2, {ObjectInfo {"host.inbox", 0x0102, 1, 4096, 8192}}},
         protocol::Grown {1 << 20, 3},
         protocol::Goodbye {},
         protocol::ErrorReport {13, "seed refusal"},
+        protocol::Joined {1},
     };
     int n = 0;
     for (const auto& frame : frames) {
