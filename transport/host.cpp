@@ -202,16 +202,25 @@ struct Host::State : std::enable_shared_from_this<Host::State> {
             refuse(c, "uid " + std::to_string(peer->uid) + " may not join");
             return;
         }
-        // Handshakes are bounded apart from guests: the oldest gives way, so
-        // that silent connections renewed in time keep nobody out for long.
+        // Handshakes are bounded apart from guests: the oldest connection
+        // that has not said hello gives way, so that silent connections
+        // renewed in time keep nobody out for long, and a guest that did say
+        // hello (waiting for a lane, or joining) is never pushed out by them.
         if (connections.size() - count(Stage::joined) >= options.max_pending_handshakes) {
-            const ConnectionPtr oldest = *std::find_if(connections.begin(), connections.end(),
-                [](const ConnectionPtr& p) { return p->stage != Stage::joined; });
-            drop(oldest, std::to_string(options.max_pending_handshakes) + " handshakes were pending; the oldest goes");
+            const auto silent = std::find_if(connections.begin(), connections.end(),
+                [](const ConnectionPtr& p) { return p->stage == Stage::hello; });
+            connections.push_back(c);
+            if (silent == connections.end()) {
+                refuse(c, std::to_string(options.max_pending_handshakes) + " guests are joining already");
+                return;
+            }
+            const ConnectionPtr victim = *silent; // a copy: drop() erases the element
+            drop(victim, std::to_string(options.max_pending_handshakes) + " handshakes were pending; the oldest goes");
             if (stopped)
                 return;
+        } else {
+            connections.push_back(c);
         }
-        connections.push_back(c);
         c->handshake.expires_after(options.handshake_timeout);
         c->handshake.async_wait([weak = weak_from_this(), c](const boost::system::error_code& error) {
             const auto self = weak.lock();
