@@ -41,6 +41,7 @@ public:
         case Errc::protocol_mismatch: return "unsupported protocol version";
         case Errc::refused: return "refused by the host";
         case Errc::timed_out: return "timed out";
+        case Errc::damaged: return "segment pages the file could not hold again were replaced by private pages that peers do not see";
         }
         return "unknown shmlink error " + std::to_string(value);
     }

@@ -42,6 +42,7 @@ enum class Errc {
     protocol_mismatch,    ///< the peer speaks another protocol version
     refused,              ///< the host refused this guest (credentials, or full)
     timed_out,            ///< a setup step (handshake, connect) took longer than its timeout
+    damaged,              ///< pages of the segment's file could not be restored; private pages stand in for them
 };
 
 const std::error_category& error_category() noexcept;
