@@ -43,6 +43,7 @@ public:
         case Errc::timed_out: return "timed out";
         case Errc::corrupt_object: return "the object's control block is corrupt";
         case Errc::in_use: return "another process owns it";
+        case Errc::damaged: return "segment pages the file could not hold again were replaced by private pages that peers do not see";
         }
         return "unknown shmlink error " + std::to_string(value);
     }

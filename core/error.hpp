@@ -44,6 +44,7 @@ enum class Errc {
     timed_out,            ///< a setup step (handshake, connect) took longer than its timeout
     corrupt_object,       ///< an object's control block breaks its own rules (a peer wrote over it)
     in_use,               ///< create: a live segment is at the path (its creator holds its lock)
+    damaged,              ///< pages of the segment's file could not be restored; private pages stand in for them
 };
 
 const std::error_category& error_category() noexcept;

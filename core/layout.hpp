@@ -64,7 +64,7 @@ struct SegmentHeader {
     std::uint32_t directory_count;    ///< entries published; atomic, grows only
     std::uint64_t data_used_bytes;    ///< first free byte of the data area; atomic
     std::uint64_t truncations;        ///< times a process found the file cut and extended it back; atomic
-    std::uint8_t reserved0[8];        ///< zero
+    std::uint64_t damaged_pages;      ///< pages a process could not restore and replaced by private ones; atomic
     std::uint32_t flags;              ///< HeaderFlags; fixed at creation (a committed copy gets its own)
     std::uint8_t reserved[148];       ///< zero
 };
@@ -95,7 +95,7 @@ static_assert(offsetof(SegmentHeader, directory_capacity) == 72);
 static_assert(offsetof(SegmentHeader, directory_count) == 76);
 static_assert(offsetof(SegmentHeader, data_used_bytes) == 80);
 static_assert(offsetof(SegmentHeader, truncations) == 88);
-static_assert(offsetof(SegmentHeader, reserved0) == 96);
+static_assert(offsetof(SegmentHeader, damaged_pages) == 96);
 static_assert(offsetof(SegmentHeader, flags) == 104);
 static_assert(offsetof(SegmentHeader, reserved) == 108);
 static_assert(sizeof(DirectoryEntry) == 64);

@@ -462,14 +462,23 @@ std::error_code Segment::check_backing() noexcept
     if (::fstat(fd_.get(), &st) != 0)
         return errno_code();
     const std::size_t mapped = size_bytes();
-    if (static_cast<std::uint64_t>(st.st_size) >= mapped)
-        return {};
-    logger().error("segment {}: the file was cut to {} of the {} bytes mapped{}", path_.empty() ? "memfd" : path_.native(),
-        st.st_size, mapped, writable_ ? "; extending it back (the cut extent is lost)" : "");
-    // Its last byte only: the length comes back, the cut pages as holes; never shrinks, so racing repairs agree.
-    if (writable_ && ::fallocate(fd_.get(), 0, static_cast<off_t>(mapped - 1), 1) == 0)
-        detail::count_truncation(base());
-    return Errc::truncated;
+    const bool cut = static_cast<std::uint64_t>(st.st_size) < mapped;
+    if (cut) {
+        std::string outcome = "; read-only here, it stays cut";
+        // Its last byte only: the length comes back, the cut pages as holes; never shrinks, so racing repairs agree.
+        if (writable_ && ::fallocate(fd_.get(), 0, static_cast<off_t>(mapped - 1), 1) == 0) {
+            detail::count_truncation(base());
+            outcome = "; extended it back (the cut extent is lost)";
+        } else if (writable_) {
+            outcome = std::string("; extending it back failed: ") + std::strerror(errno);
+        }
+        logger().error("segment {}: the file was cut to {} of the {} bytes mapped{}",
+            path_.empty() ? "memfd" : path_.native(), st.st_size, mapped, outcome);
+    }
+    // Not logged: a host asks every reap interval, and says so once itself.
+    if (private_pages() != 0 || damaged_pages() != 0)
+        return Errc::damaged;
+    return cut ? std::error_code(Errc::truncated) : std::error_code();
 }
 
 std::uint64_t Segment::truncations() const noexcept
@@ -480,6 +489,16 @@ std::uint64_t Segment::truncations() const noexcept
 std::uint64_t Segment::repairs() const noexcept
 {
     return detail::guard_repairs(guard_slot_);
+}
+
+std::uint64_t Segment::private_pages() const noexcept
+{
+    return detail::guard_private_pages(guard_slot_);
+}
+
+std::uint64_t Segment::damaged_pages() const noexcept
+{
+    return valid() ? shared(header_of(base()).damaged_pages).load(std::memory_order_relaxed) : 0;
 }
 
 std::error_code Segment::map_extent(std::size_t from, std::size_t to) noexcept

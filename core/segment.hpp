@@ -38,12 +38,16 @@ struct MapOptions {
     bool populate = false;    ///< prefault pages (MAP_POPULATE)
     bool huge_pages = false;  ///< ask for transparent huge pages (MADV_HUGEPAGE; tmpfs may decline)
     bool lock_memory = false; ///< mlock the mapped extent; grow() and refresh() lock new extents too
-    /// Survive another process truncating the file: a SIGBUS in this mapping
-    /// extends the file back (the cut pages read as zeros) instead of killing
-    /// this process, and repairs() counts it. Installs a process-wide SIGBUS
-    /// handler that passes other faults on. Meant for path-backed segments
-    /// shared with processes not trusted to leave the file alone (a memfd is
-    /// sealed against shrinking and needs no guard).
+    /// Survive another process truncating the file or punching holes in it:
+    /// a SIGBUS in this mapping extends the file back and allocates the page
+    /// (it reads as zeros) instead of killing this process, and repairs()
+    /// counts it. A page the file cannot hold again (a full file system, a
+    /// file size limit, a read-only mapping) becomes a private zero page of
+    /// this process, counted by private_pages() and reported by
+    /// check_backing(). Installs a process-wide SIGBUS handler that passes
+    /// other faults on. Meant for path-backed segments shared with processes
+    /// not trusted to leave the file alone (a memfd is sealed against
+    /// shrinking and needs no guard).
     bool guard_truncation = false;
 };
 
@@ -210,7 +214,11 @@ public:
     /// Whether the file still holds every byte this process maps. When
     /// another process truncated it, extends it back (the cut extent reads as
     /// zeros; its data is lost) and answers Errc::truncated; a read-only
-    /// attach cannot repair and answers the same. {} when intact.
+    /// attach cannot repair and answers the same. Once any process replaced
+    /// pages the file could not hold again by private ones (private_pages()
+    /// here, damaged_pages() in the header), answers Errc::damaged, which
+    /// takes precedence: those pages are no longer shared, and stay so until
+    /// the segment is mapped again. {} when intact.
     std::error_code check_backing() noexcept;
     /// How many times any process found the file cut and extended it back
     /// (the header's `truncations`): how a host learns that a peer truncated
@@ -218,6 +226,12 @@ public:
     [[nodiscard]] std::uint64_t truncations() const noexcept;
     /// Faults in this mapping that MapOptions::guard_truncation survived.
     [[nodiscard]] std::uint64_t repairs() const noexcept;
+    /// Pages of this mapping that MapOptions::guard_truncation replaced by
+    /// private zero pages because the file could not hold them again.
+    [[nodiscard]] std::uint64_t private_pages() const noexcept;
+    /// Such pages in every process that maps the segment writable (the
+    /// header's `damaged_pages`).
+    [[nodiscard]] std::uint64_t damaged_pages() const noexcept;
     [[nodiscard]] const UniqueFd& fd() const noexcept { return fd_; }
     /// The path this segment was created at or attached by; empty for memfd and unlinked ones.
     [[nodiscard]] const std::filesystem::path& path() const noexcept { return path_; }

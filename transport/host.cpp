@@ -104,14 +104,17 @@ struct Host::State : std::enable_shared_from_this<Host::State> {
     boost::asio::steady_timer nudge;     // asks the inbox to reap while a guest waits for a lane
     bool nudging = false;
     std::uint64_t truncations_seen = 0;
+    std::uint64_t damage_seen = 0; // the header's damaged_pages plus our own private pages, when last reported
+    bool cut_reported = false;     // the file is short and could not be extended back, and on_damage said so
     std::list<ConnectionPtr> connections; // in the order they came
     std::uint64_t next_connection = 1;
     std::uint32_t next_token = 0;
     ino_t socket_inode = 0;
     bool stopped = false;
 
-    /// Every reap_interval: is the file still as long as the mapping? Any
-    /// process's SIGBUS guard may have found out first; either way, say so.
+    /// Every reap_interval: is the file still as long as the mapping, and
+    /// does every process still share every page? Any process's SIGBUS guard
+    /// may have found out first; either way, say so, once per new damage.
     void check_integrity()
     {
         integrity.expires_after(options.reap_interval);
@@ -121,21 +124,50 @@ struct Host::State : std::enable_shared_from_this<Host::State> {
                 return;
             // Our own check, and any repair by another process (a guarded guest
             // that touched the cut extent first), counted in the header.
-            (void)self->segment.check_backing();
+            const std::error_code backing = self->segment.check_backing();
+            const std::string file = "the segment file " + self->options.segment_path.string();
             const std::uint64_t truncations = self->segment.truncations();
             if (truncations != self->truncations_seen) {
                 self->truncations_seen = truncations;
-                const std::string what = "the segment file " + self->options.segment_path.string()
-                    + " was truncated by another process; it is extended back to "
-                    + std::to_string(self->segment.size_bytes()) + " bytes, but what was in the cut extent is lost";
-                logger().error("host {}: {}", self->options.socket_path.string(), what);
-                if (Host* h = self->host_ptr(); h && h->on_damage)
-                    h->on_damage(make_error_code(Errc::truncated), what); // last: it may destroy the Host
-                if (self->stopped)
+                if (!self->report(Errc::truncated,
+                        file + " was truncated by another process; it is extended back to "
+                            + std::to_string(self->segment.size_bytes()) + " bytes, but what was in the cut extent is lost"))
+                    return;
+            }
+            if (backing == Errc::truncated && !self->cut_reported) {
+                self->cut_reported = true;
+                if (!self->report(Errc::truncated,
+                        file + " was truncated by another process and cannot be extended back to "
+                            + std::to_string(self->segment.size_bytes())
+                            + " bytes (see the log for why): what was in the cut extent is lost, and a process that"
+                              " touches it gets a private page there"))
+                    return;
+            } else if (backing != Errc::truncated) {
+                self->cut_reported = false;
+            }
+            const std::uint64_t damage = self->segment.damaged_pages() + self->segment.private_pages();
+            if (backing == Errc::damaged && damage != self->damage_seen) {
+                self->damage_seen = damage;
+                if (!self->report(Errc::damaged,
+                        file + " lost pages it cannot hold again (a hole or a cut on a full file system, or past a"
+                               " file size limit): "
+                            + std::to_string(self->segment.damaged_pages()) + " pages in all processes, "
+                            + std::to_string(self->segment.private_pages())
+                            + " in the host, are private zero pages now; what a process writes there no other"
+                              " process sees"))
                     return;
             }
             self->check_integrity();
         });
+    }
+
+    /// Logs and calls on_damage; false when that stopped the host.
+    bool report(Errc code, const std::string& what)
+    {
+        logger().error("host {}: {}", options.socket_path.string(), what);
+        if (Host* h = host_ptr(); h && h->on_damage)
+            h->on_damage(make_error_code(code), what); // last: it may destroy the Host
+        return !stopped;
     }
 
     void accept()

@@ -118,8 +118,11 @@ public:
     /// Called on the io_context's thread when the segment's file was found
     /// truncated (Errc::truncated, with what happened). The file has been
     /// extended back, but what was in the cut extent is lost: rings there
-    /// report corruption. A host would normally log it and start over with a
-    /// new segment, on a memfd if guests cannot be trusted with the file.
+    /// report corruption. Called with Errc::damaged when pages the file could
+    /// not hold again (a full file system) were replaced by private pages in
+    /// some process: those pages are not shared any more. A host would
+    /// normally log it and start over with a new segment, on a memfd if
+    /// guests cannot be trusted with the file.
     std::function<void(const std::error_code&, const std::string&)> on_damage;
 
 private:

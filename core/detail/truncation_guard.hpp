@@ -1,20 +1,34 @@
-// Surviving a peer that truncates a segment's file. Any process that can
-// open a path-backed segment for writing can ftruncate() it; every other
-// process then dies of SIGBUS at its next touch of the cut extent. A segment
-// mapped with MapOptions::guard_truncation is registered here, and a SIGBUS
-// inside it that is a truncation (BUS_ADRERR, at an offset the file no
-// longer reaches) is repaired instead of fatal: the file is extended back to
-// what this process maps (fallocate of its last byte, which never shrinks a
-// file, so racing repairs cannot undo each other) and the access is retried.
-// The cut pages come back as zeros: their data is lost, which the rings
-// report as corruption, but no process dies. A read-only mapping cannot
-// repair the file; it gets a private zero page in place of the lost one.
-// Every other SIGBUS (a memory or I/O error, a repair that fails because the
-// file system is full, a fault outside every guarded segment) goes to the
+// Surviving a peer that truncates a segment's file or punches holes in it.
+// Any process that can open a path-backed segment for writing can ftruncate()
+// it or fallocate(FALLOC_FL_PUNCH_HOLE) a page of it; every other process
+// then dies of SIGBUS at its next touch of a page the file lacks, and on a
+// full tmpfs even of a hole, which tmpfs cannot fill. A segment mapped with
+// MapOptions::guard_truncation is registered here, and a SIGBUS inside it
+// that is a missing page (BUS_ADRERR) is repaired instead of fatal:
+//  - a file cut shorter than this mapping is extended back to it (fallocate
+//    of its last byte, which never shrinks a file, so racing repairs cannot
+//    undo each other), and the header's `truncations` counts it;
+//  - the faulting page is then allocated in the file (fallocate of that page,
+//    which fills a hole) and the access is retried: the page comes back as
+//    zeros, its data lost, which the rings report as corruption;
+//  - a page the file cannot hold again (a full file system, a file size
+//    limit, or a read-only mapping that may not write the file) is replaced
+//    in this process by a private zero page with the mapping's protection,
+//    and counted: per mapping (guard_private_pages) and, where this process
+//    may write the header, in the header's `damaged_pages`. That page is no
+//    longer shared: peers do not see what this process writes there, which
+//    Segment::check_backing() reports as Errc::damaged.
+// A fault on a page the file holds by the time the handler looks (another
+// process repaired it between the fault and the look) is simply retried; a
+// page that keeps faulting so however often it is retried gets a private
+// page too. A fault where the file cannot be read (an I/O error), outside
+// every guarded segment, or not BUS_ADRERR (a memory error) goes to the
 // handler installed before, or kills the process as it would have.
 //
 // memfd segments need none of this: they are sealed against shrinking
-// (F_SEAL_SHRINK), so a guest holding their fd cannot truncate them.
+// (F_SEAL_SHRINK), so a guest holding their fd cannot truncate them, and the
+// kernel's internal tmpfs behind them has no size limit, so a hole punched
+// in one refills on the next touch (its data lost) instead of faulting.
 #pragma once
 
 #include <cstddef>
@@ -36,5 +50,8 @@ void guard_forget(int slot) noexcept;
 void count_truncation(void* base) noexcept;
 /// How many faults the slot's segment survived.
 std::uint64_t guard_repairs(int slot) noexcept;
+/// How many pages of the slot's mapping are private zero pages now, in place
+/// of pages the file could not hold again.
+std::uint64_t guard_private_pages(int slot) noexcept;
 
 } // namespace shmlink::detail

@@ -1111,8 +1111,9 @@ TEST_CASE("guard_truncation: a file cut under the mapping is extended back inste
     CHECK(host.truncations() == 3); // in the header, for every process: two repairs above and this one
 
     // With the guard installed, a SIGBUS in a mapping it does not guard still kills.
+    // The child dies before any cleanup of its own: the file is this process's to remove.
+    const test::ShmPath other("guard-other");
     const int foreign = in_child([&] {
-        const test::ShmPath other("guard-other");
         Segment unguarded = Segment::create(other.path, 1 << 20, {.cleanup = Cleanup::unlink_on_close});
         Segment guarded = Segment::attach(file.path, {.map = {.guard_truncation = true}});
         if (::truncate(other.path.c_str(), 4096) != 0)

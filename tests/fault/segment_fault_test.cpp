@@ -1,7 +1,8 @@
 // Fault injection around the segment itself: a host SIGKILLed while it
-// grows, a file system that fills up under a grow, and a creator pid that
-// now belongs to someone else. Hosts and guests are processes of their own
-// (tests/helpers/endpoint) wherever the fault is in another process.
+// grows, a file system that fills up under a grow, a creator pid that now
+// belongs to someone else, and peers that truncate the file or punch holes
+// in it, also on a full file system. Hosts and guests are processes of their
+// own (tests/helpers/endpoint) wherever the fault is in another process.
 #include "core/error.hpp"
 #include "core/layout.hpp"
 #include "core/segment.hpp"
@@ -19,6 +20,8 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <array>
 
 #include <chrono>
 #include <cstddef>
@@ -51,6 +54,113 @@ std::uintmax_t file_size(const std::string& path)
     REQUIRE(::stat(path.c_str(), &st) == 0);
     return static_cast<std::uintmax_t>(st.st_size);
 }
+
+/// A fresh directory under /tmp, removed with all in it however the test ends.
+struct TempDir {
+    explicit TempDir(const std::string& tag)
+        : path("/tmp/shmlink-test-" + std::to_string(::getpid()) + "-" + tag)
+    {
+        std::filesystem::create_directory(path);
+    }
+    ~TempDir()
+    {
+        std::error_code ignored; // a destructor: nothing to tell
+        std::filesystem::remove_all(path, ignored);
+    }
+    TempDir(const TempDir&) = delete;
+    TempDir& operator=(const TempDir&) = delete;
+    std::string path;
+};
+
+/// A small tmpfs mounted on `dir` in a mount namespace of this process's own
+/// (so that no other process sees it, and it goes when this process dies,
+/// whatever kills it), unmounted when this goes out of scope. `why` says why
+/// mounting is not permitted here (not root, or EPERM in a container).
+struct TmpfsMount {
+    TmpfsMount(const std::string& dir, const std::string& size)
+        : dir(dir)
+    {
+        if (::unshare(CLONE_NEWNS) != 0 || ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0
+            || ::mount("tmpfs", dir.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, ("size=" + size).c_str()) != 0)
+            why = std::string(std::strerror(errno)) + (::geteuid() != 0 ? " (not root)" : "");
+    }
+    ~TmpfsMount()
+    {
+        if (why.empty() && ::umount(dir.c_str()) != 0)
+            ::umount2(dir.c_str(), MNT_DETACH); // something still open in it: let it go when that closes
+    }
+    TmpfsMount(const TmpfsMount&) = delete;
+    TmpfsMount& operator=(const TmpfsMount&) = delete;
+    std::string dir;
+    std::string why; ///< empty when mounted
+};
+
+/// Runs `body` in a forked child (a host whose death by SIGBUS must not take
+/// the test down with it) and answers the line it returned and the child's
+/// exit code (test::exit_code): 0 for a line that starts with "ok" or "skip".
+template <typename Body>
+std::pair<std::string, int> in_host_process(Body&& body)
+{
+    int report[2];
+    REQUIRE(::pipe2(report, O_CLOEXEC) == 0);
+    const pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+        ::close(report[0]);
+        std::string said;
+        try {
+            said = body();
+        } catch (const std::exception& e) {
+            said = std::string("exception: ") + e.what();
+        }
+        (void)!::write(report[1], said.data(), said.size());
+        ::_exit(said.rfind("ok", 0) == 0 || said.rfind("skip", 0) == 0 ? 0 : 3);
+    }
+    ::close(report[1]);
+    std::string said;
+    std::array<char, 512> chunk {};
+    for (ssize_t got; (got = ::read(report[0], chunk.data(), chunk.size())) != 0;) {
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0)
+            break;
+        said.append(chunk.data(), static_cast<std::size_t>(got));
+    }
+    ::close(report[0]);
+    int status = 0;
+    REQUIRE(::waitpid(child, &status, 0) == child);
+    return {said, test::exit_code(status)};
+}
+
+/// Reads and then writes the byte at `offset` of `segment` through the
+/// mapping, and reads it back: what a host does with a page of a ring.
+/// "" when all went as on an intact page, else what did not.
+std::string read_and_write(Segment& segment, std::size_t offset)
+{
+    auto* const byte = reinterpret_cast<volatile std::uint8_t*>(segment.base() + offset);
+    const std::uint8_t before = *byte; // the first touch: SIGBUS, unless guarded
+    *byte = 0x5a;
+    if (*byte != 0x5a)
+        return "the byte written did not read back";
+    return before == 0 ? "" : "the lost page read " + std::to_string(before) + ", not 0";
+}
+
+/// What a host process that survived a page the file cannot hold again
+/// says of it: "ok ...", or what is wrong.
+std::string damage_report(Segment& segment, std::size_t offset)
+{
+    if (const std::string wrong = read_and_write(segment, offset); !wrong.empty())
+        return wrong;
+    const std::error_code backing = segment.check_backing();
+    if (backing != Errc::damaged)
+        return "check_backing: " + (backing ? backing.message() : std::string("no error"));
+    if (segment.private_pages() != 1 || segment.damaged_pages() != 1)
+        return "private pages " + std::to_string(segment.private_pages()) + ", damaged pages "
+            + std::to_string(segment.damaged_pages()) + ", not 1 and 1";
+    return "ok repairs=" + std::to_string(segment.repairs()) + " " + backing.message();
+}
+
+constexpr std::size_t kVictim = std::size_t {512} << 10; // a page in the middle of a 1 MiB segment
 
 } // namespace
 
@@ -121,6 +231,8 @@ TEST_CASE("a full file system under a grow: a clear error, the old extent intact
     // In a child of its own: a 2 MiB tmpfs in a private mount namespace where
     // that is allowed (ENOSPC, as a full /dev/shm gives), else a 2 MiB file
     // size limit (EFBIG): the same path through grow() either way.
+    // The directory belongs to this process, so that it goes however the child ends.
+    const TempDir temp("full");
     int report[2];
     REQUIRE(::pipe(report) == 0);
     const pid_t child = ::fork();
@@ -131,8 +243,7 @@ TEST_CASE("a full file system under a grow: a clear error, the old extent intact
             (void)!::write(report[1], text.data(), text.size());
             ::_exit(code);
         };
-        const std::string dir = "/tmp/shmlink-test-full-" + std::to_string(::getpid());
-        std::filesystem::create_directory(dir);
+        const std::string& dir = temp.path;
         std::string how = "tmpfs";
         if (::unshare(CLONE_NEWNS) != 0 || ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0
             || ::mount("tmpfs", dir.c_str(), "tmpfs", 0, "size=2m") != 0) {
@@ -172,7 +283,6 @@ TEST_CASE("a full file system under a grow: a clear error, the old extent intact
             segment = Segment();
             if (how == "tmpfs")
                 ::umount(dir.c_str());
-            std::filesystem::remove_all(dir);
             say(how + ": " + message, 0);
         }
     }
@@ -243,19 +353,16 @@ TEST_CASE("a guest truncates a path-backed segment: the host survives and is tol
         };
         Child streamer = start_endpoint({"guest", sock, "streamer", "100000000"});
         Child cutter = start_endpoint({"truncate", sock, "4096"}); // header and directory only
-        std::string cut;
         const auto deadline = std::chrono::steady_clock::now() + 20s;
         // Serving the streamer touches its lane, cut away: SIGBUS, unless guarded.
-        while (damage.empty() && std::chrono::steady_clock::now() < deadline) {
+        while (damage.empty() && std::chrono::steady_clock::now() < deadline)
             echo_once(io, host);
-            if (cut.empty()) {
-                try {
-                    cut = cutter.read_line(0ms);
-                } catch (const std::runtime_error&) {
-                }
-            }
-        }
+        // The cutter answers after its cut, and its guard may first have to
+        // survive its own touch of the cut lane as it leaves: the host can
+        // hear of the damage before the answer is written, so wait for it.
+        const auto [cut, cutter_exit] = test::finish(cutter, 30s);
         CHECK(cut == "ok truncated");
+        CHECK(cutter_exit == 0); // its guard survived the cut lane too
         REQUIRE_FALSE(damage.empty()); // once, or again if two processes both repaired
         CHECK(host.segment().truncations() >= 1);
         CHECK(damage.front().find("the segment file " + file.path + " was truncated by another process") == 0);
@@ -283,4 +390,123 @@ TEST_CASE("a guest truncates a path-backed segment: the host survives and is tol
         CHECK(cutter.wait() == 0);
         CHECK(host.segment().check_backing() == std::error_code {});
     }
+}
+
+TEST_CASE("a peer punches a hole in a guarded segment and fills the tmpfs: the host survives on a private page and is told")
+{
+    const TempDir dir("punch-full");
+    const auto [said, code] = in_host_process([&]() -> std::string {
+        const TmpfsMount mount(dir.path, "2m");
+        if (!mount.why.empty())
+            return "skip: cannot mount a tmpfs here: " + mount.why;
+        boost::asio::io_context io;
+        Host host(io, {.socket_path = dir.path + "/host.sock", .segment_path = dir.path + "/segment",
+                          .segment_bytes = 1 << 20, .max_segment_bytes = 1 << 20, .max_guests = 1,
+                          .ring_bytes = 16 << 10, .reap_interval = 10ms});
+        std::vector<std::string> damage;
+        host.on_damage = [&](const std::error_code& ec, const std::string& what) {
+            damage.push_back(ec.message() + ": " + what);
+        };
+        Segment& segment = host.segment();
+        if (const std::string wrong = read_and_write(segment, kVictim); !wrong.empty()) // leaves 0x5a, which the punch loses
+            return "before the punch: " + wrong;
+        Child vandal = test::spawn_helper("SHMLINK_ENDPOINT",
+            {"spoil", dir.path + "/segment", "punch", std::to_string(kVictim), dir.path + "/filler"});
+        if (const std::string done = vandal.read_line(); done.rfind("ok filled=", 0) != 0)
+            return "spoil: " + done;
+        std::string report = damage_report(segment, kVictim);
+        const auto deadline = std::chrono::steady_clock::now() + 10s;
+        while (damage.empty() && std::chrono::steady_clock::now() < deadline)
+            io.run_for(10ms);
+        if (damage.empty())
+            return "on_damage was not called; " + report;
+        if (damage.front().find(make_error_code(Errc::damaged).message()) != 0)
+            return "on_damage: " + damage.front();
+        return report + "; on_damage: " + damage.front();
+    });
+    if (said.rfind("skip", 0) == 0)
+        MESSAGE(said);
+    INFO(said);
+    CHECK(code == 0); // not 128 + SIGBUS: the host lived
+    CHECK((said.rfind("ok", 0) == 0 || said.rfind("skip", 0) == 0));
+}
+
+TEST_CASE("a peer truncates a guarded segment and fills the tmpfs: the host survives on a private page and is told")
+{
+    const TempDir dir("cut-full");
+    const auto [said, code] = in_host_process([&]() -> std::string {
+        const TmpfsMount mount(dir.path, "2m");
+        if (!mount.why.empty())
+            return "skip: cannot mount a tmpfs here: " + mount.why;
+        const std::string path = dir.path + "/segment";
+        Segment segment = Segment::create(path, 1 << 20, {.cleanup = Cleanup::unlink_on_close, .map = {.guard_truncation = true}});
+        Child vandal = test::spawn_helper("SHMLINK_ENDPOINT", {"spoil", path, "truncate", "4096", dir.path + "/filler"});
+        if (const std::string done = vandal.read_line(); done.rfind("ok filled=", 0) != 0)
+            return "spoil: " + done;
+        const std::string report = damage_report(segment, kVictim);
+        if (segment.truncations() != 0)
+            return "a repair was counted, yet the file system is full; " + report;
+        return report;
+    });
+    if (said.rfind("skip", 0) == 0)
+        MESSAGE(said);
+    INFO(said);
+    CHECK(code == 0); // not 128 + SIGBUS: the host lived
+    CHECK((said.rfind("ok", 0) == 0 || said.rfind("skip", 0) == 0));
+}
+
+TEST_CASE("a peer truncates a guarded segment past the host's file size limit: the host survives on a private page")
+{
+    // RLIMIT_FSIZE stands in for a full file system where mounting is not
+    // permitted: the repair's fallocate fails (EFBIG) the same way.
+    const test::ShmPath file("cut-rlimit");
+    const auto [said, code] = in_host_process([&]() -> std::string {
+        Segment segment = Segment::create(file.path, 1 << 20, {.cleanup = Cleanup::unlink_on_close, .map = {.guard_truncation = true}});
+        ::signal(SIGXFSZ, SIG_IGN); // a write past the limit fails with EFBIG instead of killing
+        const rlimit limit {64 << 10, 64 << 10};
+        if (::setrlimit(RLIMIT_FSIZE, &limit) != 0)
+            return std::string("setrlimit: ") + std::strerror(errno);
+        Child vandal = test::spawn_helper("SHMLINK_ENDPOINT", {"spoil", file.path, "truncate", "4096", "-"});
+        if (const std::string done = vandal.read_line(); done.rfind("ok filled=", 0) != 0)
+            return "spoil: " + done;
+        return damage_report(segment, kVictim);
+    });
+    INFO(said);
+    CHECK(code == 0); // not 128 + SIGBUS: the host lived
+    CHECK(said.rfind("ok", 0) == 0);
+}
+
+TEST_CASE("guarded processes that fault on one cut extent at once all survive, whichever repairs first")
+{
+    // Each touches every page, over and over, while the file is cut again and
+    // again: most faults find the file already extended back by another.
+    const test::ShmPath file("guard-race");
+    Segment host = Segment::create(file.path, 1 << 20, {.cleanup = Cleanup::unlink_on_close});
+    std::vector<Child> touchers;
+    for (int i = 0; i < 3; ++i) {
+        touchers.push_back(start_endpoint({"guarded-toucher", file.path}));
+        REQUIRE(touchers.back().read_line() == "attached");
+    }
+    for (int round = 0; round < 200; ++round) {
+        REQUIRE(::truncate(file.path.c_str(), 4096) == 0);
+        std::this_thread::sleep_for(1ms);
+    }
+    // A toucher that died has closed its stdin: a write to it fails with EPIPE
+    // (and would raise SIGPIPE), and its status says how it died.
+    struct sigaction ignore {};
+    struct sigaction before {};
+    ignore.sa_handler = SIG_IGN;
+    REQUIRE(::sigaction(SIGPIPE, &ignore, &before) == 0);
+    for (Child& toucher : touchers) {
+        try {
+            toucher.send("stop");
+        } catch (const std::runtime_error&) {
+        }
+        const auto [said, code] = test::finish(toucher, 30s);
+        INFO(said);
+        CHECK(code == 0); // not 128 + SIGBUS, nor a sanitizer's 1 for a fault passed on
+        CHECK(said.rfind("ok passes=", 0) == 0);
+        CHECK(said.find(" private=0 ") != std::string::npos); // the file could always be repaired
+    }
+    ::sigaction(SIGPIPE, &before, nullptr);
 }

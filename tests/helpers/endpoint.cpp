@@ -30,12 +30,21 @@
 //   endpoint toucher SEGMENT             attaches by path, prints "attached", then refreshes and
 //                                        reads every page it has mapped, over and over, until the
 //                                        creator is gone; "ok size=S generation=G passes=P"
+//   endpoint guarded-toucher SEGMENT     the same with MapOptions::guard_truncation, until a line
+//                                        (or the end) on stdin; "ok passes=P repairs=R private=N"
+//   endpoint spoil SEGMENT punch|truncate BYTES FILLER
+//                                        opens the file by path and punches a hole of one page at
+//                                        offset BYTES (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE), or
+//                                        truncates it to BYTES; then, unless FILLER is "-", writes the
+//                                        file FILLER until its file system is full;
+//                                        "ok filled=F" or "error <what>: <errno>"
 #include "tests/support/leaks.hpp"
 #include "tests/support/messages.hpp"
 #include "transport/guest.hpp"
 #include "transport/host.hpp"
 
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <poll.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -299,6 +308,63 @@ int toucher(const std::string& segment_path)
     return 0;
 }
 
+/// Reads every mapped page, guarded, until told to stop: a fault this guard
+/// did not survive kills the process, which the test sees.
+int guarded_toucher(const std::string& segment_path)
+{
+    Segment segment = Segment::attach(segment_path, {.map = {.guard_truncation = true}});
+    std::printf("attached\n");
+    std::fflush(stdout);
+    const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+    std::uint64_t passes = 0;
+    std::uint64_t sum = 0;
+    for (pollfd in {STDIN_FILENO, POLLIN, 0}; ::poll(&in, 1, 0) == 0; ++passes) {
+        const auto bytes = segment.bytes();
+        for (std::size_t at = 0; at < bytes.size(); at += page)
+            sum += static_cast<std::uint8_t>(*static_cast<volatile const std::byte*>(bytes.data() + at));
+    }
+    std::printf("ok passes=%llu repairs=%llu private=%llu sum=%llu\n", static_cast<unsigned long long>(passes),
+        static_cast<unsigned long long>(segment.repairs()), static_cast<unsigned long long>(segment.private_pages()),
+        static_cast<unsigned long long>(sum));
+    return 0;
+}
+
+/// What a hostile peer with write access to the file can do to it.
+int spoil(const std::string& segment_path, const std::string& how, off_t bytes, const std::string& filler)
+{
+    const auto fail = [](const std::string& what) {
+        std::printf("error %s: %s\n", what.c_str(), std::strerror(errno));
+        return 1;
+    };
+    const int fd = ::open(segment_path.c_str(), O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return fail("open " + segment_path);
+    const off_t page = ::sysconf(_SC_PAGESIZE);
+    if (how == "punch" && ::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, bytes, page) != 0)
+        return fail("punch");
+    if (how == "truncate" && ::ftruncate(fd, bytes) != 0)
+        return fail("truncate");
+    ::close(fd);
+    std::uint64_t filled = 0;
+    if (filler != "-") {
+        const int out = ::open(filler.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (out < 0)
+            return fail("open " + filler);
+        const std::vector<char> block(static_cast<std::size_t>(page), 'x');
+        for (;;) {
+            const ssize_t n = ::write(out, block.data(), block.size());
+            if (n < 0 && errno == ENOSPC)
+                break;
+            if (n <= 0)
+                return fail("fill " + filler);
+            filled += static_cast<std::uint64_t>(n);
+        }
+        ::close(out);
+    }
+    std::printf("ok filled=%llu\n", static_cast<unsigned long long>(filled));
+    return 0;
+}
+
 } // namespace
 
 int main(int argc, char** argv)
@@ -342,7 +408,13 @@ try {
         return toucher(argv[2]);
     if (job == "wait-host" && argc == 3)
         return wait_host(argv[2]);
-    std::fprintf(stderr, "usage: endpoint host|guest|early-guest|path-guest|wait-host|truncate|soak-guest|stuck-guest|scribble|linger-guest|send-host|nofile-guest|toucher ...\n");
+    if (job == "guarded-toucher" && argc == 3)
+        return guarded_toucher(argv[2]);
+    if (job == "spoil" && argc == 6)
+        return spoil(argv[2], argv[3], static_cast<off_t>(std::strtoll(argv[4], nullptr, 10)), argv[5]);
+    std::fprintf(stderr,
+        "usage: endpoint host|guest|early-guest|path-guest|wait-host|truncate|soak-guest|stuck-guest|scribble"
+        "|linger-guest|send-host|nofile-guest|toucher|guarded-toucher|spoil ...\n");
     return 2;
 } catch (const std::exception& e) {
     std::printf("error %s\n", e.what());
