@@ -439,8 +439,12 @@ std::size_t MpscRing::reap() noexcept
         // A lane still locked has a producer that is still leaving.
         if ((!lane.quarantined && lane.ring.readable_now()) || byte_locked(probe_, object_offset_ + i))
             continue;
+        // Ours while we reset it: no producer takes a lane in this state, and
+        // a word that changed since we read it (a hold) is left alone.
+        if (!owner.compare_exchange_strong(seen, owner_word(0, ipc::LaneState::draining), std::memory_order_acquire,
+                std::memory_order_relaxed))
+            continue;
         reset(lane);
-        held_[i].store(0, std::memory_order_relaxed); // relaxed: published by the release store of owner below
         if (options_.on_lane_freed) // before the lane is offered again
             options_.on_lane_freed(i);
         // release: pairs with the acquire compare-and-swap in MpscProducer::open().
@@ -455,7 +459,7 @@ int MpscRing::hold_lane(std::uint32_t token) noexcept
     const std::uint64_t held = owner_word(static_cast<pid_t>(token), ipc::LaneState::held);
     for (std::uint32_t i = 0; i < lanes_.size(); ++i) {
         if (held_[i].load(std::memory_order_relaxed) != 0)
-            continue; // held by us already, or taken and not yet freed by reap()
+            continue; // held by us already (the mark goes when its producer took it, or it is given back)
         std::uint64_t free = owner_word(0, ipc::LaneState::free);
         // relaxed: published by the swap below.
         held_[i].store(held, std::memory_order_relaxed);
@@ -470,15 +474,33 @@ int MpscRing::hold_lane(std::uint32_t token) noexcept
     return -1;
 }
 
+bool MpscRing::taken_held(std::uint32_t lane, std::uint32_t token) noexcept
+{
+    if (lane >= lanes_.size())
+        return false;
+    std::uint64_t held = owner_word(static_cast<pid_t>(token), ipc::LaneState::held);
+    // relaxed: we only ask whether the producer's swap happened; nothing is read through it here.
+    if (std::atomic_ref(lanes_[lane].shared->owner).load(std::memory_order_relaxed) == held)
+        return false;
+    held_[lane].compare_exchange_strong(held, 0, std::memory_order_relaxed); // our mark, and only ours
+    return true;
+}
+
 bool MpscRing::unhold_lane(std::uint32_t lane, std::uint32_t token) noexcept
 {
     if (lane >= lanes_.size())
         return false;
     std::uint64_t held = owner_word(static_cast<pid_t>(token), ipc::LaneState::held);
-    // relaxed: nothing was written through a lane nobody took.
+    const std::uint64_t mark = held;
+    // Handed to the consumer to free rather than freed here: its reap
+    // re-initialises the lane (on_lane_freed) before it is offered again,
+    // whatever the producer it was held for wrote meanwhile. (relaxed: the
+    // reap's own swap orders what it does.)
     const bool given_back = std::atomic_ref(lanes_[lane].shared->owner).compare_exchange_strong(held,
-        owner_word(0, ipc::LaneState::free), std::memory_order_relaxed);
-    held_[lane].store(0, std::memory_order_relaxed);
+        owner_word(0, ipc::LaneState::draining), std::memory_order_relaxed);
+    std::uint64_t ours = mark;
+    held_[lane].compare_exchange_strong(ours, 0, std::memory_order_relaxed); // another hold's mark stays
+    request_reap();
     return given_back;
 }
 

@@ -177,13 +177,21 @@ public:
     }
     [[nodiscard]] MpscStats stats() const noexcept;
 
-    /// From one thread at a time (any thread): holds a free lane for one producer, which takes it
-    /// with MpscProducer::open_held(lane, token); no other producer can take
-    /// it meanwhile. The lane, or -1 when none is free now (a lane its
-    /// producer left is free again once the consumer has drained it).
+    /// Lanes held for one producer each. hold_lane(), taken_held() and
+    /// unhold_lane() are called from one thread at a time (any thread, not
+    /// necessarily the consumer's): the thread that hands lanes out.
+    ///
+    /// Holds a free lane for one producer, which takes it with
+    /// MpscProducer::open_held(lane, token); no other producer can take it
+    /// meanwhile. The lane, or -1 when none is free now (a lane its producer
+    /// left is free again once the consumer has drained it).
     [[nodiscard]] int hold_lane(std::uint32_t token) noexcept;
-    /// From hold_lane()'s thread: gives back a lane held under `token` that its
-    /// producer never took. False when the producer took it meanwhile.
+    /// Whether the producer took the lane held for it under `token`; once it
+    /// has, the lane is its own, and is freed when it leaves, as any lane.
+    [[nodiscard]] bool taken_held(std::uint32_t lane, std::uint32_t token) noexcept;
+    /// Gives back a lane held under `token`: the consumer frees it at its
+    /// next call (re-initialised, on_lane_freed). False when the producer
+    /// took it meanwhile (then it is freed when that producer leaves).
     bool unhold_lane(std::uint32_t lane, std::uint32_t token) noexcept;
 
 private:
@@ -216,8 +224,9 @@ private:
     std::uint64_t calls_ = 0;
     std::chrono::steady_clock::time_point next_reap_ {};
     std::unique_ptr<std::atomic<bool>> reap_requested_; // set by request_reap() from any thread
-    // The owner word of each lane this consumer holds (hold_lane()), 0 for
-    // none: a held word a peer wrote is not ours, and is reaped as draining.
+    // The owner word of each lane held for a producer that has not taken it
+    // yet (hold_lane()), 0 for none; written by the holding thread only. A
+    // held word without our mark is a peer's scribble, and is reaped as draining.
     std::unique_ptr<std::atomic<std::uint64_t>[]> held_;
     bool armed_ = false;
     std::size_t next_ = 0;         // where the round robin starts

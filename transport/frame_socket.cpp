@@ -37,9 +37,9 @@ namespace {
 
 /// MSG_CTRUNC says only that passed fds were dropped: by the kernel at this
 /// process's open-file limit, or because more came than a frame carries.
-std::string why_fds_were_dropped()
+std::string why_fds_were_dropped(int socket_fd)
 {
-    const UniqueFd probe(::fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 0));
+    const UniqueFd probe(::fcntl(socket_fd, F_DUPFD_CLOEXEC, 0));
     if (!probe && errno == EMFILE) {
         rlimit limit {};
         ::getrlimit(RLIMIT_NOFILE, &limit);
@@ -70,7 +70,7 @@ std::error_code FrameSocket::read_available(ReceivedFrame& received, std::string
                 return protocol::bad_frame();
             }
             if (ec == Errc::control_truncated)
-                reason = why_fds_were_dropped();
+                reason = why_fds_were_dropped(socket_.native_handle());
             return ec;
         }
         for (auto& fd : got.fds)

@@ -22,7 +22,11 @@ namespace shmlink {
 
 struct GuestOptions {
     std::string name = "guest"; ///< sent in the hello, for the host's logs (0..64 bytes)
-    std::chrono::milliseconds timeout {2000}; ///< for connecting and the welcome
+    /// For connecting and the welcome. The host holds a lane for the guest,
+    /// waiting up to its own handshake timeout for one to come free: a
+    /// guest whose timeout is shorter gives up (timed_out) before the host
+    /// would tell it why it was refused.
+    std::chrono::milliseconds timeout {2000};
     /// Keep trying while the socket is missing or refuses (ENOENT,
     /// ECONNREFUSED), up to `timeout`: for a guest started with its host,
     /// in either order. Off by default: a missing host is an error at once.
@@ -40,7 +44,7 @@ public:
         std::error_code& ec) noexcept;
     /// Joins by the segment's path, without a socket: no grown notices (call
     /// segment().refresh()) and no news of the host's death. Waits up to 2 s
-    /// for a free lane (connect() waits up to its timeout).
+    /// for a free lane (through connect(), the host holds one for the guest).
     static Guest attach(const std::filesystem::path& segment_path);
     static Guest attach(const std::filesystem::path& segment_path, std::error_code& ec) noexcept;
 

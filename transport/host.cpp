@@ -26,6 +26,8 @@ namespace {
 constexpr auto kAcceptBackoff = std::chrono::milliseconds(100);
 /// How often a guest waiting for a lane asks the inbox's consumer to reap.
 constexpr auto kNudgeInterval = std::chrono::milliseconds(5);
+/// A connection that has said nothing for this long may give way to a newcomer.
+constexpr auto kSilentAge = std::chrono::milliseconds(250);
 
 std::string guest_ring_name(std::uint32_t lane) { return "guest." + std::to_string(lane); }
 
@@ -81,6 +83,7 @@ struct Host::State : std::enable_shared_from_this<Host::State> {
         GuestInfo info;
         Stage stage = Stage::hello;
         std::uint32_t token = 0; // the held lane's token, while joining
+        std::chrono::steady_clock::time_point since = std::chrono::steady_clock::now(); // accepted
         bool closed = false;
     };
     using ConnectionPtr = std::shared_ptr<Connection>;
@@ -223,35 +226,35 @@ struct Host::State : std::enable_shared_from_this<Host::State> {
         const std::optional<PeerCredentials> peer = credentials_of(socket);
         auto c = std::make_shared<Connection>(Connection {FrameSocket(std::move(socket)), boost::asio::steady_timer(io),
             GuestInfo {next_connection++, peer.value_or(PeerCredentials {}), {}}});
+        connections.push_back(c);
         if (!peer) {
-            connections.push_back(c);
             refuse(c, "the kernel would not tell who it is (SO_PEERCRED)");
             return;
         }
         const bool allowed = options.allow ? options.allow(*peer) : peer->uid == ::geteuid();
         if (!allowed) {
-            connections.push_back(c);
             refuse(c, "uid " + std::to_string(peer->uid) + " may not join");
             return;
         }
-        // Handshakes are bounded apart from guests: the oldest connection
-        // that has not said hello gives way, so that silent connections
-        // renewed in time keep nobody out for long, and a guest that did say
-        // hello (waiting for a lane, or joining) is never pushed out by them.
-        if (connections.size() - count(Stage::joined) >= options.max_pending_handshakes) {
-            const auto silent = std::find_if(connections.begin(), connections.end(),
-                [](const ConnectionPtr& p) { return p->stage == Stage::hello; });
-            connections.push_back(c);
-            if (silent == connections.end()) {
-                refuse(c, std::to_string(options.max_pending_handshakes) + " guests are joining already");
+        // Handshakes are bounded apart from guests. A newcomer beyond the
+        // bound pushes out the oldest connection that has been silent for
+        // kSilentAge (a guest sends its hello at once), so that silent
+        // connections renewed in time keep nobody out for long; a guest that
+        // said hello (waiting for a lane, or joining) is never pushed out.
+        // Without such a one, the newcomer is refused.
+        if (connections.size() - 1 - count(Stage::joined) >= options.max_pending_handshakes) {
+            const auto now = std::chrono::steady_clock::now();
+            const auto silent = std::find_if(connections.begin(), connections.end(), [&](const ConnectionPtr& p) {
+                return p->stage == Stage::hello && now - p->since >= kSilentAge;
+            });
+            if (silent == connections.end() || *silent == c) {
+                refuse(c, std::to_string(options.max_pending_handshakes) + " handshakes are pending already");
                 return;
             }
-            const ConnectionPtr victim = *silent; // a copy: drop() erases the element
-            drop(victim, std::to_string(options.max_pending_handshakes) + " handshakes were pending; the oldest goes");
-            if (stopped)
-                return;
-        } else {
-            connections.push_back(c);
+            const ConnectionPtr victim = *silent; // a copy: refuse() erases the element
+            const auto silent_ms = std::chrono::duration_cast<std::chrono::milliseconds>(now - victim->since).count();
+            refuse(victim, "silent for " + std::to_string(silent_ms) + " ms while "
+                    + std::to_string(options.max_pending_handshakes) + " handshakes were pending");
         }
         c->handshake.expires_after(options.handshake_timeout);
         c->handshake.async_wait([weak = weak_from_this(), c](const boost::system::error_code& error) {
@@ -287,6 +290,10 @@ struct Host::State : std::enable_shared_from_this<Host::State> {
             if (const auto* hello = std::get_if<protocol::Hello>(&received.frame); hello && c->stage == Stage::hello) {
                 self->hello(c, *hello);
             } else if (joined && c->stage == Stage::joining && joined->lane == c->info.lane) {
+                if (!self->inbox.taken_held(c->info.lane, c->token)) {
+                    self->drop(c, "said joined without taking its lane");
+                    return;
+                }
                 self->joined(c);
             } else if (std::holds_alternative<protocol::Goodbye>(received.frame) && c->stage == Stage::joined) {
                 self->drop(c, "said goodbye");
@@ -358,7 +365,7 @@ struct Host::State : std::enable_shared_from_this<Host::State> {
         });
     }
 
-    /// Called on the io_context's thread after the inbox freed a lane.
+    /// Offers a lane to every connection that waits for one (the nudge's tick).
     void offer_lanes()
     {
         for (const auto& c : std::list(connections))
@@ -411,6 +418,7 @@ struct Host::State : std::enable_shared_from_this<Host::State> {
         // is freed by the reap once the guest has gone).
         if (c->stage == Stage::joining)
             inbox.unhold_lane(c->info.lane, c->token);
+        c->token = 0;
         c->closed = true;
         c->handshake.cancel();
         c->socket.close();
@@ -441,16 +449,12 @@ Host::Host(boost::asio::io_context& io, HostOptions options)
     s.segment = s.options.segment_path.empty() ? Segment::create_anonymous(s.options.segment_bytes, segment_options)
                                                : Segment::create(s.options.segment_path, s.options.segment_bytes, segment_options);
     MpscOptions inbox_options {.reap_interval = s.options.reap_interval,
-        .on_lane_freed = [&s, weak = std::weak_ptr<State>(state_)](std::uint32_t lane) {
-            // On the consumer's thread, before the lane is offered again: the
-            // next guest on it must neither read what was meant for the last
-            // one nor find the ring as the last one may have scribbled on it.
+        .on_lane_freed = [&s](std::uint32_t lane) {
+            // On the consumer's thread, before the lane is offered again (a
+            // guest waiting for one finds it at the next nudge): the next
+            // guest on it must neither read what was meant for the last one
+            // nor find the ring as the last one may have scribbled on it.
             s.outboxes[lane].reinitialize();
-            // Thread-safe: a guest waiting for a lane gets this one.
-            boost::asio::post(s.io, [weak] {
-                if (const auto self = weak.lock(); self && !self->stopped)
-                    self->offer_lanes();
-            });
         }};
     s.inbox = MpscRing::create(s.segment, "host.inbox", s.options.ring_bytes, s.options.max_guests, inbox_options);
     for (std::uint32_t lane = 0; lane < s.options.max_guests; ++lane)

@@ -61,10 +61,11 @@ struct HostOptions {
     /// that it took it. A connection that takes longer is dropped.
     std::chrono::milliseconds handshake_timeout {2000};
     /// Connections not joined yet that the host keeps at once. They do not
-    /// count against max_guests; when one more comes, the oldest that has
-    /// not said hello is dropped, so that peers that connect and stay silent
-    /// cannot keep guests out (when all of them did, the newcomer is refused).
-    std::uint32_t max_pending_handshakes = 16;
+    /// count against max_guests. A newcomer beyond the bound pushes out the
+    /// oldest connection that has not said hello for 250 ms, so that peers
+    /// that connect and stay silent cannot keep guests out; when there is
+    /// none (every pending one is a guest on its way), it is refused.
+    std::uint32_t max_pending_handshakes = 64;
     std::chrono::milliseconds reap_interval {100};
     /// Who may join; the default lets in processes of the host's own uid.
     std::function<bool(const PeerCredentials&)> allow = {};
