@@ -13,12 +13,12 @@
 namespace shmlink {
 namespace {
 
-flock creator_byte(short type) noexcept
+flock byte_lock(short type, std::uint64_t offset) noexcept
 {
     flock lock {};
     lock.l_type = type;
     lock.l_whence = SEEK_SET;
-    lock.l_start = static_cast<off_t>(layout::kCreatorLockByte);
+    lock.l_start = static_cast<off_t>(offset);
     lock.l_len = 1;
     return lock;
 }
@@ -41,6 +41,12 @@ std::error_code read_header(const UniqueFd& fd, std::uint64_t file_bytes, layout
             detail = "file shrank while being read";
             return Errc::truncated;
         }
+        // The size after the header, as Segment::attach takes it: a growing
+        // segment's header never announces more than the file had before.
+        struct stat st {};
+        if (::fstat(fd.get(), &st) != 0)
+            return errno_code();
+        file_bytes = static_cast<std::uint64_t>(st.st_size);
     }
     return layout::validate_header(header, file_bytes, detail);
 }
@@ -68,15 +74,34 @@ UniqueFd reopen(const UniqueFd& fd, int flags, std::error_code& ec) noexcept
     return own;
 }
 
-bool take_creator_lock(const UniqueFd& fd, std::error_code& ec) noexcept
+bool lock_byte(const UniqueFd& fd, std::uint64_t offset, std::error_code& ec) noexcept
 {
     ec.clear();
-    flock lock = creator_byte(F_WRLCK);
+    flock lock = byte_lock(F_WRLCK, offset);
     if (::fcntl(fd.get(), F_OFD_SETLK, &lock) == 0)
         return true;
     if (errno != EAGAIN && errno != EACCES) // those two: another description holds it
         ec = errno_code();
     return false;
+}
+
+void unlock_byte(const UniqueFd& fd, std::uint64_t offset) noexcept
+{
+    flock lock = byte_lock(F_UNLCK, offset);
+    ::fcntl(fd.get(), F_OFD_SETLK, &lock);
+}
+
+Liveness byte_holder(const UniqueFd& probe, std::uint64_t offset) noexcept
+{
+    flock lock = byte_lock(F_WRLCK, offset);
+    if (::fcntl(probe.get(), F_OFD_GETLK, &lock) != 0)
+        return Liveness::unknown;
+    return lock.l_type == F_UNLCK ? Liveness::dead : Liveness::alive;
+}
+
+bool take_creator_lock(const UniqueFd& fd, std::error_code& ec) noexcept
+{
+    return lock_byte(fd, layout::kCreatorLockByte, ec);
 }
 
 } // namespace detail
@@ -88,12 +113,10 @@ Liveness probe_creator(const UniqueFd& probe, std::uint32_t flags, std::string& 
             why = "its creator holds no lock (a segment of an older shmlink, or a file system without OFD locks)";
             return Liveness::unknown;
         }
-        flock lock = creator_byte(F_WRLCK);
-        if (::fcntl(probe.get(), F_OFD_GETLK, &lock) != 0) {
+        const Liveness holder = detail::byte_holder(probe, layout::kCreatorLockByte);
+        if (holder == Liveness::unknown)
             why = std::string("the lock probe failed: ") + std::strerror(errno);
-            return Liveness::unknown;
-        }
-        return lock.l_type == F_UNLCK ? Liveness::dead : Liveness::alive;
+        return holder;
     } catch (const std::bad_alloc&) {
         return Liveness::unknown;
     }

@@ -75,9 +75,18 @@ namespace detail {
 /// so that its locks are its own. Needs /proc.
 UniqueFd reopen(const UniqueFd& fd, int flags, std::error_code& ec) noexcept;
 
-/// Takes the creator's lock through `fd` (open for writing) without
-/// waiting: false when another description holds it (ec clear) or on an
-/// error (ec set).
+/// Open-file-description write locks on one byte of a file: the liveness of
+/// a creator (layout::kCreatorLockByte) and of ring participants (bytes at
+/// their objects' offsets). Takes the lock on byte `offset` through `fd`
+/// (open for writing) without waiting: false when another description holds
+/// it (ec clear) or on an error (ec set).
+bool lock_byte(const UniqueFd& fd, std::uint64_t offset, std::error_code& ec) noexcept;
+void unlock_byte(const UniqueFd& fd, std::uint64_t offset) noexcept;
+/// Who holds byte `offset`, asked through `probe`, a description that does
+/// not hold it: alive (some other description), dead (nobody), unknown (the
+/// probe failed; errno says why).
+Liveness byte_holder(const UniqueFd& probe, std::uint64_t offset) noexcept;
+/// lock_byte() on the creator's byte.
 bool take_creator_lock(const UniqueFd& fd, std::error_code& ec) noexcept;
 
 } // namespace detail

@@ -408,7 +408,7 @@ Segment Segment::attach_fd(UniqueFd fd, std::filesystem::path path, const Attach
         // Validate a private copy of the header before mapping anything: a
         // short or foreign file must never be touched through a mapping.
         SegmentHeader copy {};
-        const auto file_bytes = static_cast<std::uint64_t>(st.st_size);
+        auto file_bytes = static_cast<std::uint64_t>(st.st_size);
         if (file_bytes >= sizeof(copy)) {
             const ssize_t got = ::pread(fd.get(), &copy, sizeof(copy), 0);
             if (got < 0) {
@@ -420,6 +420,15 @@ Segment Segment::attach_fd(UniqueFd fd, std::filesystem::path path, const Attach
                 detail = "file shrank while being read";
                 return {};
             }
+            // The size again, after the header: a creator extends the file
+            // before its header announces the new size, so a size taken now
+            // covers what the header says even when it grew meanwhile (taken
+            // before, it could be older than the header and fail the check).
+            if (::fstat(fd.get(), &st) != 0) {
+                ec = errno_code();
+                return {};
+            }
+            file_bytes = static_cast<std::uint64_t>(st.st_size);
         }
         if ((ec = layout::validate_header(copy, file_bytes, detail)))
             return {};

@@ -20,6 +20,10 @@ using detail::reopen_segment;
 using detail::unlock_byte;
 
 constexpr std::uint32_t kMaxLanes = 64;
+/// Tries of open_held() while another producer's try holds the lane's lock,
+/// a millisecond apart (pause_briefly()): far longer than such a try takes,
+/// even when its process is descheduled in the middle of it.
+constexpr int kHeldLaneAttempts = 500;
 
 std::uint64_t owner_word(pid_t pid, ipc::LaneState state) noexcept
 {
@@ -130,6 +134,12 @@ MpscProducer MpscProducer::open(Segment& segment, std::string_view name, std::er
     if (!lock)
         return {};
     for (std::uint32_t i = 0; i < lanes; ++i) {
+        // Only a lane that looks free is worth its lock: locking a lane held
+        // for another producer would make that producer's take fail meanwhile.
+        // (relaxed: the take's own swap decides.)
+        if (std::atomic_ref(lane_at(control, lane_capacity, i)->owner).load(std::memory_order_relaxed)
+            != owner_word(0, ipc::LaneState::free))
+            continue;
         MpscProducer producer = take(segment, control, lane_capacity, i, owner_word(0, ipc::LaneState::free), lock);
         if (producer.valid())
             return producer;
@@ -153,11 +163,22 @@ MpscProducer MpscProducer::open_held(Segment& segment, std::string_view name, st
     UniqueFd lock = reopen_segment(segment, ec);
     if (!lock)
         return {};
-    MpscProducer producer = take(segment, control, lane_capacity, lane, owner_word(static_cast<pid_t>(token),
-        ipc::LaneState::held), lock);
-    if (!producer.valid())
-        ec = Errc::no_free_lane;
-    return producer;
+    // Another producer looking for a free lane may hold this lane's lock for
+    // the few instructions of its own try (it saw the lane free just before
+    // it was held for us): while the lane is still held for us, try again.
+    const std::uint64_t held = owner_word(static_cast<pid_t>(token), ipc::LaneState::held);
+    ipc::MpscLane* shared = lane_at(control, lane_capacity, lane);
+    for (int attempt = 0; attempt < kHeldLaneAttempts; ++attempt) {
+        MpscProducer producer = take(segment, control, lane_capacity, lane, held, lock);
+        if (producer.valid())
+            return producer;
+        // relaxed: only whether to try again; the take's swap decides.
+        if (std::atomic_ref(shared->owner).load(std::memory_order_relaxed) != held)
+            break;
+        detail::pause_briefly();
+    }
+    ec = Errc::no_free_lane;
+    return {};
 }
 
 MpscProducer MpscProducer::take(Segment& segment, ipc::MpscRingControl* control, std::uint64_t lane_capacity,

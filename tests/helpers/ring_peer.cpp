@@ -22,8 +22,13 @@
 //                                                 tagged messages, prints "dying", then SIGKILLs itself
 //                                                 at POINT of the next one: before-claim, after-claim,
 //                                                 mid-copy (half its payload written) or after-commit
+//   ring_peer lock-byte PATH OFFSET MS            holds a write lock on byte OFFSET of the file (as a
+//                                                 producer trying a lane does), prints "locked",
+//                                                 lets it go after MS milliseconds and exits
 // Fault points (ipc/detail/fault_point.hpp): this helper can die at one, by name.
+#include <fcntl.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <cstring>
 
@@ -363,6 +368,22 @@ try {
         return 2;
     }
     const std::string job = argv[1];
+    if (job == "lock-byte" && argc == 5) {
+        const UniqueFd fd(::open(argv[2], O_RDWR | O_CLOEXEC));
+        flock lock {};
+        lock.l_type = F_WRLCK;
+        lock.l_whence = SEEK_SET;
+        lock.l_start = static_cast<off_t>(std::strtoull(argv[3], nullptr, 10));
+        lock.l_len = 1;
+        if (!fd || ::fcntl(fd.get(), F_OFD_SETLK, &lock) != 0) {
+            std::printf("error lock: %s\n", std::strerror(errno));
+            return 1;
+        }
+        std::printf("locked\n");
+        std::fflush(stdout);
+        ::usleep(static_cast<useconds_t>(std::atoi(argv[4])) * 1000);
+        return 0;
+    }
     if (job == "mpmc-die" && argc == 7) {
         Segment segment = Segment::attach(argv[2]);
         return mpmc_die(segment, argv[3], argv[4], std::strtoull(argv[5], nullptr, 10), argv[6]);

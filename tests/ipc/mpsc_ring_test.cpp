@@ -308,3 +308,52 @@ TEST_CASE("a producer whose process forked and exited lives on in its child: its
     CHECK(ring.stats().producers == 0);
     CHECK(ring.stats().dead_producers == 0);
 }
+
+TEST_CASE("a held lane: only its producer takes it, also while another producer's try holds its lock a moment")
+{
+    const test::ShmPath file("held-lane");
+    Segment segment = Segment::create(file.path, 1 << 20);
+    MpscRing ring = MpscRing::create(segment, "mpsc", 1024, 2);
+    const int lane = ring.hold_lane(7);
+    REQUIRE(lane == 0);
+    std::error_code ec;
+    // Nobody else takes a held lane: a plain producer gets the other one.
+    MpscProducer other = MpscProducer::open(segment, "mpsc", ec);
+    REQUIRE(other.valid());
+    CHECK(other.lane() == 1);
+    CHECK_FALSE(ring.taken_held(0, 7));
+    MpscProducer::open_held(segment, "mpsc", 0, 8, ec); // the wrong token
+    CHECK(ec == Errc::no_free_lane);
+    // A producer in another process trying the lane holds its lock for a moment.
+    const std::uint64_t lock_byte = segment.find("mpsc").offset + 0;
+    Child locker = test::spawn_helper("SHMLINK_RING_PEER", {"lock-byte", file.path, std::to_string(lock_byte), "200"});
+    REQUIRE(locker.read_line() == "locked");
+    MpscProducer producer = MpscProducer::open_held(segment, "mpsc", 0, 7, ec);
+    CHECK_FALSE(ec);
+    REQUIRE(producer.valid());
+    CHECK(producer.lane() == 0);
+    CHECK(ring.taken_held(0, 7));
+    CHECK(locker.wait() == 0);
+    CHECK(producer.try_push(bytes_of("mine")) == RingStatus::ok);
+    // A lane given back before its producer came is free again after a reap.
+    other = MpscProducer();
+    ring.reap();
+    const int again = ring.hold_lane(9);
+    REQUIRE(again == 1);
+    CHECK(ring.unhold_lane(1, 9));
+    CHECK_FALSE(MpscProducer::open(segment, "mpsc", ec).valid()); // not free until the consumer frees it
+    ring.reap();
+    CHECK(MpscProducer::open(segment, "mpsc", ec).valid());
+}
+
+TEST_CASE("a held owner word the consumer did not write is a peer's scribble, and the lane is freed")
+{
+    Segment segment = Segment::create_anonymous(1 << 20);
+    MpscRing ring = MpscRing::create(segment, "mpsc", 1024, 1);
+    auto* owner = reinterpret_cast<std::uint64_t*>(segment.base() + segment.find("mpsc").offset + sizeof(ipc::MpscRingControl));
+    *owner = (std::uint64_t {1234} << 32) | static_cast<std::uint32_t>(ipc::LaneState::held);
+    std::error_code ec;
+    CHECK_FALSE(MpscProducer::open(segment, "mpsc", ec).valid());
+    CHECK(ring.reap() == 1);
+    CHECK(MpscProducer::open(segment, "mpsc", ec).valid());
+}
