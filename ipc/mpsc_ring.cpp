@@ -203,6 +203,27 @@ MpscProducer MpscProducer::take(Segment& segment, ipc::MpscRingControl* control,
 
 // ---- consumer ----
 
+MpscRing& MpscRing::operator=(MpscRing&& other) noexcept
+{
+    if (this != &other) {
+        control_ = std::exchange(other.control_, nullptr);
+        lanes_ = std::move(other.lanes_);
+        other.lanes_.clear();
+        lane_capacity_ = other.lane_capacity_;
+        object_offset_ = other.object_offset_;
+        probe_ = std::move(other.probe_);
+        calls_ = other.calls_;
+        next_reap_ = other.next_reap_;
+        reap_requested_ = std::move(other.reap_requested_);
+        held_ = std::move(other.held_);
+        armed_ = std::exchange(other.armed_, false);
+        next_ = other.next_;
+        peeked_ = std::exchange(other.peeked_, SIZE_MAX);
+        options_ = std::move(other.options_);
+    }
+    return *this;
+}
+
 SpscRing MpscRing::consumer_view(ipc::MpscLane* shared) const noexcept
 {
     return SpscRing(&shared->ring, reinterpret_cast<std::byte*>(shared + 1), lane_capacity_, &control_->readable_seq);

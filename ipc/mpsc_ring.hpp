@@ -43,6 +43,7 @@
 #include <string_view>
 #include <system_error>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace shmlink {
@@ -119,6 +120,9 @@ struct MpscOptions {
 class MpscRing {
 public:
     MpscRing() = default;
+    /// Move-only; a moved-from ring is not valid() and answers corrupt.
+    MpscRing(MpscRing&& other) noexcept { *this = std::move(other); }
+    MpscRing& operator=(MpscRing&& other) noexcept;
 
     /// Creator: allocates a ring with `lanes` producer lanes (1..64) of
     /// `lane_capacity_bytes` each (see SpscRing::valid_capacity).

@@ -219,3 +219,24 @@ TEST_CASE("producer and consumer threads, so that ThreadSanitizer checks the cel
     CHECK(total == 2 * kCount);
     CHECK(sum == expected_sum(kCount));
 }
+
+TEST_CASE("an MPMC queue that is not valid (default or moved from) answers corrupt, never crashes")
+{
+    Segment segment = Segment::create_anonymous(1 << 20);
+    auto queue = MpmcQueue<std::uint64_t>::create(segment, "q", 8);
+    const auto taker = std::move(queue);
+    MpmcQueue<std::uint64_t> fresh;
+    for (auto* q : {&queue, &fresh}) {
+        std::uint64_t item = 0;
+        CHECK_FALSE(q->valid());
+        CHECK(q->try_push(1) == RingStatus::corrupt);
+        CHECK(q->try_pop(item) == RingStatus::corrupt);
+        CHECK(q->push(1, std::chrono::milliseconds(1)) == RingStatus::corrupt);
+        CHECK(q->pop(item, std::chrono::milliseconds(1)) == RingStatus::corrupt);
+        CHECK_FALSE(q->try_pop().has_value());
+        CHECK(q->recover() == 0);
+        CHECK(q->size() == 0);
+        CHECK(q->abandoned_claims() == 0);
+    }
+    CHECK(taker.valid());
+}

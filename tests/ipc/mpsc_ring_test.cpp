@@ -357,3 +357,40 @@ TEST_CASE("a held owner word the consumer did not write is a peer's scribble, an
     CHECK(ring.reap() == 1);
     CHECK(MpscProducer::open(segment, "mpsc", ec).valid());
 }
+
+TEST_CASE("rings and queues that are not valid (default or moved from) answer corrupt, never crash")
+{
+    Segment segment = Segment::create_anonymous(1 << 20);
+    MpscRing ring = MpscRing::create(segment, "mpsc", 1024, 1);
+    MpscRing taker = std::move(ring);
+    MpscRing fresh;
+    std::byte buffer[64];
+    std::size_t length = 0;
+    for (MpscRing* r : {&ring, &fresh}) {
+        CHECK_FALSE(r->valid());
+        CHECK(r->peek().status != RingStatus::ok);
+        CHECK(r->try_pop(buffer, length) != RingStatus::ok);
+        CHECK(r->pop(buffer, length, 1ms) == RingStatus::corrupt);
+        CHECK(r->wait_readable(1ms) == RingStatus::corrupt);
+        CHECK(r->arm_readable() == RingStatus::corrupt);
+        CHECK(r->consume([](std::span<const std::byte>) {}, 8) == 0);
+        CHECK(r->reap() == 0);
+        CHECK(r->hold_lane(1) == -1);
+        CHECK_FALSE(r->unhold_lane(0, 1));
+        CHECK_FALSE(r->taken_held(0, 1));
+        r->request_reap();
+        r->disarm_readable();
+        r->release();
+        CHECK(r->stats().producers == 0);
+    }
+    MpscProducer producer;
+    CHECK(producer.try_push(bytes_of("x")) == RingStatus::corrupt);
+    CHECK(producer.push(bytes_of("x"), 1ms) == RingStatus::corrupt);
+    CHECK_FALSE(producer.reserve(8));
+    SpscRing spsc;
+    CHECK(spsc.try_push(bytes_of("x")) == RingStatus::corrupt);
+    CHECK(spsc.pop(buffer, length, 1ms) == RingStatus::corrupt);
+    CHECK(spsc.wait_writable(8, 1ms) == RingStatus::corrupt);
+    spsc.reinitialize();
+    CHECK_FALSE(spsc.valid());
+}
