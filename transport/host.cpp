@@ -5,6 +5,7 @@
 #include "core/log.hpp"
 #include "transport/frame_socket.hpp"
 
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -26,6 +27,17 @@ namespace {
 constexpr auto kAcceptBackoff = std::chrono::milliseconds(100);
 /// How often a guest waiting for a lane asks the inbox's consumer to reap.
 constexpr auto kNudgeInterval = std::chrono::milliseconds(5);
+/// The token a held lane carries (never 0): random, so that no other local
+/// peer can guess it and take the lane held for a guest on its way.
+std::uint32_t unguessable_token() noexcept
+{
+    std::uint32_t token = 0;
+    while (token == 0)
+        if (::getrandom(&token, sizeof(token), 0) != static_cast<ssize_t>(sizeof(token)))
+            token = static_cast<std::uint32_t>(std::chrono::steady_clock::now().time_since_epoch().count()) | 1;
+    return token;
+}
+
 /// A connection that has said nothing for this long may give way to a newcomer.
 constexpr auto kSilentAge = std::chrono::milliseconds(250);
 
@@ -111,7 +123,6 @@ struct Host::State : std::enable_shared_from_this<Host::State> {
     bool cut_reported = false;     // the file is short and could not be extended back, and on_damage said so
     std::list<ConnectionPtr> connections; // in the order they came
     std::uint64_t next_connection = 1;
-    std::uint32_t next_token = 0;
     ino_t socket_inode = 0;
     bool stopped = false;
 
@@ -322,7 +333,7 @@ struct Host::State : std::enable_shared_from_this<Host::State> {
     /// it waits for the inbox's next freed lane (on_lane_freed) or its timeout.
     void offer_lane(const ConnectionPtr& c)
     {
-        const std::uint32_t token = ++next_token == 0 ? ++next_token : next_token;
+        const std::uint32_t token = unguessable_token();
         const int lane = inbox.hold_lane(token);
         if (lane < 0) {
             // A lane its guest just left is free once the consumer has found
