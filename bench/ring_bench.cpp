@@ -4,13 +4,14 @@
 // beside the floors (a bare reference ring, cache-line and futex ping-pong,
 // memcpy).
 // Prints a table and the ratios the project's targets are stated in.
+#include <shmlink/core/mmap.hpp>
+#include <shmlink/core/segment.hpp>
+#include <shmlink/core/unique_fd.hpp>
+#include <shmlink/ipc/mpsc_ring.hpp>
+#include <shmlink/ipc/spsc_ring.hpp>
+#include <shmlink/ipc/wait.hpp>
+
 #include "bench/report.hpp"
-#include "core/mmap.hpp"
-#include "core/segment.hpp"
-#include "core/unique_fd.hpp"
-#include "ipc/mpsc_ring.hpp"
-#include "ipc/spsc_ring.hpp"
-#include "ipc/wait.hpp"
 
 #include <boost/interprocess/ipc/message_queue.hpp>
 

@@ -8,8 +8,9 @@
 // --quick measures 1 MiB and 16 MiB only (a smoke run that fits a small
 // /dev/shm); --json also writes the table to FILE; --progress prints
 // "progress DONE TOTAL what" on stderr as each size starts.
+#include <shmlink/core/segment.hpp>
+
 #include "bench/report.hpp"
-#include "core/segment.hpp"
 
 #include <boost/interprocess/mapped_region.hpp>
 #include <boost/interprocess/shared_memory_object.hpp>

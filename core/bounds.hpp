@@ -2,7 +2,7 @@
 // length) pair from a caller or a peer becomes a span, overflow-safe.
 #pragma once
 
-#include "core/error.hpp"
+#include <shmlink/core/error.hpp>
 
 #include <cstddef>
 #include <cstring>

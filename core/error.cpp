@@ -1,4 +1,4 @@
-#include "core/error.hpp"
+#include <shmlink/core/error.hpp>
 
 #include <cerrno>
 

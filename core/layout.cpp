@@ -1,7 +1,7 @@
-#include "core/layout.hpp"
+#include <shmlink/core/layout.hpp>
 
-#include "core/error.hpp"
-#include "core/mmap.hpp"
+#include <shmlink/core/error.hpp>
+#include <shmlink/core/mmap.hpp>
 
 #include <cstring>
 

@@ -1,6 +1,6 @@
-#include "core/liveness.hpp"
+#include <shmlink/core/liveness.hpp>
 
-#include "core/error.hpp"
+#include <shmlink/core/error.hpp>
 
 #include <fcntl.h>
 #include <unistd.h>

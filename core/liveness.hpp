@@ -6,9 +6,9 @@
 // (docs/layout.md, "The creator's lock").
 #pragma once
 
-#include "core/file_type.hpp" // file_type_name, for what a path holds
-#include "core/layout.hpp"
-#include "core/unique_fd.hpp"
+#include <shmlink/core/file_type.hpp> // file_type_name, for what a path holds
+#include <shmlink/core/layout.hpp>
+#include <shmlink/core/unique_fd.hpp>
 
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -34,11 +34,11 @@ const char* to_string(Liveness liveness) noexcept;
 /// A file opened without blocking and judged by its header alone (pread;
 /// nothing is mapped).
 struct SegmentFile {
-    UniqueFd fd;                   ///< a description of our own, which holds no lock
+    UniqueFd fd {};                   ///< a description of our own, which holds no lock
     struct stat st {};             ///< of fd
     layout::SegmentHeader header {}; ///< validated against st.st_size
     Liveness creator = Liveness::unknown;
-    std::string why_unknown; ///< when creator is unknown: why it cannot be decided
+    std::string why_unknown {}; ///< when creator is unknown: why it cannot be decided
     [[nodiscard]] bool checkpoint() const noexcept { return (header.flags & layout::kCheckpoint) != 0; }
 };
 

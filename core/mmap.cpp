@@ -1,6 +1,6 @@
-#include "core/mmap.hpp"
+#include <shmlink/core/mmap.hpp>
 
-#include "core/error.hpp"
+#include <shmlink/core/error.hpp>
 
 #include <fcntl.h>
 #include <sys/mman.h>

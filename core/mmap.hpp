@@ -3,8 +3,8 @@
 // sets, results are std::error_code, and a Mapping unmaps itself.
 #pragma once
 
-#include "core/flags.hpp"
-#include "core/unique_fd.hpp"
+#include <shmlink/core/flags.hpp>
+#include <shmlink/core/unique_fd.hpp>
 
 #include <sys/mman.h>
 

@@ -1,4 +1,4 @@
-#include "core/process.hpp"
+#include <shmlink/core/process.hpp>
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -8,7 +8,7 @@
 #include <cstdio>
 #include <cstring>
 
-#include "core/unique_fd.hpp"
+#include <shmlink/core/unique_fd.hpp>
 
 namespace shmlink {
 

@@ -1,10 +1,10 @@
-#include "core/segment.hpp"
+#include <shmlink/core/segment.hpp>
 
-#include "core/bounds.hpp"
-#include "core/detail/truncation_guard.hpp"
-#include "core/layout.hpp"
-#include "core/log.hpp"
-#include "core/process.hpp"
+#include <shmlink/core/bounds.hpp>
+#include <shmlink/core/detail/truncation_guard.hpp>
+#include <shmlink/core/layout.hpp>
+#include <shmlink/core/log.hpp>
+#include <shmlink/core/process.hpp>
 
 #include <fcntl.h>
 #include <sys/random.h>

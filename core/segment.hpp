@@ -4,11 +4,11 @@
 // file over its start; grow() and refresh() map only the new extent.
 #pragma once
 
-#include "core/error.hpp"
-#include "core/liveness.hpp"
-#include "core/mmap.hpp"
-#include "core/snapshot.hpp"
-#include "core/unique_fd.hpp"
+#include <shmlink/core/error.hpp>
+#include <shmlink/core/liveness.hpp>
+#include <shmlink/core/mmap.hpp>
+#include <shmlink/core/snapshot.hpp>
+#include <shmlink/core/unique_fd.hpp>
 
 #include <sys/types.h>
 
@@ -66,18 +66,18 @@ struct SegmentOptions {
     /// Allocate the file's pages at create and grow (fallocate) so that a full
     /// file system is an error then, rather than SIGBUS on first touch.
     bool allocate_backing = true;
-    MapOptions map;
+    MapOptions map {};
     std::string memfd_name = "shmlink"; ///< create_anonymous(): the name /proc shows
 };
 
 struct AttachOptions {
     bool read_only = false; ///< map PROT_READ only (write_at fails, allocate refused)
-    MapOptions map;
+    MapOptions map {};
 };
 
 /// One named object in the directory, as validated.
 struct ObjectInfo {
-    std::string name;
+    std::string name {};
     std::uint16_t kind = 0;
     std::uint16_t version = 0;
     std::uint64_t offset = 0;

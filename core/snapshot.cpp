@@ -1,7 +1,7 @@
-#include "core/snapshot.hpp"
+#include <shmlink/core/snapshot.hpp>
 
-#include "core/bounds.hpp"
-#include "core/layout.hpp"
+#include <shmlink/core/bounds.hpp>
+#include <shmlink/core/layout.hpp>
 
 #include <fcntl.h>
 #include <linux/fs.h>

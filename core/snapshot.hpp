@@ -2,9 +2,9 @@
 // checkpoint, and the atomic commit of such a copy to a path.
 #pragma once
 
-#include "core/error.hpp"
-#include "core/mmap.hpp"
-#include "core/unique_fd.hpp"
+#include <shmlink/core/error.hpp>
+#include <shmlink/core/mmap.hpp>
+#include <shmlink/core/unique_fd.hpp>
 
 #include <cstddef>
 #include <filesystem>
@@ -17,7 +17,7 @@ struct SnapshotOptions {
     /// Empty: the copy lives in an anonymous memfd. Otherwise an unnamed
     /// file (O_TMPFILE) in this directory, cloned with FICLONE when the
     /// segment's file system shares blocks (reflinks), copied otherwise.
-    std::filesystem::path directory;
+    std::filesystem::path directory {};
 };
 
 /// An immutable copy of a segment's mapped extent at the moment it was taken.

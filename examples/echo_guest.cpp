@@ -3,7 +3,7 @@
 // each echo the host sends back on this guest's own ring.
 //
 //   echo_guest SOCKET NAME COUNT
-#include "transport/guest.hpp"
+#include <shmlink/transport/guest.hpp>
 
 #include <chrono>
 #include <cstdio>

@@ -4,7 +4,7 @@
 // or side by side, and exits when they have all left.
 //
 //   echo_host SOCKET SEGMENT_PATH GUESTS
-#include "transport/host.hpp"
+#include <shmlink/transport/host.hpp>
 
 #include <chrono>
 #include <cstdio>

@@ -3,7 +3,7 @@
 // waits for the host's thanks on its own ring.
 //
 //   queue_guest SOCKET NAME COUNT
-#include "transport/guest.hpp"
+#include <shmlink/transport/guest.hpp>
 
 #include <cstdio>
 #include <cstdlib>

@@ -7,7 +7,7 @@
 // order, thanks each guest through its own ring, and prints what flowed.
 //
 //   queue_host [MESSAGES_PER_GUEST]
-#include "transport/host.hpp"
+#include <shmlink/transport/host.hpp>
 
 #include <spawn.h>
 #include <sys/wait.h>

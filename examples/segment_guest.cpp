@@ -2,8 +2,8 @@
 // attaches by path (--path P) or by an fd received on a Unix socket
 // (--socket N), reads the host's greeting, looks for later news, and writes
 // its answer into reply slot --slot K.
-#include "core/segment.hpp"
-#include "transport/fd_socket.hpp"
+#include <shmlink/core/segment.hpp>
+#include <shmlink/transport/fd_socket.hpp>
 
 #include <unistd.h>
 

@@ -3,8 +3,8 @@
 // the first attaches by path, the second by a file descriptor passed over a
 // Unix socket (SCM_RIGHTS). Between the two it grows the segment. Each guest
 // answers in a slot of its own; the host prints what flowed.
-#include "core/segment.hpp"
-#include "transport/fd_socket.hpp"
+#include <shmlink/core/segment.hpp>
+#include <shmlink/transport/fd_socket.hpp>
 
 #include <spawn.h>
 #include <sys/socket.h>

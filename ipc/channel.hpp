@@ -3,9 +3,9 @@
 // record of sizeof(T) bytes; a record of another size is reported as corrupt.
 #pragma once
 
-#include "core/segment.hpp"
-#include "ipc/detail/object.hpp"
-#include "ipc/spsc_ring.hpp"
+#include <shmlink/core/segment.hpp>
+#include <shmlink/ipc/detail/object.hpp>
+#include <shmlink/ipc/spsc_ring.hpp>
 
 #include <chrono>
 #include <cstring>

@@ -1,7 +1,7 @@
-#include "ipc/inspect.hpp"
+#include <shmlink/ipc/inspect.hpp>
 
-#include "ipc/layout.hpp"
-#include "ipc/spsc_ring.hpp"
+#include <shmlink/ipc/layout.hpp>
+#include <shmlink/ipc/spsc_ring.hpp>
 
 #include <atomic>
 

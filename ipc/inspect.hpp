@@ -4,7 +4,7 @@
 // Nothing is written, and a peer's garbage is reported, never followed.
 #pragma once
 
-#include "core/segment.hpp"
+#include <shmlink/core/segment.hpp>
 
 #include <sys/types.h>
 
@@ -30,9 +30,9 @@ struct SpscState {
 
 struct LaneState {
     std::uint32_t index = 0;
-    std::string state; ///< "free", "owned", "draining", or "invalid"
+    std::string state {}; ///< "free", "owned", "draining", or "invalid"
     pid_t pid = 0;     ///< as the owner wrote it
-    SpscState ring;
+    SpscState ring {};
 };
 
 struct MpscState {
@@ -41,7 +41,7 @@ struct MpscState {
     std::uint64_t abandoned_claims = 0;
     std::uint64_t dead_producers = 0;
     std::uint64_t corrupt_lanes = 0;
-    std::vector<LaneState> lanes;
+    std::vector<LaneState> lanes {};
 };
 
 struct MpmcState {
@@ -61,12 +61,12 @@ struct MpmcState {
 /// "mpsc ring", "mpmc queue", or "unknown"). A known kind whose fixed fields
 /// do not match its object's length has `error` set and no state.
 struct ObjectState {
-    ObjectInfo object;
-    std::string kind;
-    std::string error;
-    std::optional<SpscState> spsc;
-    std::optional<MpscState> mpsc;
-    std::optional<MpmcState> mpmc;
+    ObjectInfo object {};
+    std::string kind {};
+    std::string error {};
+    std::optional<SpscState> spsc {};
+    std::optional<MpscState> mpsc {};
+    std::optional<MpmcState> mpmc {};
 };
 
 /// The state of `object` in `segment` (which may be attached read-only).

@@ -1,8 +1,8 @@
-#include "ipc/mpmc_queue.hpp"
+#include <shmlink/ipc/mpmc_queue.hpp>
 
-#include "core/log.hpp"
-#include "ipc/detail/liveness.hpp"
-#include "ipc/detail/object.hpp"
+#include <shmlink/core/log.hpp>
+#include <shmlink/ipc/detail/liveness.hpp>
+#include <shmlink/ipc/detail/object.hpp>
 
 #include <unistd.h>
 

@@ -32,13 +32,13 @@
 
 #include <sys/types.h>
 
-#include "core/segment.hpp"
-#include "core/unique_fd.hpp"
-#include "ipc/detail/fault_point.hpp"
-#include "ipc/detail/object.hpp"
-#include "ipc/layout.hpp"
-#include "ipc/spsc_ring.hpp"
-#include "ipc/wait.hpp"
+#include <shmlink/core/segment.hpp>
+#include <shmlink/core/unique_fd.hpp>
+#include <shmlink/ipc/detail/fault_point.hpp>
+#include <shmlink/ipc/detail/object.hpp>
+#include <shmlink/ipc/layout.hpp>
+#include <shmlink/ipc/spsc_ring.hpp>
+#include <shmlink/ipc/wait.hpp>
 
 #include <algorithm>
 #include <atomic>
@@ -68,7 +68,7 @@ struct MpmcLayout {
 
 /// A handle's slot: its lock (a file description of its own) and index.
 struct MpmcParticipant {
-    UniqueFd lock;
+    UniqueFd lock {};
     std::uint32_t slot = 0;
     pid_t pid = 0; ///< the process that joined (a forked child's copy leaves the slot alone)
     std::chrono::steady_clock::time_point next_recovery {}; ///< push()/pop() recover when this has passed

@@ -27,11 +27,11 @@
 // each side opens its own file description of the segment through it.
 #pragma once
 
-#include "core/segment.hpp"
-#include "core/unique_fd.hpp"
-#include "ipc/layout.hpp"
-#include "ipc/spsc_ring.hpp"
-#include "ipc/wait.hpp"
+#include <shmlink/core/segment.hpp>
+#include <shmlink/core/unique_fd.hpp>
+#include <shmlink/ipc/layout.hpp>
+#include <shmlink/ipc/spsc_ring.hpp>
+#include <shmlink/ipc/wait.hpp>
 
 #include <chrono>
 #include <cstddef>
@@ -113,7 +113,7 @@ struct MpscOptions {
     /// Called (from reap(), on the consumer's thread) when a lane is freed,
     /// before a new producer can take it: a host empties what it had queued
     /// for that lane's producer here. Must not throw.
-    std::function<void(std::uint32_t lane)> on_lane_freed;
+    std::function<void(std::uint32_t lane)> on_lane_freed {};
 };
 
 /// The consumer's end.

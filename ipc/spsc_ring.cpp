@@ -1,7 +1,7 @@
-#include "ipc/spsc_ring.hpp"
+#include <shmlink/ipc/spsc_ring.hpp>
 
-#include "core/log.hpp"
-#include "ipc/detail/object.hpp"
+#include <shmlink/core/log.hpp>
+#include <shmlink/ipc/detail/object.hpp>
 
 namespace shmlink {
 

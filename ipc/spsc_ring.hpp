@@ -14,10 +14,10 @@
 // message is capacity/2 - 8 bytes, which always fits in an empty ring.
 #pragma once
 
-#include "core/error.hpp"
-#include "core/segment.hpp"
-#include "ipc/layout.hpp"
-#include "ipc/wait.hpp"
+#include <shmlink/core/error.hpp>
+#include <shmlink/core/segment.hpp>
+#include <shmlink/ipc/layout.hpp>
+#include <shmlink/ipc/wait.hpp>
 
 #include <atomic>
 #include <chrono>
@@ -88,7 +88,7 @@ RingStatus pop_into(Ring& ring, std::span<std::byte> buffer, std::size_t& length
 template <typename Byte>
 struct RingSpan {
     RingStatus status = RingStatus::empty;
-    std::span<Byte> bytes;
+    std::span<Byte> bytes {};
     explicit operator bool() const noexcept { return status == RingStatus::ok; }
 };
 

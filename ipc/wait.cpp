@@ -1,6 +1,6 @@
-#include "ipc/wait.hpp"
+#include <shmlink/ipc/wait.hpp>
 
-#include "core/error.hpp"
+#include <shmlink/core/error.hpp>
 
 #include <linux/futex.h>
 #include <sys/eventfd.h>

@@ -8,8 +8,8 @@
 // head), so the read-modify-write in notify() moves no extra line.
 #pragma once
 
-#include "core/unique_fd.hpp"
-#include "ipc/layout.hpp"
+#include <shmlink/core/unique_fd.hpp>
+#include <shmlink/ipc/layout.hpp>
 
 #include <algorithm>
 #include <atomic>

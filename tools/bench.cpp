@@ -1,8 +1,9 @@
 // shmlink bench: runs bench/ring_bench and bench/segment_bench, shows their
 // progress, prints their tables and ratios, and writes one JSON report and
 // a plot. The measuring is theirs; this file only runs them and collects.
+#include <shmlink/core/unique_fd.hpp>
+
 #include "bench/report.hpp"
-#include "core/unique_fd.hpp"
 #include "tools/commands.hpp"
 
 #include <fcntl.h>

@@ -1,11 +1,12 @@
 // shmlink inspect: a segment's header, directory and the state of each ring
 // and queue, as text or JSON. It attaches read-only and changes nothing.
+#include <shmlink/core/error.hpp>
+#include <shmlink/core/layout.hpp>
+#include <shmlink/core/segment.hpp>
+#include <shmlink/core/unique_fd.hpp>
+#include <shmlink/ipc/inspect.hpp>
+
 #include "bench/report.hpp"
-#include "core/error.hpp"
-#include "core/layout.hpp"
-#include "core/segment.hpp"
-#include "core/unique_fd.hpp"
-#include "ipc/inspect.hpp"
 #include "tools/commands.hpp"
 
 #include <unistd.h>

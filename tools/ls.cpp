@@ -1,7 +1,8 @@
 // shmlink ls and gc: the segments in a directory, found by their headers
 // alone (pread; nothing is mapped), and removal of those whose creator is gone.
-#include "core/error.hpp"
-#include "core/liveness.hpp"
+#include <shmlink/core/error.hpp>
+#include <shmlink/core/liveness.hpp>
+
 #include "tools/commands.hpp"
 
 #include <sys/stat.h>

@@ -1,6 +1,8 @@
 // The shmlink command-line tool: looks inside segments, cleans up after dead
 // creators, and runs the benchmarks. Each subcommand is in a file of its own
 // (tools/commands.hpp) and answers --help.
+#include <shmlink/core/version.hpp>
+
 #include "tools/commands.hpp"
 
 #include <cstdio>
@@ -16,6 +18,8 @@ constexpr char kUsage[] = R"(usage: shmlink COMMAND [ARGS...]
   watch PATH [--interval S]      fill levels and rates, refreshed until Ctrl-C
   bench [--quick] [--json FILE] [--plot FILE.svg|.png]
                                  the benchmarks of bench/, with ratios and a plot
+
+  --version                      the version of the shmlink libraries it runs with
 
 `shmlink COMMAND --help` tells more. inspect, ls and watch only read.
 Exit status: 0 done, 1 a file could not be read or written or a benchmark
@@ -45,6 +49,10 @@ int main(int argc, char** argv)
             return command.run(argc, argv);
     if (name == "--help" || name == "-h" || name == "help") {
         std::fputs(kUsage, stdout);
+        return shmlink::tool::kDone;
+    }
+    if (name == "--version") {
+        std::printf("shmlink %.*s\n", static_cast<int>(shmlink::version().size()), shmlink::version().data());
         return shmlink::tool::kDone;
     }
     if (!name.empty())

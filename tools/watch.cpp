@@ -1,9 +1,10 @@
 // shmlink watch PATH: every ring's and queue's fill level and rates,
 // refreshed once an interval until interrupted. Read-only, like inspect:
 // it attaches with PROT_READ, follows the segment's growth, and writes nothing.
-#include "core/error.hpp"
-#include "core/segment.hpp"
-#include "ipc/inspect.hpp"
+#include <shmlink/core/error.hpp>
+#include <shmlink/core/segment.hpp>
+#include <shmlink/ipc/inspect.hpp>
+
 #include "tools/commands.hpp"
 
 #include <signal.h>

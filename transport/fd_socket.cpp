@@ -1,4 +1,4 @@
-#include "transport/fd_socket.hpp"
+#include <shmlink/transport/fd_socket.hpp>
 
 #include <poll.h>
 #include <sys/socket.h>

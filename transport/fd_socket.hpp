@@ -4,8 +4,8 @@
 // error each fd that did arrive is closed.
 #pragma once
 
-#include "core/error.hpp"
-#include "core/unique_fd.hpp"
+#include <shmlink/core/error.hpp>
+#include <shmlink/core/unique_fd.hpp>
 
 #include <cstddef>
 #include <span>
@@ -20,7 +20,7 @@ inline constexpr std::size_t kMaxFdsPerMessage = 16;
 /// A message as received: how many payload bytes landed in the caller's buffer, and the fds.
 struct ReceivedMessage {
     std::size_t bytes = 0;
-    std::vector<UniqueFd> fds;
+    std::vector<UniqueFd> fds {};
 };
 
 /// Sends `payload` (at least one byte: a stream socket cannot carry fds

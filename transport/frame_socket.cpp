@@ -1,8 +1,8 @@
-#include "transport/frame_socket.hpp"
+#include <shmlink/transport/frame_socket.hpp>
 
-#include "core/error.hpp"
-#include "ipc/wait.hpp"
-#include "transport/fd_socket.hpp"
+#include <shmlink/core/error.hpp>
+#include <shmlink/ipc/wait.hpp>
+#include <shmlink/transport/fd_socket.hpp>
 
 #include <fcntl.h>
 #include <poll.h>

@@ -5,9 +5,9 @@
 // and any fd that came with it is closed.
 #pragma once
 
-#include "core/unique_fd.hpp"
-#include "transport/asio.hpp"
-#include "transport/protocol.hpp"
+#include <shmlink/core/unique_fd.hpp>
+#include <shmlink/transport/asio.hpp>
+#include <shmlink/transport/protocol.hpp>
 
 #include <chrono>
 #include <cstddef>
@@ -21,8 +21,8 @@ namespace shmlink {
 
 /// A frame as received, with the fds it carried (close-on-exec).
 struct ReceivedFrame {
-    protocol::Frame frame;
-    std::vector<UniqueFd> fds;
+    protocol::Frame frame {};
+    std::vector<UniqueFd> fds {};
 };
 
 class FrameSocket {

@@ -1,9 +1,9 @@
-#include "transport/guest.hpp"
+#include <shmlink/transport/guest.hpp>
 
-#include "core/error.hpp"
-#include "core/file_type.hpp"
-#include "core/log.hpp"
-#include "transport/frame_socket.hpp"
+#include <shmlink/core/error.hpp>
+#include <shmlink/core/file_type.hpp>
+#include <shmlink/core/log.hpp>
+#include <shmlink/transport/frame_socket.hpp>
 
 #include <sys/socket.h>
 #include <sys/stat.h>

@@ -6,9 +6,9 @@
 // of the host's death from the socket's hang-up.
 #pragma once
 
-#include "core/segment.hpp"
-#include "ipc/mpsc_ring.hpp"
-#include "ipc/spsc_ring.hpp"
+#include <shmlink/core/segment.hpp>
+#include <shmlink/ipc/mpsc_ring.hpp>
+#include <shmlink/ipc/spsc_ring.hpp>
 
 #include <chrono>
 #include <cstdint>

@@ -12,10 +12,10 @@
 // a dead guest's lane is freed by the inbox's own reap on that thread.
 #pragma once
 
-#include "core/segment.hpp"
-#include "ipc/mpsc_ring.hpp"
-#include "ipc/spsc_ring.hpp"
-#include "transport/asio.hpp"
+#include <shmlink/core/segment.hpp>
+#include <shmlink/ipc/mpsc_ring.hpp>
+#include <shmlink/ipc/spsc_ring.hpp>
+#include <shmlink/transport/asio.hpp>
 
 #include <sys/types.h>
 
@@ -38,21 +38,21 @@ struct PeerCredentials {
 /// A guest that joined through the socket.
 struct GuestInfo {
     std::uint64_t connection = 0; ///< numbers connections in the order they came
-    PeerCredentials peer;
-    std::string name;       ///< from its hello
+    PeerCredentials peer {};
+    std::string name {};       ///< from its hello
     std::uint32_t lane = 0; ///< its lane of host.inbox (and its ring guest.N), once joined
 };
 
 struct HostOptions {
     /// Where guests connect (1 to 107 bytes); replaced only if a stale socket
     /// is there (nobody listens), never when a host listens or it is no socket.
-    std::filesystem::path socket_path;
+    std::filesystem::path socket_path {};
     /// Empty: an anonymous memfd, reachable only through the socket. A file
     /// already at the path is taken over only when it is the segment of a
     /// host that is gone (SegmentOptions::take_over_dead): a live host's
     /// segment fails the constructor with Errc::in_use, and any other file
     /// (not a segment, a checkpoint) with EEXIST, left as it is.
-    std::filesystem::path segment_path;
+    std::filesystem::path segment_path {};
     std::size_t segment_bytes = std::size_t {4} << 20;
     std::size_t max_segment_bytes = std::size_t {1} << 30;
     std::uint32_t max_guests = 8;                  ///< lanes of host.inbox, and guest.N rings

@@ -1,6 +1,6 @@
-#include "transport/protocol.hpp"
+#include <shmlink/transport/protocol.hpp>
 
-#include "core/error.hpp"
+#include <shmlink/core/error.hpp>
 
 #include <algorithm>
 #include <cstring>

@@ -3,7 +3,7 @@
 // every field checked. No I/O here; transport/frame_socket.hpp moves frames.
 #pragma once
 
-#include "core/segment.hpp"
+#include <shmlink/core/segment.hpp>
 
 #include <cstddef>
 #include <cstdint>
@@ -33,7 +33,7 @@ enum class FrameType : std::uint16_t {
 
 struct Hello {
     std::uint32_t pid = 0;
-    std::string name; ///< 0..64 bytes
+    std::string name {}; ///< 0..64 bytes
 };
 
 struct Welcome {
@@ -42,7 +42,7 @@ struct Welcome {
     std::uint64_t size_bytes = 0;
     std::uint64_t max_size_bytes = 0;
     std::uint64_t generation = 0;
-    std::vector<ObjectInfo> directory; ///< the segment's directory, as core/segment.hpp reads it
+    std::vector<ObjectInfo> directory {}; ///< the segment's directory, as core/segment.hpp reads it
 };
 
 struct Grown {
@@ -56,7 +56,7 @@ struct Goodbye {
 
 struct ErrorReport {
     std::uint32_t code = 0; ///< a shmlink::Errc or errno value
-    std::string text;       ///< 0..256 bytes, for people
+    std::string text {};       ///< 0..256 bytes, for people
 };
 
 struct Joined {

@@ -1,6 +1,6 @@
-#include "core/detail/truncation_guard.hpp"
+#include <shmlink/core/detail/truncation_guard.hpp>
 
-#include "core/layout.hpp"
+#include <shmlink/core/layout.hpp>
 
 #include <fcntl.h>
 #include <signal.h>

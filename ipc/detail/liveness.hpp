@@ -7,9 +7,9 @@
 // are core's (core/liveness.hpp), the same a segment's creator holds.
 #pragma once
 
-#include "core/liveness.hpp"
-#include "core/segment.hpp"
-#include "core/unique_fd.hpp"
+#include <shmlink/core/liveness.hpp>
+#include <shmlink/core/segment.hpp>
+#include <shmlink/core/unique_fd.hpp>
 
 #include <fcntl.h>
 

@@ -1,7 +1,7 @@
-#include "ipc/detail/object.hpp"
+#include <shmlink/ipc/detail/object.hpp>
 
-#include "core/layout.hpp"
-#include "core/log.hpp"
+#include <shmlink/core/layout.hpp>
+#include <shmlink/core/log.hpp>
 
 namespace shmlink::detail {
 

@@ -3,9 +3,9 @@
 // over the error_code forms.
 #pragma once
 
-#include "core/error.hpp"
-#include "core/segment.hpp"
-#include "ipc/layout.hpp"
+#include <shmlink/core/error.hpp>
+#include <shmlink/core/segment.hpp>
+#include <shmlink/ipc/layout.hpp>
 
 #include <cstddef>
 #include <functional>

@@ -1,5 +1,6 @@
 // Tests of core/mmap.hpp, core/flags.hpp and core/unique_fd.hpp.
-#include "core/mmap.hpp"
+#include <shmlink/core/mmap.hpp>
+
 #include "tests/support/leaks.hpp"
 
 #include <doctest/doctest.h>

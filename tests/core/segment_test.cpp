@@ -1,12 +1,13 @@
 // Tests of core/segment.hpp. Cross-process cases drive tests/helpers/guest,
 // a separate executable, through tests/support/child.hpp.
-#include "core/layout.hpp"
-#include "core/process.hpp"
-#include "core/segment.hpp"
+#include <shmlink/core/layout.hpp>
+#include <shmlink/core/process.hpp>
+#include <shmlink/core/segment.hpp>
+#include <shmlink/transport/fd_socket.hpp>
+
 #include "tests/support/child.hpp"
 #include "tests/support/hostile_files.hpp"
 #include "tests/support/leaks.hpp"
-#include "transport/fd_socket.hpp"
 
 #include <doctest/doctest.h>
 

@@ -3,11 +3,12 @@
 // process (tests/helpers/ring_peer); this process consumes and checks that
 // no committed message is lost, no uncommitted one is delivered, and no
 // call waits past its timeout.
-#include "core/segment.hpp"
-#include "ipc/inspect.hpp"
-#include "ipc/mpmc_queue.hpp"
-#include "ipc/mpsc_ring.hpp"
-#include "ipc/spsc_ring.hpp"
+#include <shmlink/core/segment.hpp>
+#include <shmlink/ipc/inspect.hpp>
+#include <shmlink/ipc/mpmc_queue.hpp>
+#include <shmlink/ipc/mpsc_ring.hpp>
+#include <shmlink/ipc/spsc_ring.hpp>
+
 #include "tests/support/child.hpp"
 #include "tests/support/messages.hpp"
 #include "tests/support/ring_peer.hpp"

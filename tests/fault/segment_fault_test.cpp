@@ -3,12 +3,13 @@
 // belongs to someone else, and peers that truncate the file or punch holes
 // in it, also on a full file system. Hosts and guests are processes of their
 // own (tests/helpers/endpoint) wherever the fault is in another process.
-#include "core/error.hpp"
-#include "core/layout.hpp"
-#include "core/segment.hpp"
+#include <shmlink/core/error.hpp>
+#include <shmlink/core/layout.hpp>
+#include <shmlink/core/segment.hpp>
+#include <shmlink/transport/guest.hpp>
+#include <shmlink/transport/host.hpp>
+
 #include "tests/support/child.hpp"
-#include "transport/guest.hpp"
-#include "transport/host.hpp"
 
 #include <doctest/doctest.h>
 

@@ -3,8 +3,8 @@
 // decoded directly or go through a real Unix socket into FrameSocket. Every
 // input must end in a frame or a clear error, never a crash, and every fd
 // that came with the bytes must be closed or handed over, never leaked.
-#include "transport/frame_socket.hpp"
-#include "transport/protocol.hpp"
+#include <shmlink/transport/frame_socket.hpp>
+#include <shmlink/transport/protocol.hpp>
 
 #include <fcntl.h>
 #include <sys/socket.h>

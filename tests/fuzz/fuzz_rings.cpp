@@ -3,10 +3,10 @@
 // rings are made properly and their handles opened; then the input is
 // written over their control blocks and data, and every call must answer a
 // documented status without a crash, a hang or a sanitizer report.
-#include "core/segment.hpp"
-#include "ipc/mpmc_queue.hpp"
-#include "ipc/mpsc_ring.hpp"
-#include "ipc/spsc_ring.hpp"
+#include <shmlink/core/segment.hpp>
+#include <shmlink/ipc/mpmc_queue.hpp>
+#include <shmlink/ipc/mpsc_ring.hpp>
+#include <shmlink/ipc/spsc_ring.hpp>
 
 #include <algorithm>
 #include <chrono>

@@ -3,13 +3,13 @@
 // or yield a segment whose every object can be inspected and, for the kinds
 // ipc/ knows, opened and consumed without a crash, a hang or a sanitizer
 // report, whatever the header, directory, control blocks and records say.
-#include "core/segment.hpp"
-#include "core/unique_fd.hpp"
-#include "ipc/inspect.hpp"
-#include "ipc/layout.hpp"
-#include "ipc/mpmc_queue.hpp"
-#include "ipc/mpsc_ring.hpp"
-#include "ipc/spsc_ring.hpp"
+#include <shmlink/core/segment.hpp>
+#include <shmlink/core/unique_fd.hpp>
+#include <shmlink/ipc/inspect.hpp>
+#include <shmlink/ipc/layout.hpp>
+#include <shmlink/ipc/mpmc_queue.hpp>
+#include <shmlink/ipc/mpsc_ring.hpp>
+#include <shmlink/ipc/spsc_ring.hpp>
 
 #include <sys/mman.h>
 #include <unistd.h>

@@ -3,11 +3,11 @@
 // (a real segment with one ring of each kind, one frame of each type, ...).
 // The corpus in tests/fuzz/corpus was made with it:
 //   build-fuzz/tests/fuzz/make_seeds tests/fuzz/corpus
-#include "core/segment.hpp"
-#include "ipc/mpmc_queue.hpp"
-#include "ipc/mpsc_ring.hpp"
-#include "ipc/spsc_ring.hpp"
-#include "transport/protocol.hpp"
+#include <shmlink/core/segment.hpp>
+#include <shmlink/ipc/mpmc_queue.hpp>
+#include <shmlink/ipc/mpsc_ring.hpp>
+#include <shmlink/ipc/spsc_ring.hpp>
+#include <shmlink/transport/protocol.hpp>
 
 #include <algorithm>
 #include <cstdint>

@@ -3,7 +3,7 @@
 // own). It creates a segment at PATH that outlives it (Cleanup::keep),
 // answers "ok pid=N" (its pid as it sees it), holds the segment until its
 // stdin closes, and exits 0, leaving the file behind as a dead creator's.
-#include "core/segment.hpp"
+#include <shmlink/core/segment.hpp>
 
 #include <unistd.h>
 

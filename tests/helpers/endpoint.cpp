@@ -38,10 +38,11 @@
 //                                        truncates it to BYTES; then, unless FILLER is "-", writes the
 //                                        file FILLER until its file system is full;
 //                                        "ok filled=F" or "error <what>: <errno>"
+#include <shmlink/transport/guest.hpp>
+#include <shmlink/transport/host.hpp>
+
 #include "tests/support/leaks.hpp"
 #include "tests/support/messages.hpp"
-#include "transport/guest.hpp"
-#include "transport/host.hpp"
 
 #include <fcntl.h>
 #include <linux/falloc.h>
@@ -120,8 +121,9 @@ int echo_loop(Guest& guest, std::uint64_t count)
         std::size_t got = 0;
         std::error_code host_error;
         if (const auto status = guest.receive(reply, got, 10s, host_error); status != RingStatus::ok) {
-            std::printf("error echo %llu: %s %s\n", static_cast<unsigned long long>(seq), to_string(status),
-                host_error.message().c_str());
+            std::printf("error echo %llu: %s %s (lane=%u generation=%llu size=%zu)\n", static_cast<unsigned long long>(seq),
+                to_string(status), host_error.message().c_str(), guest.lane(),
+                static_cast<unsigned long long>(guest.segment().generation()), guest.segment().size_bytes());
             return 1;
         }
         if (got != length || std::memcmp(reply.data(), message.data(), length) != 0) {

@@ -2,8 +2,8 @@
 // by an inherited fd, or by an fd received over a Unix socket) and then obeys
 // one command per stdin line, answering one line on stdout: "ok ..." or
 // "error <what>". The multi-process tests in tests/core drive it.
-#include "core/segment.hpp"
-#include "transport/fd_socket.hpp"
+#include <shmlink/core/segment.hpp>
+#include <shmlink/transport/fd_socket.hpp>
 
 #include <fcntl.h>
 #include <sys/stat.h>

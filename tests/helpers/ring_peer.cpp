@@ -42,10 +42,11 @@ void fault_point(const char* name) noexcept
 } // namespace
 #define SHMLINK_FAULT_POINTS(name) fault_point(name)
 
-#include "core/segment.hpp"
-#include "ipc/mpmc_queue.hpp"
-#include "ipc/mpsc_ring.hpp"
-#include "ipc/spsc_ring.hpp"
+#include <shmlink/core/segment.hpp>
+#include <shmlink/ipc/mpmc_queue.hpp>
+#include <shmlink/ipc/mpsc_ring.hpp>
+#include <shmlink/ipc/spsc_ring.hpp>
+
 #include "tests/support/messages.hpp"
 
 #include <signal.h>

@@ -2,9 +2,10 @@
 // script (tests/interop/ring_reader.py, standard library only, written from
 // the docs) attaches by path, reads the header and directory, and pops every
 // message of an SPSC ring that this C++ process fills, waking it when full.
-#include "core/segment.hpp"
-#include "ipc/inspect.hpp"
-#include "ipc/spsc_ring.hpp"
+#include <shmlink/core/segment.hpp>
+#include <shmlink/ipc/inspect.hpp>
+#include <shmlink/ipc/spsc_ring.hpp>
+
 #include "tests/support/child.hpp"
 #include "tests/support/ring_peer.hpp"
 

@@ -1,6 +1,6 @@
 // Tests of ipc/channel.hpp.
-#include "core/segment.hpp"
-#include "ipc/channel.hpp"
+#include <shmlink/core/segment.hpp>
+#include <shmlink/ipc/channel.hpp>
 
 #include <doctest/doctest.h>
 

@@ -1,13 +1,14 @@
 // The eventfd mode of ipc/wait.hpp: an Asio io_context, with no thread of
 // its own for the ring, waits for a ring that a producer process fills.
-#include "core/segment.hpp"
-#include "ipc/mpsc_ring.hpp"
-#include "ipc/spsc_ring.hpp"
+#include <shmlink/core/segment.hpp>
+#include <shmlink/ipc/mpsc_ring.hpp>
+#include <shmlink/ipc/spsc_ring.hpp>
+#include <shmlink/transport/asio.hpp>
+
 #include "tests/support/child.hpp"
 #include "tests/support/leaks.hpp"
 #include "tests/support/messages.hpp"
 #include "tests/support/ring_peer.hpp"
-#include "transport/asio.hpp"
 
 #include <doctest/doctest.h>
 

@@ -1,7 +1,8 @@
 // Tests of ipc/mpmc_queue.hpp. The cross-process case runs two producer and
 // two consumer processes (tests/helpers/ring_peer mpmc-produce / mpmc-consume).
-#include "core/segment.hpp"
-#include "ipc/mpmc_queue.hpp"
+#include <shmlink/core/segment.hpp>
+#include <shmlink/ipc/mpmc_queue.hpp>
+
 #include "tests/support/child.hpp"
 #include "tests/support/leaks.hpp"
 #include "tests/support/messages.hpp"

@@ -1,7 +1,8 @@
 // Tests of ipc/mpsc_ring.hpp. Producers are separate processes
 // (tests/helpers/ring_peer mpsc-produce / mpsc-claim); the consumer is this one.
-#include "core/segment.hpp"
-#include "ipc/mpsc_ring.hpp"
+#include <shmlink/core/segment.hpp>
+#include <shmlink/ipc/mpsc_ring.hpp>
+
 #include "tests/support/child.hpp"
 #include "tests/support/leaks.hpp"
 #include "tests/support/messages.hpp"

@@ -1,7 +1,8 @@
 // Tests of ipc/spsc_ring.hpp. The cross-process cases run tests/helpers/ring_peer
 // as producer, consumer, blocked consumer or scribbler, each in its own process.
-#include "core/segment.hpp"
-#include "ipc/spsc_ring.hpp"
+#include <shmlink/core/segment.hpp>
+#include <shmlink/ipc/spsc_ring.hpp>
+
 #include "tests/support/child.hpp"
 #include "tests/support/leaks.hpp"
 #include "tests/support/messages.hpp"

@@ -7,9 +7,10 @@
 // guest's stream must have arrived exactly once: whole, in order, without a
 // gap or a repeat, and as many as it committed (or one more: a guest killed
 // between a commit and its record of it).
+#include <shmlink/transport/host.hpp>
+
 #include "tests/support/child.hpp"
 #include "tests/support/tally.hpp"
-#include "transport/host.hpp"
 
 #include <doctest/doctest.h>
 

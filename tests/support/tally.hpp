@@ -1,8 +1,9 @@
 // Test support: the consumer's side of ring_peer's tagged message streams.
 #pragma once
 
-#include "ipc/spsc_ring.hpp"
-#include "ipc/wait.hpp"
+#include <shmlink/ipc/spsc_ring.hpp>
+#include <shmlink/ipc/wait.hpp>
+
 #include "tests/support/messages.hpp"
 
 #include <doctest/doctest.h>

@@ -1,9 +1,10 @@
 // Tests of the shmlink command-line tool (tools/shmlink.cpp), run as a
 // separate process against segments this test makes.
-#include "core/segment.hpp"
-#include "ipc/mpmc_queue.hpp"
-#include "ipc/mpsc_ring.hpp"
-#include "ipc/spsc_ring.hpp"
+#include <shmlink/core/segment.hpp>
+#include <shmlink/ipc/mpmc_queue.hpp>
+#include <shmlink/ipc/mpsc_ring.hpp>
+#include <shmlink/ipc/spsc_ring.hpp>
+
 #include "tests/support/child.hpp"
 #include "tests/support/hostile_files.hpp"
 

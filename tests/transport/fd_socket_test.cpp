@@ -1,6 +1,7 @@
 // Tests of transport/fd_socket.hpp: bytes and fds as one message, and every
 // error path closing what arrived.
-#include "transport/fd_socket.hpp"
+#include <shmlink/transport/fd_socket.hpp>
+
 #include "tests/support/leaks.hpp"
 
 #include <doctest/doctest.h>

@@ -1,13 +1,15 @@
 // Tests of transport/host.hpp and transport/guest.hpp. This process is the
 // host (or, where the host must die, tests/helpers/endpoint is); every guest
 // is tests/helpers/endpoint in a process of its own.
-#include "core/error.hpp"
+#include <shmlink/core/error.hpp>
+#include <shmlink/ipc/inspect.hpp>
+#include <shmlink/transport/fd_socket.hpp>
+#include <shmlink/transport/guest.hpp>
+#include <shmlink/transport/host.hpp>
+#include <shmlink/transport/protocol.hpp>
+
 #include "tests/support/child.hpp"
 #include "tests/support/leaks.hpp"
-#include "transport/fd_socket.hpp"
-#include "transport/guest.hpp"
-#include "transport/host.hpp"
-#include "transport/protocol.hpp"
 
 #include <doctest/doctest.h>
 
@@ -61,6 +63,35 @@ void serve(boost::asio::io_context& io, Host& host, const std::function<bool()>&
         if (echoed == 0)
             host.inbox().wait_readable(1ms);
     }
+}
+
+/// Every ring of the host's segment as inspect sees it: what a failed
+/// exchange shows, so that a rare failure explains itself.
+std::string describe_rings(Host& host)
+{
+    std::string out;
+    std::error_code ec;
+    for (const ObjectInfo& object : host.segment().objects(ec)) {
+        const ObjectState state = inspect(host.segment(), object);
+        out += "\n  " + object.name + " (" + state.kind + ")" + (state.error.empty() ? "" : ": " + state.error);
+        const auto ring = [&](const SpscState& r) {
+            out += " head=" + std::to_string(r.head) + " tail=" + std::to_string(r.tail)
+                + " claim=" + std::to_string(r.claim_bytes) + (r.claim_open ? "(open)" : "")
+                + " sleepers=" + std::to_string(r.readable_sleepers) + "/" + std::to_string(r.writable_sleepers)
+                + (r.consistent ? "" : " INCONSISTENT");
+        };
+        if (state.spsc)
+            ring(*state.spsc);
+        if (state.mpsc) {
+            out += " dead=" + std::to_string(state.mpsc->dead_producers) + " corrupt="
+                + std::to_string(state.mpsc->corrupt_lanes);
+            for (const LaneState& lane : state.mpsc->lanes) {
+                out += "\n    lane " + std::to_string(lane.index) + " " + lane.state + " pid=" + std::to_string(lane.pid);
+                ring(lane.ring);
+            }
+        }
+    }
+    return out;
 }
 
 /// An endpoint's answer line, read while the host keeps serving.
@@ -169,8 +200,10 @@ TEST_CASE("the host grows the segment 10 times while guests send: nothing lost, 
     CHECK(grows == 10);
     const std::string expected = "generation=" + std::to_string(host.segment().generation())
         + " size=" + std::to_string(host.segment().size_bytes());
+    const std::string rings = describe_rings(host);
     for (const auto& answer : {answer_a, answer_b}) {
         INFO(answer);
+        INFO("the segment's rings:", rings);
         CHECK(answer.find("echoed=6000") != std::string::npos);
         CHECK(answer.find(expected) != std::string::npos);
     }

@@ -1,7 +1,7 @@
 // Tests of transport/protocol.hpp: every frame survives a round trip, and
 // every way a peer can get a frame wrong is refused with a reason.
-#include "core/error.hpp"
-#include "transport/protocol.hpp"
+#include <shmlink/core/error.hpp>
+#include <shmlink/transport/protocol.hpp>
 
 #include <doctest/doctest.h>
 

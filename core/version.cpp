@@ -1,0 +1,7 @@
+#include <shmlink/core/version.hpp>
+
+namespace shmlink {
+
+std::string_view version() noexcept { return SHMLINK_VERSION; }
+
+} // namespace shmlink
