@@ -3,9 +3,9 @@
 
     guide_test.py GUIDE SOURCE_ROOT BUILD_ROOT
 
-- A ```cpp block must follow a line `<!-- code: FILE REGION -->` and equal,
+- A ```cpp (or ```cmake, ```meson) block must follow a line `<!-- code: FILE REGION -->` and equal,
   line for line (indentation removed), the lines of FILE (under SOURCE_ROOT)
-  between `// guide: REGION` and `// guide: end`.
+  between `// guide: REGION` and `// guide: end` (`#` for cmake and meson).
 - The ```sh blocks run in order, as one bash script with `set -e`, in a
   scratch directory where `build` is BUILD_ROOT; a block after
   `<!-- not run: why -->` is skipped (installing and building: CI does it).
@@ -43,13 +43,17 @@ def blocks(guide):
     return found
 
 
-def region(path, name):
+# Languages whose blocks are cut from a file, and how that file marks a region.
+CODE = {"cpp": "//", "cmake": "#", "meson": "#"}
+
+
+def region(path, name, comment="//"):
     lines = open(path).read().split("\n")
     try:
-        start = next(i for i, line in enumerate(lines) if line.strip() == f"// guide: {name}")
+        start = next(i for i, line in enumerate(lines) if line.strip() == f"{comment} guide: {name}")
     except StopIteration:
-        raise AssertionError(f"{path} has no region '// guide: {name}'")
-    end = next(i for i in range(start + 1, len(lines)) if lines[i].strip() == "// guide: end")
+        raise AssertionError(f"{path} has no region '{comment} guide: {name}'")
+    end = next(i for i in range(start + 1, len(lines)) if lines[i].strip() == f"{comment} guide: end")
     return textwrap.dedent("\n".join(lines[start + 1:end])).split("\n")
 
 
@@ -63,12 +67,12 @@ def main(guide, source_root, build_root):
     script, expected = [], []
     previous_was_command = False
     for language, lines, comment in blocks(guide):
-        if language == "cpp":
+        if language in CODE:
             marker = re.match(r"<!-- code: (\S+) (\S+) -->", comment)
             if not marker:
-                failures.append(f"a cpp block without '<!-- code: FILE REGION -->': {lines[0]}")
+                failures.append(f"a {language} block without '<!-- code: FILE REGION -->': {lines[0]}")
                 continue
-            source = region(os.path.join(source_root, marker.group(1)), marker.group(2))
+            source = region(os.path.join(source_root, marker.group(1)), marker.group(2), CODE[language])
             if source != lines:
                 failures.append(f"the block of {marker.group(1)} {marker.group(2)} differs from the code:\n"
                                 + "\n".join(f"  guide: {a!r}\n  code:  {b!r}" for a, b in zip(lines, source) if a != b)
@@ -81,7 +85,7 @@ def main(guide, source_root, build_root):
             expected.extend(line for line in lines if line.strip())
         else:
             previous_was_command = False
-        if language == "cpp":
+        if language in CODE:
             previous_was_command = False
 
     scratch = tempfile.mkdtemp(prefix="shmlink-guide-")
