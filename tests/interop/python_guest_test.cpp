@@ -3,11 +3,12 @@
 // only, written from the docs) joins this process's Host through its socket,
 // gets every echo back while the host grows the segment twice, and leaves so
 // that its lane is freed for the next guest.
-#include "core/segment.hpp"
-#include "ipc/mpsc_ring.hpp"
+#include <shmlink/core/segment.hpp>
+#include <shmlink/ipc/mpsc_ring.hpp>
+#include <shmlink/transport/host.hpp>
+
 #include "tests/support/child.hpp"
 #include "tests/support/ring_peer.hpp"
-#include "transport/host.hpp"
 
 #include <doctest/doctest.h>
 
