@@ -435,9 +435,11 @@ void MpscRing::reset(Lane& lane) noexcept
     // From our own copy: the next producer finds the geometry the ring was
     // made with, whatever the last one wrote there.
     shared.ring.capacity_bytes = lane_capacity_;
+    // Only this consumer counts itself in readable.sleepers, and it is not
+    // waiting now: the count is 1 while it is armed for eventfd wake-ups
+    // (registered in every lane), else 0, whatever a producer wrote there.
+    std::atomic_ref(shared.ring.readable.sleepers).store(armed_ ? 1 : 0, std::memory_order_relaxed);
     lane.ring = consumer_view(lane.shared);
-    if (armed_) // we are registered in every lane's count: stay registered in this one
-        std::atomic_ref(shared.ring.readable.sleepers).fetch_add(1, std::memory_order_relaxed);
     lane.quarantined = false;
 }
 

@@ -1,6 +1,7 @@
 // The eventfd mode of ipc/wait.hpp: an Asio io_context, with no thread of
 // its own for the ring, waits for a ring that a producer process fills.
 #include <shmlink/core/segment.hpp>
+#include <shmlink/ipc/inspect.hpp>
 #include <shmlink/ipc/mpsc_ring.hpp>
 #include <shmlink/ipc/spsc_ring.hpp>
 #include <shmlink/transport/asio.hpp>
@@ -99,4 +100,30 @@ TEST_CASE("arming a ring that has a message, or an MPSC ring, answers at once")
     MpscProducer producer = MpscProducer::open(segment, "mpsc");
     REQUIRE(producer.try_push(std::as_bytes(std::span("y", 1))) == RingStatus::ok);
     CHECK(mpsc.arm_readable() == RingStatus::ok);
+}
+
+TEST_CASE("a lane freed while its consumer is armed counts the consumer once, whatever its producer wrote there")
+{
+    Segment segment = Segment::create_anonymous(1 << 20);
+    MpscRing mpsc = MpscRing::create(segment, "mpsc", 1024, 2);
+    const auto sleepers = [&] {
+        std::vector<std::uint32_t> counts;
+        const ObjectState state = inspect(segment, segment.find("mpsc"));
+        for (const LaneState& lane : state.mpsc->lanes)
+            counts.push_back(lane.ring.readable_sleepers);
+        return counts;
+    };
+    REQUIRE(mpsc.arm_readable() == RingStatus::empty);
+    CHECK(sleepers() == std::vector<std::uint32_t> {1, 1});
+    {
+        MpscProducer producer = MpscProducer::open(segment, "mpsc");
+        REQUIRE(producer.lane() == 0);
+        // A producer's stray write into the count it only reads.
+        auto* lanes = reinterpret_cast<ipc::MpscLane*>(segment.base() + segment.find("mpsc").offset + sizeof(ipc::MpscRingControl));
+        std::atomic_ref(lanes[0].ring.readable.sleepers).store(7);
+    } // gives its lane back
+    CHECK(mpsc.reap() == 1);
+    CHECK(sleepers() == std::vector<std::uint32_t> {1, 1});
+    mpsc.disarm_readable();
+    CHECK(sleepers() == std::vector<std::uint32_t> {0, 0});
 }
