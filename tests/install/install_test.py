@@ -10,7 +10,9 @@ prefix (meson install --destdir), then
   - runs each consumer (a host and a guest process exchanging messages)
     without LD_LIBRARY_PATH, and the installed tool (`shmlink --version`).
 
-  install_test.py SOURCE_ROOT BUILD_ROOT
+  - imports the installed Python package, when PYTHON (the build's) is given.
+
+  install_test.py SOURCE_ROOT BUILD_ROOT [PYTHON]
 """
 import json
 import os
@@ -20,6 +22,7 @@ import sys
 import tempfile
 
 SOURCE, BUILD = sys.argv[1], sys.argv[2]
+PYTHON = sys.argv[3] if len(sys.argv) > 3 else None
 HERE = os.path.join(SOURCE, "tests", "install")
 STRICT = ["-std=c++20", "-Wall", "-Wextra", "-Werror"]
 failures = []
@@ -118,6 +121,18 @@ def main():
             if variant == "static":
                 check(not any("shmlink" in n for n in needed(binary)), "the CMake static consumer needs no libshmlink")
             run_consumer(binary, tmp, "cmake-" + variant)
+
+        if PYTHON:
+            packages = [d for d, _, fs in os.walk(prefix) if os.path.basename(d) == "shmlink" and "__init__.py" in fs]
+            check(len(packages) == 1, "the Python package is installed once: " + ", ".join(packages))
+            if packages:
+                out = run([PYTHON, "-c", "import shmlink; s = shmlink.Segment.create_anonymous(1 << 20); "
+                           "r = shmlink.SpscRing.create(s, 'r', 4096); r.try_push(b'hi'); "
+                           "print(shmlink.__file__, r.try_pop().decode(), shmlink.version)"],
+                          env=dict(no_library_path(), PYTHONPATH=os.path.dirname(packages[0]), PYTHONDONTWRITEBYTECODE="1"),
+                          cwd=tmp)
+                check(out is not None and out.split()[0].startswith(packages[0]) and out.split()[1] == "hi",
+                      f"import shmlink works from the installed prefix: {out!r}")
 
         meson_subproject(tmp)
     finally:
