@@ -42,7 +42,9 @@ constexpr char kUsage[] = R"(usage: shmlink bench [--quick] [--json FILE] [--plo
 Runs the benchmarks of bench/: ring_bench (shmlink's SPSC and MPSC rings
 beside a pipe, a Unix socket, Boost.Interprocess message_queue and the
 floors, in two processes pinned to CPUs 0 and 1) and segment_bench
-(create, attach, grow and refresh beside Boost.Interprocess). Shows a
+(create, attach, grow and refresh beside Boost.Interprocess), and where
+the Python package was built python_bench.py (shmlink from Python beside
+multiprocessing's Queue, Pipe and shared_memory). Shows a
 progress bar on a terminal (plain lines otherwise), then prints the tables
 and the ratios against the project's targets. A full run takes a few
 minutes; --quick takes seconds.
@@ -337,6 +339,7 @@ int bench(int argc, char** argv)
     const bool terminal = ::isatty(STDERR_FILENO) == 1;
     const fs::path ring_json = scratch.path / "rings.json";
     const fs::path segment_json = scratch.path / "segments.json";
+    const fs::path python_json = scratch.path / "python.json";
     const fs::path svg = scratch.path / "plot.svg";
     int result = kDone;
     std::string out;
@@ -372,6 +375,23 @@ int bench(int argc, char** argv)
             std::fprintf(stderr, "shmlink bench: segment_bench exited with status %d\n", segment_status);
             result = kFailed;
         }
+        // The Python benchmark, where the Python package was built: beside
+        // the others once installed, in build/python in the build tree.
+        for (const fs::path& script : {dir / "python_bench.py", dir / ".." / "python" / "python_bench.py"}) {
+            if (g_interrupted || ::access(script.c_str(), X_OK) != 0)
+                continue;
+            std::vector<std::string> python_args {script.string(), "--json", python_json.string()};
+            if (options.quick)
+                python_args.emplace_back("--quick");
+            Progress python_progress("python", terminal);
+            const int python_status = run_program(python_args, python_progress, out);
+            std::printf("\n%s", out.c_str());
+            if (python_status != 0) {
+                std::fprintf(stderr, "shmlink bench: %s exited with status %d\n", script.c_str(), python_status);
+                result = kFailed;
+            }
+            break;
+        }
     }
     std::fflush(stdout);
     if (g_interrupted) {
@@ -382,8 +402,10 @@ int bench(int argc, char** argv)
     if (!options.json_path.empty()) {
         const auto rings = read_file(ring_json);
         const auto segments = read_file(segment_json);
+        const auto python = read_file(python_json);
         const std::string report = "{\n\"machine\": " + machine_json() + ",\n\"rings\": " + rings.value_or("null\n")
-            + ",\n\"segments\": " + segments.value_or("null\n") + "}\n";
+            + ",\n\"segments\": " + segments.value_or("null\n") + ",\n\"python\": " + python.value_or("null\n")
+            + "}\n";
         if (!write_file(options.json_path, report))
             result = kFailed;
     }

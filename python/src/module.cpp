@@ -119,10 +119,34 @@ bool check(RingStatus status, std::size_t length, std::size_t max_bytes, const c
     return status == RingStatus::ok;
 }
 
-std::span<const std::byte> bytes_of(const py::buffer_info& info)
-{
-    return {static_cast<const std::byte*>(info.ptr), static_cast<std::size_t>(info.size * info.itemsize)};
-}
+/// The bytes of any object with the buffer protocol (bytes, bytearray,
+/// memoryview, numpy arrays), held while this lives: a thread that changes
+/// a bytearray meanwhile cannot free it. Cheaper than py::buffer_info,
+/// which the hot paths would pay for every message.
+class Buffer {
+public:
+    explicit Buffer(py::handle object)
+    {
+        if (PyObject_GetBuffer(object.ptr(), &view_, PyBUF_SIMPLE) != 0)
+            throw py::error_already_set();
+    }
+    Buffer(Buffer&& other) noexcept : view_(other.view_) { other.view_.obj = nullptr; }
+    Buffer(const Buffer&) = delete;
+    Buffer& operator=(const Buffer&) = delete;
+    Buffer& operator=(Buffer&&) = delete;
+    ~Buffer()
+    {
+        if (view_.obj != nullptr)
+            PyBuffer_Release(&view_);
+    }
+    [[nodiscard]] std::span<const std::byte> bytes() const noexcept
+    {
+        return {static_cast<const std::byte*>(view_.buf), static_cast<std::size_t>(view_.len)};
+    }
+
+private:
+    Py_buffer view_ {};
+};
 
 py::bytes to_bytes(std::span<const std::byte> bytes)
 {
@@ -250,23 +274,51 @@ struct PyRing : Dependent {
 
 // Producer side, shared by SpscRing and MpscProducer.
 template <typename Ring>
-bool try_push(PyRing<Ring>& self, const py::buffer& data)
+bool try_push(PyRing<Ring>& self, py::handle data)
 {
-    const py::buffer_info info = data.request();
-    const auto bytes = bytes_of(info);
+    const Buffer buffer(data);
+    const auto bytes = buffer.bytes();
     return check(self.get().try_push(bytes), bytes.size(), self.get().max_message_bytes(), "try_push");
 }
 
 template <typename Ring>
-bool push(PyRing<Ring>& self, const py::buffer& data, Timeout timeout)
+bool push(PyRing<Ring>& self, py::handle data, Timeout timeout)
 {
     Ring& ring = self.get();
-    const py::buffer_info info = data.request();
-    const auto bytes = bytes_of(info);
+    const Buffer buffer(data);
+    const auto bytes = buffer.bytes();
     RingStatus status = ring.try_push(bytes);
     if (status == RingStatus::full && (!timeout || *timeout > 0))
         status = wait_in_slices(timeout, [&](std::chrono::nanoseconds slice) { return ring.push(bytes, slice); });
     return check(status, bytes.size(), ring.max_message_bytes(), "push");
+}
+
+template <typename Ring>
+std::size_t push_batch(PyRing<Ring>& self, const py::sequence& messages, Timeout timeout)
+{
+    Ring& ring = self.get();
+    std::vector<Buffer> buffers;
+    buffers.reserve(messages.size());
+    for (const py::handle message : messages)
+        buffers.emplace_back(message);
+    std::vector<std::span<const std::byte>> spans;
+    spans.reserve(buffers.size());
+    for (const Buffer& b : buffers)
+        spans.push_back(b.bytes());
+    if (spans.empty())
+        return 0;
+    std::size_t pushed = ring.try_push_batch(spans);
+    if (pushed == 0) {
+        // None fit: the first is too long, or the ring is full (then wait for room for it).
+        RingStatus status = ring.try_push(spans.front());
+        if (status == RingStatus::full && (!timeout || *timeout > 0))
+            status = wait_in_slices(
+                timeout, [&](std::chrono::nanoseconds slice) { return ring.push(spans.front(), slice); });
+        if (!check(status, spans.front().size(), ring.max_message_bytes(), "push_batch"))
+            return 0;
+        pushed = 1 + ring.try_push_batch(std::span(spans).subspan(1));
+    }
+    return pushed;
 }
 
 template <typename Ring>
@@ -363,11 +415,54 @@ py::object pop_copy(PyRing<Ring>& self, Timeout timeout)
     return copy;
 }
 
+/// Up to `max` messages at once, freed with one store: a list of what
+/// `make(lane, bytes)` makes (bytes, or (lane, bytes) for an MPSC ring).
+template <typename Ring, typename Make>
+py::list pop_batch(PyRing<Ring>& self, std::size_t max, Timeout timeout, Make&& make)
+{
+    if (self.loan.active()) {
+        PyErr_SetString(PyExc_RuntimeError, "pop_batch: a peeked message is not released yet");
+        throw py::error_already_set();
+    }
+    Ring& ring = self.get();
+    py::list out;
+    RingStatus status = RingStatus::ok;
+    // consume() is noexcept: a Python error (out of memory) is kept and raised after it.
+    std::optional<py::error_already_set> failed;
+    const auto append = [&](std::uint32_t lane, std::span<const std::byte> bytes) {
+        if (!failed)
+            try {
+                out.append(make(lane, bytes));
+            } catch (py::error_already_set& e) {
+                failed = std::move(e);
+            }
+    };
+    const auto take = [&] {
+        if constexpr (std::is_same_v<Ring, MpscRing>)
+            ring.consume(append, max, &status);
+        else
+            ring.consume([&](std::span<const std::byte> bytes) { append(0, bytes); }, max, &status);
+        if (failed)
+            throw std::move(*failed);
+    };
+    take();
+    if (out.empty() && status != RingStatus::corrupt && (!timeout || *timeout > 0)
+        && wait_in_slices(timeout, [&](std::chrono::nanoseconds slice) { return ring.wait_readable(slice); })
+            == RingStatus::ok)
+        take();
+    if (out.empty())
+        check(status, 0, ring.max_message_bytes(), "pop_batch");
+    return out;
+}
+
 template <typename Ring, typename Class>
 void bind_producer(Class& cls)
 {
     using Self = PyRing<Ring>;
     cls.def("try_push", &try_push<Ring>, py::arg("data"), "Pushes `data` if it fits now; False when the ring is full.")
+        .def("push_batch", &push_batch<Ring>, py::arg("messages"), py::arg("timeout") = py::none(),
+            "Pushes as many of `messages` as fit, in order, published at once; waits up to `timeout` for room "
+            "for the first. Returns how many were pushed.")
         .def("push", &push<Ring>, py::arg("data"), py::arg("timeout") = py::none(),
             "Pushes `data`, waiting up to `timeout` seconds for room; False on timeout.")
         .def("reserve", &reserve<Ring>, py::arg("length"), py::arg("timeout") = 0.0,
@@ -588,6 +683,13 @@ PYBIND11_MODULE(_native, m)
         .def("try_pop", [](Spsc& s) { return pop_copy(s, 0.0); }, "The oldest message as bytes, or None.")
         .def("pop", &pop_copy<SpscRing>, py::arg("timeout") = py::none(),
             "The oldest message as bytes, waiting up to `timeout` seconds; None on timeout.")
+        .def(
+            "pop_batch",
+            [](Spsc& s, std::size_t max, Timeout timeout) {
+                return pop_batch(s, max, timeout, [](std::uint32_t, std::span<const std::byte> b) { return to_bytes(b); });
+            },
+            py::arg("max") = 64, py::arg("timeout") = py::none(),
+            "Up to `max` messages as a list of bytes, waiting up to `timeout` for the first; [] on timeout.")
         .def_property_readonly("size_bytes", [](Spsc& s) { return s.get().size_bytes(); });
     bind_producer<SpscRing>(spsc);
     bind_consumer<SpscRing>(spsc);
@@ -614,29 +716,20 @@ PYBIND11_MODULE(_native, m)
         .def(
             "pop",
             [](Mpsc& s, Timeout timeout) -> py::object {
-                if (s.loan.active()) {
-                    PyErr_SetString(PyExc_RuntimeError, "pop: a peeked message is not released yet");
-                    throw py::error_already_set();
-                }
-                MpscRing& ring = s.get();
-                std::optional<std::pair<std::uint32_t, py::bytes>> got;
-                RingStatus status = RingStatus::ok;
-                const auto take = [&] {
-                    ring.consume([&](std::uint32_t lane, std::span<const std::byte> bytes) { got.emplace(lane, to_bytes(bytes)); },
-                        1, &status);
-                };
-                take();
-                if (!got && status != RingStatus::corrupt && (!timeout || *timeout > 0)
-                    && wait_in_slices(timeout, [&](std::chrono::nanoseconds slice) { return ring.wait_readable(slice); })
-                        == RingStatus::ok)
-                    take();
-                if (got)
-                    return py::make_tuple(got->first, got->second);
-                check(status, 0, ring.max_message_bytes(), "pop");
-                return py::none();
+                py::list one = pop_batch(s, 1, timeout,
+                    [](std::uint32_t lane, std::span<const std::byte> b) { return py::make_tuple(lane, to_bytes(b)); });
+                return one.empty() ? py::object(py::none()) : py::object(one[0]);
             },
             py::arg("timeout") = py::none(), "(lane, bytes) of the next message, waiting up to `timeout`; None on timeout.")
         .def("try_pop", [](py::object self) { return self.attr("pop")(0.0); })
+        .def(
+            "pop_batch",
+            [](Mpsc& s, std::size_t max, Timeout timeout) {
+                return pop_batch(s, max, timeout,
+                    [](std::uint32_t lane, std::span<const std::byte> b) { return py::make_tuple(lane, to_bytes(b)); });
+            },
+            py::arg("max") = 64, py::arg("timeout") = py::none(),
+            "Up to `max` messages as a list of (lane, bytes), waiting up to `timeout` for the first; [] on timeout.")
         .def("reap", [](Mpsc& s) { return s.get().reap(); }, "Frees the lanes of producers that are gone; how many.")
         .def("stats",
             [](Mpsc& s) {
@@ -686,10 +779,10 @@ PYBIND11_MODULE(_native, m)
             py::arg("segment"), py::arg("name"), py::arg("item_size"))
         .def(
             "push",
-            [](Queue& s, const py::buffer& data, Timeout timeout) {
+            [](Queue& s, py::handle data, Timeout timeout) {
                 Mpmc& q = s.get();
-                const py::buffer_info info = data.request();
-                const auto bytes = bytes_of(info);
+                const Buffer buffer(data);
+                const auto bytes = buffer.bytes();
                 if (bytes.size() != q.item_size) {
                     PyErr_SetString(PyExc_ValueError, ("push: an item is " + std::to_string(q.item_size) + " bytes, not "
                                                           + std::to_string(bytes.size()))
@@ -709,7 +802,7 @@ PYBIND11_MODULE(_native, m)
                     q.queue);
             },
             py::arg("data"), py::arg("timeout") = py::none(), "Pushes one item, waiting up to `timeout`; False on timeout.")
-        .def("try_push", [](py::object self, const py::buffer& data) { return self.attr("push")(data, 0.0); })
+        .def("try_push", [](py::object self, py::handle data) { return self.attr("push")(data, 0.0); })
         .def(
             "pop",
             [](Queue& s, Timeout timeout) -> py::object {
@@ -771,10 +864,10 @@ PYBIND11_MODULE(_native, m)
             py::arg("lane"), "The SpscRing to the guest of `lane`.")
         .def(
             "send",
-            [](PyHost& h, std::uint32_t lane, const py::buffer& data) {
+            [](PyHost& h, std::uint32_t lane, py::handle data) {
                 Host& host = h.get();
-                const py::buffer_info info = data.request();
-                const auto bytes = bytes_of(info);
+                const Buffer buffer(data);
+                const auto bytes = buffer.bytes();
                 return check(host.send(lane, bytes), bytes.size(), host.outbox(lane).max_message_bytes(), "send");
             },
             py::arg("lane"), py::arg("data"), "Sends to the guest of `lane` without waiting; False when its ring is full.")
@@ -812,10 +905,10 @@ PYBIND11_MODULE(_native, m)
             py::arg("segment_path"))
         .def(
             "send",
-            [](PyGuest& g, const py::buffer& data, Timeout timeout) {
+            [](PyGuest& g, py::handle data, Timeout timeout) {
                 Guest& guest = g.get();
-                const py::buffer_info info = data.request();
-                const auto bytes = bytes_of(info);
+                const Buffer buffer(data);
+                const auto bytes = buffer.bytes();
                 std::error_code host_error;
                 const RingStatus status = wait_in_slices(timeout, [&](std::chrono::nanoseconds slice) {
                     const RingStatus s = guest.send(bytes, slice, host_error);
