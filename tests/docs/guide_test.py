@@ -3,9 +3,9 @@
 
     guide_test.py GUIDE SOURCE_ROOT BUILD_ROOT
 
-- A ```cpp (or ```cmake, ```meson) block must follow a line `<!-- code: FILE REGION -->` and equal,
+- A ```cpp (or ```cmake, ```meson, ```python) block must follow a line `<!-- code: FILE REGION -->` and equal,
   line for line (indentation removed), the lines of FILE (under SOURCE_ROOT)
-  between `// guide: REGION` and `// guide: end` (`#` for cmake and meson).
+  between `// guide: REGION` and `// guide: end` (`#` for cmake, meson and python).
 - The ```sh blocks run in order, as one bash script with `set -e`, in a
   scratch directory where `build` is BUILD_ROOT; a block after
   `<!-- not run: why -->` is skipped (installing and building: CI does it).
@@ -44,7 +44,7 @@ def blocks(guide):
 
 
 # Languages whose blocks are cut from a file, and how that file marks a region.
-CODE = {"cpp": "//", "cmake": "#", "meson": "#"}
+CODE = {"cpp": "//", "cmake": "#", "meson": "#", "python": "#"}
 
 
 def region(path, name, comment="//"):
