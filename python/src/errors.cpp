@@ -1,6 +1,7 @@
 #include "errors.hpp"
 
 #include <shmlink/core/error.hpp>
+#include <shmlink/transport/asio.hpp> // boost::system::system_error, which Asio throws
 
 namespace py = pybind11;
 
@@ -38,13 +39,23 @@ void raise(const std::error_code& ec, const std::string& what)
 
 void register_translator()
 {
-    py::register_exception_translator([](std::exception_ptr thrown) {
+    // Local: other pybind11 modules' std::system_errors stay theirs.
+    py::register_local_exception_translator([](std::exception_ptr thrown) {
+        const auto set = [](const std::error_code& ec, const char* what) {
+            const py::object error = make_error(ec, what);
+            PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(error.ptr())), error.ptr());
+        };
         try {
             if (thrown)
                 std::rethrow_exception(thrown);
         } catch (const std::system_error& e) { // shmlink::Error is one
-            const py::object error = make_error(e.code(), e.what());
-            PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(error.ptr())), error.ptr());
+            set(e.code(), e.what());
+        } catch (const boost::system::system_error& e) { // Asio's, e.g. no fd left for an io_context
+            set(std::error_code(e.code().value(), e.code().category() == boost::system::generic_category()
+                        || e.code().category() == boost::system::system_category()
+                    ? std::system_category()
+                    : std::generic_category()),
+                e.what());
         }
     });
 }

@@ -1,8 +1,9 @@
 // shmlink._native: the C++ API for Python (the package is python/shmlink).
 // Every object that maps or holds part of a segment can be closed (and is a
 // context manager); closing an owner (a Segment, Host or Guest) first ends
-// the loans of everything opened on it, then closes those too, so no Python
-// object is ever left pointing into memory that is gone. Blocking calls
+// the loans of everything opened on it, then closes those too, and refuses
+// while a view is in use or a call waits on one of them; a view keeps what
+// its bytes belong to alive. So no Python object reaches memory that is gone. Blocking calls
 // release the GIL, wait in slices of at most 100 ms and answer signals
 // (Ctrl-C) between them; timeouts are in seconds, None waits for good.
 #include <shmlink/shmlink.hpp>
@@ -18,7 +19,9 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <cmath>
 #include <cstring>
+#include <deque>
 #include <map>
 #include <memory>
 #include <optional>
@@ -41,10 +44,34 @@ using Timeout = std::optional<double>;
     throw py::error_already_set();
 }
 
+/// Counts a call that may release the GIL: while one runs, nothing may
+/// close the object it uses (another thread, or a signal handler run
+/// between wait slices, would free it under the call).
+class InUse {
+public:
+    explicit InUse(int& calls) noexcept : calls_(calls) { ++calls_; }
+    InUse(const InUse&) = delete;
+    InUse& operator=(const InUse&) = delete;
+    ~InUse() { --calls_; }
+
+private:
+    int& calls_;
+};
+
+[[noreturn]] void raise_in_use(const char* what)
+{
+    PyErr_SetString(PyExc_RuntimeError,
+        (std::string(what) + " is in use by a call that waits (in another thread, or under a signal handler)").c_str());
+    throw py::error_already_set();
+}
+
 /// Something that lives on an Owner: ended and detached when its owner closes.
 struct Dependent {
+    int calls = 0; ///< calls in progress (InUse)
     virtual ~Dependent() = default;
-    virtual void end_loans() = 0; ///< may raise BufferError: the owner then stays open
+    [[nodiscard]] virtual bool in_use() const noexcept { return calls > 0; }
+    virtual py::object object() = 0; ///< its Python object, strongly
+    virtual void end_loans() = 0;    ///< may raise BufferError: the owner then stays open
     virtual void detach() noexcept = 0;
 };
 
@@ -53,15 +80,39 @@ struct Owner {
     std::vector<Dependent*> dependents;
     void add(Dependent* d) { dependents.push_back(d); }
     void remove(Dependent* d) noexcept { std::erase(dependents, d); }
-    void close_dependents()
+    [[nodiscard]] bool dependents_in_use() const noexcept
     {
+        return std::any_of(dependents.begin(), dependents.end(), [](const Dependent* d) { return d->in_use(); });
+    }
+    /// Refuses (RuntimeError, BufferError) before it changes anything where
+    /// it can; ends every loan, then detaches every dependent.
+    void close_dependents(const char* what)
+    {
+        if (dependents_in_use())
+            raise_in_use(what);
+        // Strong references while we go: ending a loan can drop the last
+        // other reference to a dependent, which would then leave the list.
+        std::vector<py::object> held;
         for (Dependent* d : dependents)
+            held.push_back(d->object());
+        const std::vector<Dependent*> all = dependents;
+        for (Dependent* d : all)
             d->end_loans();
-        for (Dependent* d : std::vector(dependents))
+        for (Dependent* d : all)
             d->detach();
         dependents.clear();
     }
 };
+
+/// Whether a call with `timeout` may wait at all; NaN is refused.
+bool waits(Timeout timeout)
+{
+    if (timeout && std::isnan(*timeout)) {
+        PyErr_SetString(PyExc_ValueError, "timeout: NaN is not a number of seconds");
+        throw py::error_already_set();
+    }
+    return !timeout || *timeout > 0;
+}
 
 /// Runs `attempt(slice)` without the GIL until it answers anything but
 /// timed_out, or `timeout` seconds have passed; signals are checked between
@@ -69,6 +120,13 @@ struct Owner {
 template <typename Attempt>
 RingStatus wait_in_slices(Timeout timeout, Attempt&& attempt)
 {
+    if (timeout && std::isnan(*timeout)) {
+        PyErr_SetString(PyExc_ValueError, "timeout: NaN is not a number of seconds");
+        throw py::error_already_set();
+    }
+    // A year or more (or infinity) waits for good: the clock arithmetic would overflow.
+    if (timeout && !(*timeout < 3.2e7))
+        timeout.reset();
     const auto now = std::chrono::steady_clock::now();
     const auto deadline = timeout ? now + std::chrono::duration_cast<std::chrono::nanoseconds>(
                                               std::chrono::duration<double>(std::max(*timeout, 0.0)))
@@ -90,19 +148,15 @@ RingStatus wait_in_slices(Timeout timeout, Attempt&& attempt)
     }
 }
 
-/// The object `make()` returns, made once while it lives: a ring must have
-/// one Python object only, or two could loan its one message.
+/// The object `make()` returns, made once and kept in `slot` by its owner:
+/// a ring must have one Python object only, or two could lend its one
+/// message, and one that died with a loan open would lose it.
 template <typename Make>
-py::object cached(py::object& weak, Make&& make)
+py::object cached(py::object& slot, Make&& make)
 {
-    if (weak) {
-        py::object existing = weak();
-        if (!existing.is_none())
-            return existing;
-    }
-    py::object made = make();
-    weak = py::weakref(made);
-    return made;
+    if (!slot)
+        slot = make();
+    return slot;
 }
 
 /// Raises for the statuses that are errors, and says whether it was ok.
@@ -180,13 +234,15 @@ struct PySegment final : Owner, Dependent {
     }
     void close()
     {
-        close_dependents();
+        close_dependents("the segment");
         if (parent != nullptr)
             parent->remove(this);
         parent = nullptr;
         segment = nullptr;
         owned.reset();
     }
+    [[nodiscard]] bool in_use() const noexcept override { return dependents_in_use(); }
+    py::object object() override { return py::cast(this, py::return_value_policy::reference); }
     void end_loans() override
     {
         for (Dependent* d : dependents)
@@ -233,8 +289,11 @@ struct PyRing : Dependent {
     Ring* ring = nullptr;
     Owner* owner = nullptr;
     py::object keep;
-    Loan loan;
+    Loan read_loan;  ///< the message peek() lends
+    Loan write_loan; ///< the message reserve() lends
     const char* what;
+    bool produces = true; ///< false for a guest's inbox: its producer is the host
+    bool consumes = true; ///< false for a host's outbox: its consumer is the guest
 
     PyRing(const char* name, Ring* r, std::unique_ptr<Ring> o, Owner& parent, py::object parent_object)
         : owned(std::move(o)), ring(r != nullptr ? r : owned.get()), owner(&parent), keep(std::move(parent_object)),
@@ -242,21 +301,65 @@ struct PyRing : Dependent {
     {
         owner->add(this);
     }
+    /// A ring of a Host or Guest, which holds this object for as long as it
+    /// lives: the ring keeps no reference back (that would be a cycle), and
+    /// a view keeps the owner alive instead, and so the ring's memory.
+    PyRing(const char* name, Ring& r, bool produce, bool consume, Owner& parent, py::handle parent_object)
+        : PyRing(name, &r, nullptr, parent, py::object())
+    {
+        produces = produce;
+        consumes = consume;
+        owner_object = parent_object;
+    }
+    py::handle owner_object; ///< a borrowed ring's owner (it outlives this object)
     ~PyRing() override
     {
         // No view of a loan lives now: each keeps this object alive. A loan
         // left open leaves its message in the ring, unreleased.
         if (owner != nullptr)
             owner->remove(this);
+        // The ring before `keep`: it may hold the last reference to the
+        // segment the ring lives in (a producer gives its lane back there).
+        owned.reset();
     }
     py::object self_object() { return py::cast(this, py::return_value_policy::reference); }
+    /// What a view of a loan keeps alive: this object, or a borrowed ring's owner.
+    py::object view_keep() { return owner_object ? py::reinterpret_borrow<py::object>(owner_object) : self_object(); }
+    py::object object() override { return self_object(); }
     Ring& get()
     {
         if (ring == nullptr)
             raise_closed(what);
         return *ring;
     }
-    void end_loans() override { loan.end(); }
+    /// The ring, for a producer's call: refused on a consumer-only side,
+    /// and while a reserved message is open (a push would reuse its bytes).
+    Ring& producer(const char* call)
+    {
+        Ring& r = get();
+        if (!produces)
+            refuse(call, "this side only consumes (its producer is the peer)");
+        if (write_loan.active())
+            refuse(call, "a reserved message is not committed yet");
+        return r;
+    }
+    Ring& consumer(const char* call)
+    {
+        Ring& r = get();
+        if (!consumes)
+            refuse(call, "this side only produces (its consumer is the peer)");
+        return r;
+    }
+    [[noreturn]] static void refuse(const char* call, const char* why)
+    {
+        PyErr_SetString(PyExc_RuntimeError, (std::string(call) + ": " + why).c_str());
+        throw py::error_already_set();
+    }
+    void end_loans() override
+    {
+        read_loan.end();
+        write_loan.end();
+    }
     void detach() noexcept override
     {
         ring = nullptr;
@@ -265,7 +368,10 @@ struct PyRing : Dependent {
     }
     void close()
     {
-        loan.end();
+        if (calls > 0)
+            raise_in_use(what);
+        const py::object held = self_object();
+        end_loans();
         if (owner != nullptr)
             owner->remove(this);
         detach();
@@ -278,17 +384,19 @@ bool try_push(PyRing<Ring>& self, py::handle data)
 {
     const Buffer buffer(data);
     const auto bytes = buffer.bytes();
-    return check(self.get().try_push(bytes), bytes.size(), self.get().max_message_bytes(), "try_push");
+    Ring& ring = self.producer("try_push");
+    return check(ring.try_push(bytes), bytes.size(), ring.max_message_bytes(), "try_push");
 }
 
 template <typename Ring>
 bool push(PyRing<Ring>& self, py::handle data, Timeout timeout)
 {
-    Ring& ring = self.get();
     const Buffer buffer(data);
     const auto bytes = buffer.bytes();
+    Ring& ring = self.producer("push");
+    const InUse in_use(self.calls);
     RingStatus status = ring.try_push(bytes);
-    if (status == RingStatus::full && (!timeout || *timeout > 0))
+    if (status == RingStatus::full && waits(timeout))
         status = wait_in_slices(timeout, [&](std::chrono::nanoseconds slice) { return ring.push(bytes, slice); });
     return check(status, bytes.size(), ring.max_message_bytes(), "push");
 }
@@ -296,11 +404,12 @@ bool push(PyRing<Ring>& self, py::handle data, Timeout timeout)
 template <typename Ring>
 std::size_t push_batch(PyRing<Ring>& self, const py::sequence& messages, Timeout timeout)
 {
-    Ring& ring = self.get();
-    std::vector<Buffer> buffers;
+    std::vector<Buffer> buffers; // first: iterating `messages` may run any Python code
     buffers.reserve(messages.size());
     for (const py::handle message : messages)
         buffers.emplace_back(message);
+    Ring& ring = self.producer("push_batch");
+    const InUse in_use(self.calls);
     std::vector<std::span<const std::byte>> spans;
     spans.reserve(buffers.size());
     for (const Buffer& b : buffers)
@@ -311,7 +420,7 @@ std::size_t push_batch(PyRing<Ring>& self, const py::sequence& messages, Timeout
     if (pushed == 0) {
         // None fit: the first is too long, or the ring is full (then wait for room for it).
         RingStatus status = ring.try_push(spans.front());
-        if (status == RingStatus::full && (!timeout || *timeout > 0))
+        if (status == RingStatus::full && waits(timeout))
             status = wait_in_slices(
                 timeout, [&](std::chrono::nanoseconds slice) { return ring.push(spans.front(), slice); });
         if (!check(status, spans.front().size(), ring.max_message_bytes(), "push_batch"))
@@ -324,13 +433,10 @@ std::size_t push_batch(PyRing<Ring>& self, const py::sequence& messages, Timeout
 template <typename Ring>
 py::object reserve(PyRing<Ring>& self, std::size_t length, Timeout timeout)
 {
-    Ring& ring = self.get();
-    if (self.loan.active()) {
-        PyErr_SetString(PyExc_RuntimeError, "reserve: a reserved message is not committed yet");
-        throw py::error_already_set();
-    }
+    Ring& ring = self.producer("reserve");
+    const InUse in_use(self.calls);
     RingSpan<std::byte> span = ring.reserve(length);
-    if (span.status == RingStatus::full && (!timeout || *timeout > 0)) {
+    if (span.status == RingStatus::full && waits(timeout)) {
         const RingStatus waited = wait_in_slices(
             timeout, [&](std::chrono::nanoseconds slice) { return ring.wait_writable(length, slice); });
         if (waited == RingStatus::ok)
@@ -340,23 +446,23 @@ py::object reserve(PyRing<Ring>& self, std::size_t length, Timeout timeout)
     }
     if (!check(span.status, length, ring.max_message_bytes(), "reserve"))
         return py::none();
-    return self.loan.open(span.bytes, true, self.self_object());
+    return self.write_loan.open(span.bytes, true, self.view_keep());
 }
 
 template <typename Ring>
 void commit(PyRing<Ring>& self, std::optional<std::size_t> length)
 {
     Ring& ring = self.get();
-    if (!self.loan.active()) {
+    if (!self.write_loan.active()) {
         PyErr_SetString(PyExc_RuntimeError, "commit: nothing is reserved");
         throw py::error_already_set();
     }
-    const std::size_t reserved = self.loan.length();
+    const std::size_t reserved = self.write_loan.length();
     if (length && *length > reserved) {
         PyErr_SetString(PyExc_ValueError, "commit: longer than what was reserved");
         throw py::error_already_set();
     }
-    self.loan.end();
+    self.write_loan.end();
     ring.commit(length.value_or(reserved));
 }
 
@@ -364,11 +470,12 @@ void commit(PyRing<Ring>& self, std::optional<std::size_t> length)
 template <typename Ring>
 py::object peek(PyRing<Ring>& self, Timeout timeout)
 {
-    Ring& ring = self.get();
-    if (self.loan.active())
-        return self.loan.memoryview(self.self_object()); // the same message until release()
+    Ring& ring = self.consumer("peek");
+    if (self.read_loan.active())
+        return self.read_loan.memoryview(self.view_keep()); // the same message until release()
+    const InUse in_use(self.calls);
     RingSpan<const std::byte> span = ring.peek();
-    if (span.status == RingStatus::empty && (!timeout || *timeout > 0)) {
+    if (span.status == RingStatus::empty && waits(timeout)) {
         const RingStatus waited
             = wait_in_slices(timeout, [&](std::chrono::nanoseconds slice) { return ring.wait_readable(slice); });
         if (waited == RingStatus::ok)
@@ -378,29 +485,28 @@ py::object peek(PyRing<Ring>& self, Timeout timeout)
     }
     if (!check(span.status, 0, ring.max_message_bytes(), "peek"))
         return py::none();
-    return self.loan.open({const_cast<std::byte*>(span.bytes.data()), span.bytes.size()}, false, self.self_object());
+    return self.read_loan.open({const_cast<std::byte*>(span.bytes.data()), span.bytes.size()}, false, self.view_keep());
 }
 
 template <typename Ring>
 void release(PyRing<Ring>& self)
 {
-    Ring& ring = self.get();
-    if (!self.loan.active())
+    Ring& ring = self.consumer("release");
+    if (!self.read_loan.active())
         return;
-    self.loan.end();
+    self.read_loan.end();
     ring.release();
 }
 
 template <typename Ring>
 py::object pop_copy(PyRing<Ring>& self, Timeout timeout)
 {
-    if (self.loan.active()) {
-        PyErr_SetString(PyExc_RuntimeError, "pop: a peeked message is not released yet");
-        throw py::error_already_set();
-    }
-    Ring& ring = self.get();
+    Ring& ring = self.consumer("pop");
+    if (self.read_loan.active())
+        PyRing<Ring>::refuse("pop", "a peeked message is not released yet");
+    const InUse in_use(self.calls);
     RingSpan<const std::byte> span = ring.peek();
-    if (span.status == RingStatus::empty && (!timeout || *timeout > 0)) {
+    if (span.status == RingStatus::empty && waits(timeout)) {
         const RingStatus waited
             = wait_in_slices(timeout, [&](std::chrono::nanoseconds slice) { return ring.wait_readable(slice); });
         if (waited == RingStatus::ok)
@@ -420,11 +526,14 @@ py::object pop_copy(PyRing<Ring>& self, Timeout timeout)
 template <typename Ring, typename Make>
 py::list pop_batch(PyRing<Ring>& self, std::size_t max, Timeout timeout, Make&& make)
 {
-    if (self.loan.active()) {
-        PyErr_SetString(PyExc_RuntimeError, "pop_batch: a peeked message is not released yet");
+    Ring& ring = self.consumer("pop_batch");
+    if (self.read_loan.active())
+        PyRing<Ring>::refuse("pop_batch", "a peeked message is not released yet");
+    if (max == 0) {
+        PyErr_SetString(PyExc_ValueError, "pop_batch: max must be at least 1");
         throw py::error_already_set();
     }
-    Ring& ring = self.get();
+    const InUse in_use(self.calls);
     py::list out;
     RingStatus status = RingStatus::ok;
     // consume() is noexcept: a Python error (out of memory) is kept and raised after it.
@@ -446,7 +555,7 @@ py::list pop_batch(PyRing<Ring>& self, std::size_t max, Timeout timeout, Make&& 
             throw std::move(*failed);
     };
     take();
-    if (out.empty() && status != RingStatus::corrupt && (!timeout || *timeout > 0)
+    if (out.empty() && status != RingStatus::corrupt && waits(timeout)
         && wait_in_slices(timeout, [&](std::chrono::nanoseconds slice) { return ring.wait_readable(slice); })
             == RingStatus::ok)
         take();
@@ -535,14 +644,26 @@ struct Mpmc {
 
 // ---- Host and Guest ----
 
+/// The ring object in an owner's `slot`, if it was made.
+template <typename Ring>
+PyRing<Ring>* alive_ring(const py::object& slot)
+{
+    return slot ? slot.cast<PyRing<Ring>*>() : nullptr;
+}
+
 struct PyHost final : Owner {
     std::unique_ptr<boost::asio::io_context> io = std::make_unique<boost::asio::io_context>();
     std::unique_ptr<Host> host;
     py::object on_join = py::none();
     py::object on_leave = py::none();
-    std::optional<py::error_already_set> callback_error; ///< raised once the io_context returns
-    py::object inbox_ref;                                 ///< weakref to host.inbox's object
-    std::map<std::uint32_t, py::object> outbox_refs;      ///< weakrefs to host.outbox(lane)'s
+    /// Joins (true) and leaves the Host reported during io->poll(), handed to
+    /// the callbacks after it returns: Python code (which may close this
+    /// host) never runs inside the io_context, and an event a raising
+    /// callback did not reach waits for the next poll().
+    std::deque<std::pair<bool, GuestInfo>> events;
+    py::object inbox_object;                           ///< host.inbox's object, made once
+    std::map<std::uint32_t, py::object> outbox_objects; ///< host.outbox(lane)'s, made once each
+    bool delivering = false;
 
     Host& get()
     {
@@ -550,41 +671,55 @@ struct PyHost final : Owner {
             raise_closed("the host");
         return *host;
     }
-    void call(py::object& callback, const GuestInfo& guest)
+    static py::dict describe(const GuestInfo& guest)
     {
-        if (callback.is_none() || callback_error)
-            return;
-        try {
-            callback(py::dict(py::arg("name") = guest.name, py::arg("lane") = guest.lane, py::arg("pid") = guest.peer.pid,
-                py::arg("uid") = guest.peer.uid));
-        } catch (py::error_already_set& e) {
-            callback_error = std::move(e);
-        }
+        // A guest's name is whatever bytes it sent: never let them fail a poll().
+        auto name = py::reinterpret_steal<py::object>(
+            PyUnicode_DecodeUTF8(guest.name.data(), static_cast<Py_ssize_t>(guest.name.size()), "replace"));
+        if (!name)
+            throw py::error_already_set();
+        return py::dict(py::arg("name") = name, py::arg("lane") = guest.lane, py::arg("pid") = guest.peer.pid,
+            py::arg("uid") = guest.peer.uid);
     }
     std::size_t poll()
     {
         get(); // raises once closed
         const std::size_t handled = io->poll();
-        if (callback_error) {
-            py::error_already_set e = std::move(*callback_error);
-            callback_error.reset();
-            throw e;
+        if (delivering)
+            return handled; // poll() from a callback: the outer call delivers
+        delivering = true;
+        try {
+            while (!events.empty()) {
+                auto [joined, guest] = events.front();
+                events.pop_front();
+                const py::object callback = joined ? on_join : on_leave; // a copy: it may reassign itself
+                if (!callback.is_none())
+                    callback(describe(guest));
+            }
+        } catch (...) {
+            delivering = false;
+            throw;
         }
+        delivering = false;
         return handled;
     }
     void close()
     {
-        close_dependents();
-        host.reset();
+        close_dependents("the host");
+        inbox_object = py::object();
+        outbox_objects.clear();
+        host.reset(); // (not inside io->poll(): callbacks run after it returns)
         io.reset();
+        events.clear();
     }
 };
 
 struct PyGuest final : Owner {
     std::unique_ptr<Guest> guest;
     std::vector<std::byte> buffer;
-    py::object inbox_ref;  ///< weakref to guest.inbox's object
-    py::object outbox_ref; ///< weakref to guest.outbox's object
+    py::object inbox_object;  ///< guest.inbox's object, made once
+    py::object outbox_object; ///< guest.outbox's object, made once
+    int calls = 0;         ///< send()/receive() waiting (InUse)
 
     Guest& get()
     {
@@ -594,14 +729,23 @@ struct PyGuest final : Owner {
     }
     void close()
     {
-        close_dependents();
+        if (calls > 0)
+            raise_in_use("the guest");
+        close_dependents("the guest");
+        inbox_object = py::object();
+        outbox_object = py::object();
         guest.reset();
     }
 };
 
+/// Seconds as milliseconds for a setup call's timeout, a year at most.
 std::chrono::milliseconds to_ms(double seconds)
 {
-    return std::chrono::milliseconds(static_cast<std::int64_t>(std::max(seconds, 0.0) * 1000));
+    if (std::isnan(seconds)) {
+        PyErr_SetString(PyExc_ValueError, "timeout: NaN is not a number of seconds");
+        throw py::error_already_set();
+    }
+    return std::chrono::milliseconds(static_cast<std::int64_t>(std::clamp(seconds, 0.0, 3.2e7) * 1000));
 }
 
 } // namespace
@@ -666,16 +810,16 @@ PYBIND11_MODULE(_native, m)
     py::class_<Spsc> spsc(m, "SpscRing", "One producer and one consumer, each in a process (or thread) of its own.");
     spsc.def_static(
             "create",
-            [](py::object segment, const std::string& name, std::size_t capacity_bytes) {
-                PySegment& s = *segment.cast<PySegment*>();
+            [](PySegment& s, const std::string& name, std::size_t capacity_bytes) {
+                py::object segment = py::cast(&s, py::return_value_policy::reference); // kept by the ring
                 return std::make_unique<Spsc>("the ring", nullptr,
                     std::make_unique<SpscRing>(SpscRing::create(s.get(), name, capacity_bytes)), s, segment);
             },
             py::arg("segment"), py::arg("name"), py::arg("capacity_bytes"))
         .def_static(
             "open",
-            [](py::object segment, const std::string& name) {
-                PySegment& s = *segment.cast<PySegment*>();
+            [](PySegment& s, const std::string& name) {
+                py::object segment = py::cast(&s, py::return_value_policy::reference); // kept by the ring
                 return std::make_unique<Spsc>(
                     "the ring", nullptr, std::make_unique<SpscRing>(SpscRing::open(s.get(), name)), s, segment);
             },
@@ -699,16 +843,16 @@ PYBIND11_MODULE(_native, m)
     py::class_<Mpsc> mpsc(m, "MpscRing", "The consumer of a ring with a lane per producer.");
     mpsc.def_static(
             "create",
-            [](py::object segment, const std::string& name, std::size_t lane_capacity_bytes, std::uint32_t lanes) {
-                PySegment& s = *segment.cast<PySegment*>();
+            [](PySegment& s, const std::string& name, std::size_t lane_capacity_bytes, std::uint32_t lanes) {
+                py::object segment = py::cast(&s, py::return_value_policy::reference); // kept by the ring
                 return std::make_unique<Mpsc>("the ring", nullptr,
                     std::make_unique<MpscRing>(MpscRing::create(s.get(), name, lane_capacity_bytes, lanes)), s, segment);
             },
             py::arg("segment"), py::arg("name"), py::arg("lane_capacity_bytes"), py::arg("lanes"))
         .def_static(
             "open",
-            [](py::object segment, const std::string& name) {
-                PySegment& s = *segment.cast<PySegment*>();
+            [](PySegment& s, const std::string& name) {
+                py::object segment = py::cast(&s, py::return_value_policy::reference); // kept by the ring
                 return std::make_unique<Mpsc>(
                     "the ring", nullptr, std::make_unique<MpscRing>(MpscRing::open(s.get(), name)), s, segment);
             },
@@ -747,8 +891,8 @@ PYBIND11_MODULE(_native, m)
     producer
         .def_static(
             "open",
-            [](py::object segment, const std::string& name) {
-                PySegment& s = *segment.cast<PySegment*>();
+            [](PySegment& s, const std::string& name) {
+                py::object segment = py::cast(&s, py::return_value_policy::reference); // kept by the ring
                 return std::make_unique<Producer>(
                     "the producer", nullptr, std::make_unique<MpscProducer>(MpscProducer::open(s.get(), name)), s, segment);
             },
@@ -762,16 +906,16 @@ PYBIND11_MODULE(_native, m)
     queue
         .def_static(
             "create",
-            [](py::object segment, const std::string& name, std::size_t capacity, std::size_t item_size) {
-                PySegment& s = *segment.cast<PySegment*>();
+            [](PySegment& s, const std::string& name, std::size_t capacity, std::size_t item_size) {
+                py::object segment = py::cast(&s, py::return_value_policy::reference); // kept by the ring
                 return std::make_unique<Queue>("the queue", nullptr,
                     std::make_unique<Mpmc>(Mpmc {make_mpmc(s.get(), name, item_size, capacity), item_size}), s, segment);
             },
             py::arg("segment"), py::arg("name"), py::arg("capacity"), py::arg("item_size"))
         .def_static(
             "open",
-            [](py::object segment, const std::string& name, std::size_t item_size) {
-                PySegment& s = *segment.cast<PySegment*>();
+            [](PySegment& s, const std::string& name, std::size_t item_size) {
+                py::object segment = py::cast(&s, py::return_value_policy::reference); // kept by the ring
                 return std::make_unique<Queue>("the queue", nullptr,
                     std::make_unique<Mpmc>(Mpmc {make_mpmc(s.get(), name, item_size, std::nullopt), item_size}), s,
                     segment);
@@ -781,6 +925,7 @@ PYBIND11_MODULE(_native, m)
             "push",
             [](Queue& s, py::handle data, Timeout timeout) {
                 Mpmc& q = s.get();
+                const InUse in_use(s.calls);
                 const Buffer buffer(data);
                 const auto bytes = buffer.bytes();
                 if (bytes.size() != q.item_size) {
@@ -794,7 +939,7 @@ PYBIND11_MODULE(_native, m)
                         ItemOf_t<decltype(queue)> item;
                         std::memcpy(item.data(), bytes.data(), bytes.size());
                         RingStatus status = queue.try_push(item);
-                        if (status == RingStatus::full && (!timeout || *timeout > 0))
+                        if (status == RingStatus::full && waits(timeout))
                             status = wait_in_slices(
                                 timeout, [&](std::chrono::nanoseconds slice) { return queue.push(item, slice); });
                         return check(status, bytes.size(), q.item_size, "push");
@@ -807,11 +952,12 @@ PYBIND11_MODULE(_native, m)
             "pop",
             [](Queue& s, Timeout timeout) -> py::object {
                 Mpmc& q = s.get();
+                const InUse in_use(s.calls);
                 return std::visit(
                     [&](auto& queue) -> py::object {
                         ItemOf_t<decltype(queue)> item;
                         RingStatus status = queue.try_pop(item);
-                        if (status == RingStatus::empty && (!timeout || *timeout > 0))
+                        if (status == RingStatus::empty && waits(timeout))
                             status = wait_in_slices(
                                 timeout, [&](std::chrono::nanoseconds slice) { return queue.pop(item, slice); });
                         if (!check(status, 0, q.item_size, "pop"))
@@ -825,7 +971,33 @@ PYBIND11_MODULE(_native, m)
         .def_property_readonly("item_size", [](Queue& s) { return s.get().item_size; });
     bind_closing<Mpmc>(queue);
 
-    py::class_<PyHost>(m, "Host", "Creates a segment, listens on a Unix socket, and lets guests join.")
+    // The Host holds Python callables (on_join, on_leave) that often refer
+    // to the host itself: the garbage collector must see them, or such a
+    // cycle would keep the host, and its socket on disk, for good.
+    py::class_<PyHost>(m, "Host", "Creates a segment, listens on a Unix socket, and lets guests join.",
+        py::custom_type_setup([](PyHeapTypeObject* heap_type) {
+            PyTypeObject* type = &heap_type->ht_type;
+            type->tp_flags |= Py_TPFLAGS_HAVE_GC;
+            type->tp_traverse = [](PyObject* self, visitproc visit, void* arg) {
+#if PY_VERSION_HEX >= 0x03090000
+                Py_VISIT(Py_TYPE(self));
+#endif
+                if (!reinterpret_cast<py::detail::instance*>(self)->get_value_and_holder().holder_constructed())
+                    return 0;
+                PyHost& host = py::handle(self).cast<PyHost&>();
+                Py_VISIT(host.on_join.ptr());
+                Py_VISIT(host.on_leave.ptr());
+                return 0;
+            };
+            type->tp_clear = [](PyObject* self) {
+                if (!reinterpret_cast<py::detail::instance*>(self)->get_value_and_holder().holder_constructed())
+                    return 0;
+                PyHost& host = py::handle(self).cast<PyHost&>();
+                host.on_join = py::none();
+                host.on_leave = py::none();
+                return 0;
+            };
+        }))
         .def(py::init([](const std::string& socket_path, const std::string& segment_path, std::size_t segment_bytes,
                           std::size_t max_segment_bytes, std::uint32_t max_guests, std::size_t ring_bytes,
                           double handshake_timeout, double reap_interval) {
@@ -835,8 +1007,8 @@ PYBIND11_MODULE(_native, m)
                     .max_segment_bytes = max_segment_bytes, .max_guests = max_guests, .ring_bytes = ring_bytes,
                     .handshake_timeout = to_ms(handshake_timeout), .reap_interval = to_ms(reap_interval)});
             PyHost* raw = h.get();
-            h->host->on_join = [raw](const GuestInfo& g) { raw->call(raw->on_join, g); };
-            h->host->on_leave = [raw](const GuestInfo& g) { raw->call(raw->on_leave, g); };
+            h->host->on_join = [raw](const GuestInfo& g) { raw->events.emplace_back(true, g); };
+            h->host->on_leave = [raw](const GuestInfo& g) { raw->events.emplace_back(false, g); };
             return h;
         }),
             py::arg("socket_path"), py::arg("segment_path") = "", py::arg("segment_bytes") = std::size_t {4} << 20,
@@ -849,8 +1021,8 @@ PYBIND11_MODULE(_native, m)
         .def_property_readonly("inbox",
             [](py::object self) {
                 PyHost& h = *self.cast<PyHost*>();
-                return cached(h.inbox_ref,
-                    [&] { return py::cast(std::make_unique<Mpsc>("the inbox", &h.get().inbox(), nullptr, h, self)); });
+                return cached(h.inbox_object,
+                    [&] { return py::cast(std::make_unique<Mpsc>("the inbox", h.get().inbox(), false, true, h, self)); });
             },
             "The MpscRing every guest sends into (a lane each).")
         .def(
@@ -858,16 +1030,19 @@ PYBIND11_MODULE(_native, m)
             [](py::object self, std::uint32_t lane) {
                 PyHost& h = *self.cast<PyHost*>();
                 SpscRing& ring = h.get().outbox(lane); // throws for a lane out of range
-                return cached(h.outbox_refs[lane],
-                    [&] { return py::cast(std::make_unique<Spsc>("the outbox", &ring, nullptr, h, self)); });
+                return cached(h.outbox_objects[lane],
+                    [&] { return py::cast(std::make_unique<Spsc>("the outbox", ring, true, false, h, self)); });
             },
             py::arg("lane"), "The SpscRing to the guest of `lane`.")
         .def(
             "send",
             [](PyHost& h, std::uint32_t lane, py::handle data) {
-                Host& host = h.get();
                 const Buffer buffer(data);
                 const auto bytes = buffer.bytes();
+                Host& host = h.get();
+                if (const auto it = h.outbox_objects.find(lane); it != h.outbox_objects.end())
+                    if (Spsc* outbox = alive_ring<SpscRing>(it->second); outbox != nullptr && outbox->write_loan.active())
+                        Spsc::refuse("send", "host.outbox(lane) has a reserved message not committed yet");
                 return check(host.send(lane, bytes), bytes.size(), host.outbox(lane).max_message_bytes(), "send");
             },
             py::arg("lane"), py::arg("data"), "Sends to the guest of `lane` without waiting; False when its ring is full.")
@@ -906,9 +1081,12 @@ PYBIND11_MODULE(_native, m)
         .def(
             "send",
             [](PyGuest& g, py::handle data, Timeout timeout) {
-                Guest& guest = g.get();
                 const Buffer buffer(data);
                 const auto bytes = buffer.bytes();
+                Guest& guest = g.get();
+                if (Producer* outbox = alive_ring<MpscProducer>(g.outbox_object); outbox != nullptr && outbox->write_loan.active())
+                    Producer::refuse("send", "guest.outbox has a reserved message not committed yet");
+                const InUse in_use(g.calls);
                 std::error_code host_error;
                 const RingStatus status = wait_in_slices(timeout, [&](std::chrono::nanoseconds slice) {
                     const RingStatus s = guest.send(bytes, slice, host_error);
@@ -923,6 +1101,9 @@ PYBIND11_MODULE(_native, m)
             "receive",
             [](PyGuest& g, Timeout timeout) -> py::object {
                 Guest& guest = g.get();
+                if (Spsc* inbox = alive_ring<SpscRing>(g.inbox_object); inbox != nullptr && inbox->read_loan.active())
+                    Spsc::refuse("receive", "guest.inbox has a peeked message not released yet");
+                const InUse in_use(g.calls);
                 g.buffer.resize(guest.inbox().max_message_bytes());
                 std::size_t length = 0;
                 std::error_code host_error;
@@ -952,15 +1133,15 @@ PYBIND11_MODULE(_native, m)
         .def_property_readonly("inbox",
             [](py::object self) {
                 PyGuest& g = *self.cast<PyGuest*>();
-                return cached(g.inbox_ref,
-                    [&] { return py::cast(std::make_unique<Spsc>("the inbox", &g.get().inbox(), nullptr, g, self)); });
+                return cached(g.inbox_object,
+                    [&] { return py::cast(std::make_unique<Spsc>("the inbox", g.get().inbox(), false, true, g, self)); });
             },
             "The SpscRing the host sends to this guest on (zero-copy peek/release).")
         .def_property_readonly("outbox",
             [](py::object self) {
                 PyGuest& g = *self.cast<PyGuest*>();
-                return cached(g.outbox_ref, [&] {
-                    return py::cast(std::make_unique<Producer>("the outbox", &g.get().outbox(), nullptr, g, self));
+                return cached(g.outbox_object, [&] {
+                    return py::cast(std::make_unique<Producer>("the outbox", g.get().outbox(), true, false, g, self));
                 });
             },
             "This guest's lane of the host's inbox (zero-copy reserve/commit).")

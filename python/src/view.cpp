@@ -68,13 +68,26 @@ py::object Loan::open(std::span<std::byte> bytes, bool writable, py::object ring
 
 py::object Loan::memoryview(py::object ring)
 {
-    if (py::object existing = alive(memoryview_ref_); !existing.is_none())
-        return existing;
-    py::object view = py::cast(View {bytes_.data(), bytes_.size(), !writable_, true, 0, std::move(ring)});
-    auto memoryview = py::reinterpret_steal<py::object>(PyMemoryView_FromObject(view.ptr()));
+    py::object memoryview = alive(memoryview_ref_);
+    if (!memoryview.is_none()) {
+        try {
+            (void)py::object(memoryview.attr("nbytes")); // raises once the user released it
+            return memoryview;
+        } catch (py::error_already_set& e) {
+            if (!e.matches(PyExc_ValueError))
+                throw;
+        }
+    }
+    py::object view = alive(view_ref_);
+    // A slice or another memoryview may still hold the _View: the new
+    // memoryview shares it, so that its export count covers them all.
+    if (view.is_none()) {
+        view = py::cast(View {bytes_.data(), bytes_.size(), !writable_, true, 0, std::move(ring)});
+        view_ref_ = py::weakref(view);
+    }
+    memoryview = py::reinterpret_steal<py::object>(PyMemoryView_FromObject(view.ptr()));
     if (!memoryview)
         throw py::error_already_set();
-    view_ref_ = py::weakref(view);
     memoryview_ref_ = py::weakref(memoryview);
     return memoryview;
 }
@@ -88,25 +101,33 @@ void Loan::end()
                                            "of it: drop those (or release the memoryview) first");
         throw py::error_already_set();
     };
-    if (py::object memoryview = alive(memoryview_ref_); !memoryview.is_none()) {
+    // Strong references for the length of this call: the _View may be all
+    // that keeps the ring object (and so this Loan) alive.
+    const py::object view = alive(view_ref_);
+    py::object memoryview = alive(memoryview_ref_);
+    View* v = view.is_none() ? nullptr : &view.cast<View&>();
+    // More than our memoryview's one export: refuse before touching anything.
+    if (v != nullptr && v->exports > (memoryview.is_none() ? 0 : 1))
+        still_used();
+    if (!memoryview.is_none()) {
         try {
             memoryview.attr("release")();
         } catch (py::error_already_set& e) {
             if (!e.matches(PyExc_BufferError))
                 throw;
-            still_used();
+            still_used(); // a numpy array on our memoryview: it stays usable
         }
     }
-    if (py::object view = alive(view_ref_); !view.is_none()) {
-        View& v = view.cast<View&>();
-        if (v.exports > 0)
-            still_used();
-        v.valid = false;
-        v.keep = py::object();
-    }
+    if (v != nullptr && v->exports > 0)
+        still_used(); // a slice of it held the buffer (the memoryview is gone; peek() makes another)
     view_ref_ = py::object();
     memoryview_ref_ = py::object();
     open_ = false;
+    py::object ring; // dropped last, after every use of this Loan
+    if (v != nullptr) {
+        v->valid = false;
+        ring = std::move(v->keep);
+    }
 }
 
 } // namespace shmlink::python

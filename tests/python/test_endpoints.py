@@ -136,3 +136,43 @@ def test_zero_copy_through_a_guest(socket_path):
         guest.inbox.release()
         with pytest.raises(ValueError):
             view[0]
+
+
+def test_host_callbacks_may_close_it_and_a_host_in_a_cycle_is_collected(socket_path):
+    import gc
+
+    host = shmlink.Host(socket_path)
+    host.on_join = lambda guest: host.close()  # a cycle: the callback refers to its host
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        joining = pool.submit(shmlink.Guest.connect, socket_path, name="closer", timeout=5)
+        deadline = time.monotonic() + 10
+        while not host.closed:
+            assert time.monotonic() < deadline
+            host.poll()
+            time.sleep(0.001)
+        guest = joining.result()
+    assert not os.path.exists(socket_path)  # the closed host removed its socket
+    with pytest.raises(ConnectionError):
+        guest.receive(5)
+    guest.close()
+    # A host dropped in a cycle with its callback: the collector ends it, socket and all.
+    cyclic = shmlink.Host(socket_path)
+    cyclic.on_leave = lambda guest: cyclic.poll()
+    del cyclic
+    gc.collect()
+    assert not os.path.exists(socket_path)
+
+
+def test_endpoint_rings_expose_their_own_side_only(socket_path):
+    with shmlink.Host(socket_path) as host, connect_beside(host, socket_path, "sides") as guest:
+        with pytest.raises(RuntimeError):
+            host.outbox(guest.lane).try_pop()
+        with pytest.raises(RuntimeError):
+            guest.inbox.try_push(b"into my own inbox")
+        reserved = host.outbox(guest.lane).reserve(4)
+        with pytest.raises(RuntimeError):
+            host.send(guest.lane, b"over a reservation")
+        reserved[:] = b"mine"
+        del reserved
+        host.outbox(guest.lane).commit()
+        assert guest.receive(5) == b"mine"

@@ -4,6 +4,7 @@ crashing."""
 
 import os
 import subprocess
+import time
 import sys
 
 import pytest
@@ -121,3 +122,69 @@ def test_bad_input_raises(tmp_path_factory, shm_path):
             ring.commit()  # nothing reserved
         with pytest.raises(TypeError):
             ring.try_push("text is not bytes")
+
+
+def test_a_loan_survives_every_way_to_reach_its_bytes_twice():
+    with shmlink.Segment.create_anonymous(1 << 20) as segment:
+        ring = shmlink.SpscRing.create(segment, "r", 4096)
+        ring.try_push(b"first message")
+        part = ring.peek()[0:5]  # the memoryview dies, its slice lives on
+        again = ring.peek()  # the same message, the same buffer under it
+        with pytest.raises(BufferError):
+            ring.release()
+        assert bytes(part) == b"first"
+        del part
+        ring.release()
+        with pytest.raises(ValueError):
+            again[0]
+        # A memoryview the user released themselves: peek() makes another.
+        ring.try_push(b"second")
+        with ring.peek() as view:
+            assert bytes(view) == b"second"
+        assert bytes(ring.peek()) == b"second"
+        ring.release()
+        # Producer and consumer sides lend separately, and a push never
+        # reuses the bytes of a reservation that is not committed.
+        reserved = ring.reserve(8)
+        with pytest.raises(RuntimeError):
+            ring.try_push(b"over it")
+        assert ring.peek() is None
+        reserved[:] = b"reserved"
+        ring.commit()
+        assert ring.pop(1.0) == b"reserved"
+
+
+def test_closing_refuses_while_another_thread_waits_in_a_ring():
+    import threading
+
+    segment = shmlink.Segment.create_anonymous(1 << 20)
+    ring = shmlink.SpscRing.create(segment, "r", 4096)
+    started = threading.Event()
+    got = []
+
+    def wait():
+        started.set()
+        got.append(ring.pop(1.0))
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    started.wait()
+    time.sleep(0.05)  # (the refusal is what is tested, whether or not it already waits)
+    try:
+        segment.close()
+        closed_under_the_call = waiter.is_alive()
+    except RuntimeError:
+        closed_under_the_call = False
+    waiter.join()
+    assert not closed_under_the_call
+    segment.close()
+    assert got == [None]
+
+
+def test_a_segment_argument_that_is_not_a_segment():
+    with pytest.raises(TypeError):
+        shmlink.SpscRing.create(None, "r", 4096)
+    with pytest.raises(TypeError):
+        shmlink.MpscProducer.open(42, "r")
+    with pytest.raises(ValueError):
+        shmlink.SpscRing.create(shmlink.Segment.create_anonymous(1 << 20), "r", 4096).pop(float("nan"))
