@@ -23,6 +23,8 @@ SpscState spsc_state(const ipc::SpscRingControl& control, std::uint64_t capacity
     s.tail = load(control.tail);
     s.consistent = s.head <= s.tail && s.tail - s.head <= capacity && (s.head | s.tail) % ipc::kRecordAlignment == 0;
     s.fill_bytes = s.consistent ? s.tail - s.head : 0;
+    s.committed_messages = load(control.committed_messages);
+    s.released_messages = load(control.released_messages);
     const std::uint64_t claim = load(control.claim);
     s.claim_open = (claim & 1) != 0;
     s.claim_bytes = static_cast<std::uint32_t>(claim >> 32);
@@ -82,7 +84,10 @@ ObjectState inspect(const Segment& segment, const ObjectInfo& object)
         for (std::uint32_t i = 0; i < m.lane_count; ++i) {
             const auto& lane = *reinterpret_cast<const ipc::MpscLane*>(base + sizeof(control) + i * stride);
             const std::uint64_t owner = load(lane.owner);
-            m.lanes.push_back({i, lane_state_name(static_cast<std::uint32_t>(owner)), static_cast<pid_t>(owner >> 32),
+            const auto state = static_cast<ipc::LaneState>(static_cast<std::uint32_t>(owner));
+            // A held lane's upper bits are its token, which is nobody's pid (and a secret).
+            const pid_t pid = state == ipc::LaneState::held ? 0 : static_cast<pid_t>(owner >> 32);
+            m.lanes.push_back({i, lane_state_name(static_cast<std::uint32_t>(owner)), pid,
                 spsc_state(lane.ring, m.lane_capacity_bytes)});
         }
         result.mpsc = std::move(m);

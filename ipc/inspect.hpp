@@ -21,6 +21,8 @@ struct SpscState {
     std::uint64_t head = 0;
     std::uint64_t tail = 0;
     std::uint64_t fill_bytes = 0;       ///< tail - head, when they make sense
+    std::uint64_t committed_messages = 0; ///< as the producer counted them (0 from one that does not count)
+    std::uint64_t released_messages = 0;  ///< as the consumer counted them
     std::uint32_t claim_bytes = 0;      ///< a reserved, uncommitted message's length
     bool claim_open = false;
     std::uint32_t readable_sleepers = 0; ///< consumers asleep (or armed) on it
@@ -30,8 +32,8 @@ struct SpscState {
 
 struct LaneState {
     std::uint32_t index = 0;
-    std::string state {}; ///< "free", "owned", "draining", or "invalid"
-    pid_t pid = 0;     ///< as the owner wrote it
+    std::string state {}; ///< "free", "owned", "draining", "held", or "invalid"
+    pid_t pid = 0;     ///< as the owner wrote it; 0 for a held lane (its owner word carries a token)
     SpscState ring {};
 };
 

@@ -45,11 +45,15 @@ struct SpscRingControl {
     // The producer's block.
     std::uint64_t tail; ///< bytes ever committed; atomic, only grows
     WaitWord readable;  ///< the consumer sleeps here while the ring is empty
-    std::uint8_t reserved1[kFalseSharingRange - 16];
+    /// Messages ever committed; atomic. For inspection only (nothing is read
+    /// through it): a producer that does not count leaves it 0.
+    std::uint64_t committed_messages;
+    std::uint8_t reserved1[kFalseSharingRange - 24];
     // The consumer's block.
     std::uint64_t head; ///< bytes ever released; atomic, only grows, head <= tail
     WaitWord writable;  ///< the producer sleeps here while the ring is full
-    std::uint8_t reserved2[kFalseSharingRange - 16];
+    std::uint64_t released_messages; ///< messages ever released; atomic; for inspection, as committed_messages
+    std::uint8_t reserved2[kFalseSharingRange - 24];
 };
 
 /// Every record in a ring's data starts with this, 8-byte aligned; a
@@ -142,8 +146,10 @@ static_assert(offsetof(SpscRingControl, capacity_bytes) == 0);
 static_assert(offsetof(SpscRingControl, tail) == 128);
 static_assert(offsetof(SpscRingControl, claim) == 8);
 static_assert(offsetof(SpscRingControl, readable) == 136);
+static_assert(offsetof(SpscRingControl, committed_messages) == 144);
 static_assert(offsetof(SpscRingControl, head) == 256);
 static_assert(offsetof(SpscRingControl, writable) == 264);
+static_assert(offsetof(SpscRingControl, released_messages) == 272);
 static_assert(sizeof(RecordHeader) == kRecordAlignment);
 
 static_assert(sizeof(MpscRingControl) == 2 * kFalseSharingRange);

@@ -431,6 +431,8 @@ void MpscRing::reset(Lane& lane) noexcept
     std::atomic_ref(shared.ring.claim).store(0, std::memory_order_relaxed);
     std::atomic_ref(shared.ring.tail).store(0, std::memory_order_relaxed);
     std::atomic_ref(shared.ring.head).store(0, std::memory_order_relaxed);
+    std::atomic_ref(shared.ring.committed_messages).store(0, std::memory_order_relaxed);
+    std::atomic_ref(shared.ring.released_messages).store(0, std::memory_order_relaxed);
     std::atomic_ref(shared.ring.writable.sleepers).store(0, std::memory_order_relaxed);
     // From our own copy: the next producer finds the geometry the ring was
     // made with, whatever the last one wrote there.

@@ -30,6 +30,9 @@ SpscRing::SpscRing(ipc::SpscRingControl* control, std::byte* data, std::uint64_t
     write_ = std::atomic_ref(control_->tail).load(std::memory_order_acquire);
     cached_head_ = read_;
     cached_tail_ = read_;
+    // relaxed: counts for inspection, carried on from where they stand.
+    committed_messages_ = std::atomic_ref(control_->committed_messages).load(std::memory_order_relaxed);
+    released_messages_ = std::atomic_ref(control_->released_messages).load(std::memory_order_relaxed);
     broken_ = read_ > write_ || write_ - read_ > capacity_ || (read_ | write_) % ipc::kRecordAlignment != 0;
 }
 
@@ -90,9 +93,12 @@ void SpscRing::reinitialize() noexcept
     std::atomic_ref(control_->claim).store(0, std::memory_order_relaxed);
     std::atomic_ref(control_->tail).store(0, std::memory_order_relaxed);
     std::atomic_ref(control_->head).store(0, std::memory_order_relaxed);
+    std::atomic_ref(control_->committed_messages).store(0, std::memory_order_relaxed);
+    std::atomic_ref(control_->released_messages).store(0, std::memory_order_relaxed);
     std::atomic_ref(control_->readable.sleepers).store(0, std::memory_order_relaxed);
     std::atomic_ref(control_->writable.sleepers).store(0, std::memory_order_relaxed);
     write_ = read_ = cached_head_ = cached_tail_ = peeked_end_ = 0;
+    committed_messages_ = released_messages_ = 0;
     reserved_ = false;
     armed_ = false;
     broken_ = false;

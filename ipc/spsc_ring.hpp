@@ -177,6 +177,7 @@ public:
             return;
         read_ = peeked_end_;
         peeked_end_ = 0;
+        ++released_messages_;
         publish_head();
     }
     /// Copies the oldest message into `buffer` and frees it; `length` gets its
@@ -226,12 +227,16 @@ private:
     bool commit_unpublished(std::size_t length) noexcept;
     void publish() noexcept
     {
+        // relaxed: a count for inspection; nothing is read through it.
+        std::atomic_ref(control_->committed_messages).store(committed_messages_, std::memory_order_relaxed);
         // release: pairs with the acquire load of tail in peek(); the records are written before.
         std::atomic_ref(control_->tail).store(write_, std::memory_order_release);
         notify(control_->readable.sleepers, *wake_seq_, wake_fd_);
     }
     void publish_head() noexcept
     {
+        // relaxed: a count for inspection; nothing is read through it.
+        std::atomic_ref(control_->released_messages).store(released_messages_, std::memory_order_relaxed);
         // release: pairs with the acquire load of head in reserve(); we are done reading before.
         std::atomic_ref(control_->head).store(read_, std::memory_order_release);
         notify(control_->writable);
@@ -260,10 +265,12 @@ private:
     std::uint64_t reserved_at_ = 0; // position of the reserved record's header
     std::size_t reserved_length_ = 0;
     bool reserved_ = false;
+    std::uint64_t committed_messages_ = 0; // committed_messages once published
     // Consumer side (process-local).
     std::uint64_t read_ = 0;        // next record position; head once released
     std::uint64_t cached_tail_ = 0; // last tail seen
     std::uint64_t peeked_end_ = 0;  // position after the peeked record; 0: none
+    std::uint64_t released_messages_ = 0; // released_messages once released
 };
 
 // ---- inline hot paths ----
@@ -308,6 +315,7 @@ inline bool SpscRing::commit_unpublished(std::size_t length) noexcept
     std::memcpy(data_ + (reserved_at_ & (capacity_ - 1)), &header, sizeof(header));
     write_ = reserved_at_ + record_bytes(length);
     reserved_ = false;
+    ++committed_messages_;
     // relaxed: the release store of tail that follows publishes it with the record.
     std::atomic_ref(control_->claim).store(0, std::memory_order_relaxed);
     return true;
@@ -387,6 +395,7 @@ std::size_t SpscRing::consume(Handle&& handle, std::size_t max, RingStatus* stat
         handle(message.bytes);
         read_ = peeked_end_;
         peeked_end_ = 0;
+        ++released_messages_;
         ++handled;
     }
     if (handled != 0)

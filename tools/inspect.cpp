@@ -8,11 +8,14 @@
 
 #include "bench/report.hpp"
 #include "tools/commands.hpp"
+#include "tools/directory.hpp"
 
 #include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -28,7 +31,12 @@ constexpr char kUsage[] = R"(usage: shmlink inspect PATH [--json]
 Prints a segment's header (layout version, size, maximum, generation,
 creator and whether it is alive, by the lock it holds on the file: "unknown"
 (JSON null) when that cannot be decided), its directory, and for each ring or queue
-its fill level, positions, sleepers and counters. It attaches read-only and
+its fill level, positions, message counts, sleepers and counters. For an
+MPSC ring (a host's inbox) it prints each lane that is not free: owned by
+a guest, with the guest's pid, whether the guest came through the host's
+socket or attached by path; held for a guest on its way; draining after
+its guest left. For the host's record of its socket (host.socket), the
+path the host listens at. It attaches read-only and
 changes nothing; a live segment may move while it is read, so the figures
 are a snapshot of each field, not of the whole.
 
@@ -39,17 +47,40 @@ Exit status: 0 done, 1 the file is not a readable shmlink segment (the
 message says which file and why), 2 bad usage.
 )";
 
+/// What an ObjectState of a kind ipc/ does not know may still be: the
+/// host's record of its socket (transport/layout.hpp). Its kind's name, and
+/// the path when the record checks out ("" when it does not).
+std::optional<std::pair<std::string, std::string>> transport_object(const Segment& segment, const ObjectState& o)
+{
+    if (o.object.kind != static_cast<std::uint16_t>(transport::ObjectKind::host_socket))
+        return std::nullopt;
+    transport::HostSocket record {};
+    if (o.object.version == transport::kHostSocketVersion && o.object.length >= sizeof(record))
+        std::memcpy(&record, segment.base() + o.object.offset, sizeof(record)); // a copy: a peer may rewrite it
+    return std::make_pair(std::string("host socket"), socket_path_of(record));
+}
+
 std::string spsc_json(const SpscState& s)
 {
     char text[512];
     std::snprintf(text, sizeof(text),
-        "{\"capacity_bytes\": %llu, \"head\": %llu, \"tail\": %llu, \"fill_bytes\": %llu, \"claim_open\": %s, "
+        "{\"capacity_bytes\": %llu, \"head\": %llu, \"tail\": %llu, \"fill_bytes\": %llu, "
+        "\"committed_messages\": %llu, \"released_messages\": %llu, \"claim_open\": %s, "
         "\"claim_bytes\": %u, \"readable_sleepers\": %u, \"writable_sleepers\": %u, \"consistent\": %s}",
         static_cast<unsigned long long>(s.capacity_bytes), static_cast<unsigned long long>(s.head),
         static_cast<unsigned long long>(s.tail), static_cast<unsigned long long>(s.fill_bytes),
+        static_cast<unsigned long long>(s.committed_messages), static_cast<unsigned long long>(s.released_messages),
         s.claim_open ? "true" : "false", s.claim_bytes, s.readable_sleepers, s.writable_sleepers,
         s.consistent ? "true" : "false");
     return text;
+}
+
+std::size_t owned_lanes(const MpscState& m)
+{
+    std::size_t owned = 0;
+    for (const auto& lane : m.lanes)
+        owned += lane.state == "owned" ? 1 : 0;
+    return owned;
 }
 
 /// JSON's creator_alive: true, false, or null when it cannot be decided.
@@ -82,18 +113,22 @@ void print_json(const std::string& source, const Segment& segment, Liveness aliv
         (info.flags & layout::kCheckpoint) != 0 ? "true" : "false");
     const char* separator = "\n";
     for (const auto& o : objects) {
+        const auto transport = transport_object(segment, o);
         std::printf("%s    {\"name\": %s, \"kind\": %s, \"kind_code\": %u, \"version\": %u, \"offset\": %llu, \"length\": %llu",
-            separator, json_string(o.object.name).c_str(), json_string(o.kind).c_str(), o.object.kind, o.object.version,
-            static_cast<unsigned long long>(o.object.offset), static_cast<unsigned long long>(o.object.length));
+            separator, json_string(o.object.name).c_str(), json_string(transport ? transport->first : o.kind).c_str(),
+            o.object.kind, o.object.version, static_cast<unsigned long long>(o.object.offset),
+            static_cast<unsigned long long>(o.object.length));
+        if (transport)
+            std::printf(", \"host_socket\": %s", transport->second.empty() ? "null" : json_string(transport->second).c_str());
         if (!o.error.empty())
             std::printf(", \"error\": %s", json_string(o.error).c_str());
         if (o.spsc)
             std::printf(", \"spsc\": %s", spsc_json(*o.spsc).c_str());
         if (o.mpsc) {
             const auto& m = *o.mpsc;
-            std::printf(", \"mpsc\": {\"lane_count\": %u, \"lane_capacity_bytes\": %llu, \"abandoned_claims\": %llu, "
-                        "\"dead_producers\": %llu, \"corrupt_lanes\": %llu, \"lanes\": [",
-                m.lane_count, static_cast<unsigned long long>(m.lane_capacity_bytes),
+            std::printf(", \"mpsc\": {\"lane_count\": %u, \"owned_lanes\": %zu, \"lane_capacity_bytes\": %llu, "
+                        "\"abandoned_claims\": %llu, \"dead_producers\": %llu, \"corrupt_lanes\": %llu, \"lanes\": [",
+                m.lane_count, owned_lanes(m), static_cast<unsigned long long>(m.lane_capacity_bytes),
                 static_cast<unsigned long long>(m.abandoned_claims), static_cast<unsigned long long>(m.dead_producers),
                 static_cast<unsigned long long>(m.corrupt_lanes));
             for (std::size_t i = 0; i < m.lanes.size(); ++i)
@@ -120,9 +155,11 @@ void print_json(const std::string& source, const Segment& segment, Liveness aliv
 
 void print_spsc_line(const SpscState& s)
 {
-    std::printf("fill %llu of %llu bytes, head %llu, tail %llu%s%s, sleepers %u reading / %u writing\n",
+    std::printf("fill %llu of %llu bytes, head %llu, tail %llu, messages %llu committed / %llu released%s%s, "
+                "sleepers %u reading / %u writing\n",
         static_cast<unsigned long long>(s.fill_bytes), static_cast<unsigned long long>(s.capacity_bytes),
         static_cast<unsigned long long>(s.head), static_cast<unsigned long long>(s.tail),
+        static_cast<unsigned long long>(s.committed_messages), static_cast<unsigned long long>(s.released_messages),
         s.claim_open ? (", an open claim of " + std::to_string(s.claim_bytes) + " bytes").c_str() : "",
         s.consistent ? "" : ", POSITIONS INCONSISTENT", s.readable_sleepers, s.writable_sleepers);
 }
@@ -141,8 +178,13 @@ void print_text(const std::string& source, const Segment& segment, Liveness aliv
             static_cast<unsigned long long>(segment.truncations()));
     std::printf("  %zu objects\n", objects.size());
     for (const auto& o : objects) {
-        std::printf("  %-24s %-10s v%u  [%llu, +%llu)\n", o.object.name.c_str(), o.kind.c_str(), o.object.version,
+        const auto transport = transport_object(segment, o);
+        std::printf("  %-24s %-10s v%u  [%llu, +%llu)\n", o.object.name.c_str(),
+            (transport ? transport->first : o.kind).c_str(), o.object.version,
             static_cast<unsigned long long>(o.object.offset), static_cast<unsigned long long>(o.object.length));
+        if (transport)
+            std::printf("      %s%s\n", transport->second.empty() ? "NOT A VALID RECORD of " : "the host listens at ",
+                transport->second.empty() ? "the host's socket path" : transport->second.c_str());
         if (!o.error.empty())
             std::printf("      CORRUPT: %s\n", o.error.c_str());
         if (o.spsc) {
@@ -151,14 +193,17 @@ void print_text(const std::string& source, const Segment& segment, Liveness aliv
         }
         if (o.mpsc) {
             const auto& m = *o.mpsc;
-            std::printf("      %u lanes of %llu bytes; abandoned claims %llu, dead producers %llu, corrupt lanes %llu\n",
-                m.lane_count, static_cast<unsigned long long>(m.lane_capacity_bytes),
+            std::printf("      %u lanes of %llu bytes, %zu owned; abandoned claims %llu, dead producers %llu, corrupt lanes %llu\n",
+                m.lane_count, static_cast<unsigned long long>(m.lane_capacity_bytes), owned_lanes(m),
                 static_cast<unsigned long long>(m.abandoned_claims), static_cast<unsigned long long>(m.dead_producers),
                 static_cast<unsigned long long>(m.corrupt_lanes));
             for (const auto& lane : m.lanes) {
                 if (lane.state == "free" && lane.ring.fill_bytes == 0)
                     continue;
-                std::printf("      lane %u %s (pid %d): ", lane.index, lane.state.c_str(), static_cast<int>(lane.pid));
+                if (lane.state == "held")
+                    std::printf("      lane %u held (for a guest joining through the socket): ", lane.index);
+                else
+                    std::printf("      lane %u %s (pid %d): ", lane.index, lane.state.c_str(), static_cast<int>(lane.pid));
                 print_spsc_line(lane.ring);
             }
         }

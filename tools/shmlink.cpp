@@ -12,16 +12,33 @@ namespace {
 
 constexpr char kUsage[] = R"(usage: shmlink COMMAND [ARGS...]
 
-  inspect PATH|--fd N [--json]   a segment's header, directory and rings
-  ls [DIR]                       the shmlink segments in DIR (default /dev/shm)
-  gc [DIR] [--yes]               removes the segments whose creator is gone
-  watch PATH [--interval S]      fill levels and rates, refreshed until Ctrl-C
-  bench [--quick] [--json FILE] [--plot FILE.svg|.png]
+  inspect PATH|--fd N [--json]   a segment's header, directory, rings and lanes (with
+                                 each guest's pid), read-only
+      --json                     one JSON object instead of text
+      --fd N                     an inherited fd instead of a path
+  ls [DIR]                       the segments in DIR (default /dev/shm): owner, size,
+                                 creator, guests attached, and whether the creator is
+                                 alive and why
+  gc [DIR] [--yes]               removes the segments whose creator is gone, and the
+                                 stale sockets their hosts left; "nothing to remove"
+      --yes                      remove without asking
+  watch PATH [--interval S] [--count N]
+                                 fill levels, bytes/s and messages/s per ring and lane,
+                                 refreshed until Ctrl-C
+      --interval S               seconds between refreshes (default 1)
+      --count N                  stop after N refreshes
+  bench [--quick] [--json FILE] [--plot FILE.svg|FILE.png] [--only PEER]
                                  the benchmarks of bench/, with ratios and a plot
+      --quick                    every count 20x smaller (a smoke run)
+      --json FILE                every figure as JSON
+      --plot FILE                throughput and latency plot, .svg or .png
+      --only PEER                only the ring peers whose name contains PEER
 
   --version                      the version of the shmlink libraries it runs with
+  --help                         this text
 
 `shmlink COMMAND --help` tells more. inspect, ls and watch only read.
+Bash completion comes installed as share/bash-completion/completions/shmlink.
 Exit status: 0 done, 1 a file could not be read or written or a benchmark
 failed (the message says which and why), 2 bad usage.
 )";

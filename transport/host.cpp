@@ -4,6 +4,7 @@
 #include <shmlink/core/file_type.hpp>
 #include <shmlink/core/log.hpp>
 #include <shmlink/transport/frame_socket.hpp>
+#include <shmlink/transport/layout.hpp>
 
 #include <sys/random.h>
 #include <sys/socket.h>
@@ -74,6 +75,31 @@ void remove_stale_socket(const std::filesystem::path& path, const std::string& c
     if (errno != ECONNREFUSED)
         throw Error(errno_code(), context, "cannot tell whether the socket there is stale");
     ::unlink(path.c_str()); // nobody listens: a host that died left it
+}
+
+/// Writes host.socket (transport/layout.hpp): where this host listens, for
+/// `shmlink gc` to find the socket should the host die. Not having it costs
+/// only that, so a segment without room for it (a full directory) goes on
+/// without it.
+void record_socket_path(Segment& segment, const std::filesystem::path& socket_path, const std::string& context)
+{
+    std::error_code ec;
+    const std::string path = std::filesystem::absolute(socket_path, ec).lexically_normal().string();
+    if (ec || path.empty() || path.size() > transport::kSocketPathBytes) {
+        logger().warn("{}: the socket's absolute path does not fit in {} bytes; not recorded in the segment", context,
+            transport::kSocketPathBytes);
+        return;
+    }
+    segment.allocate(transport::kHostSocketName, static_cast<std::uint16_t>(transport::ObjectKind::host_socket),
+        transport::kHostSocketVersion, sizeof(transport::HostSocket), 8,
+        [&](std::span<std::byte> bytes) {
+            auto& record = *reinterpret_cast<transport::HostSocket*>(bytes.data());
+            record.path_bytes = static_cast<std::uint32_t>(path.size());
+            std::memcpy(record.path, path.data(), path.size()); // the rest stays zero
+        },
+        ec);
+    if (ec)
+        logger().warn("{}: the socket's path is not recorded in the segment: {}", context, ec.message());
 }
 
 } // namespace
@@ -470,6 +496,7 @@ Host::Host(boost::asio::io_context& io, HostOptions options)
     s.inbox = MpscRing::create(s.segment, "host.inbox", s.options.ring_bytes, s.options.max_guests, inbox_options);
     for (std::uint32_t lane = 0; lane < s.options.max_guests; ++lane)
         s.outboxes.push_back(SpscRing::create(s.segment, guest_ring_name(lane), s.options.ring_bytes));
+    record_socket_path(s.segment, s.options.socket_path, context);
 
     // Made by hand for SOCK_CLOEXEC (Asio's would leak into children), then handed to Asio.
     const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);

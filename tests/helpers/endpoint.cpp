@@ -27,6 +27,10 @@
 //   endpoint nofile-guest SOCKET         joins once, then again with its open-file limit lower each
 //                                        time; "ok <the error of the first try whose passed fd
 //                                        the kernel dropped>" or "error ..."
+//   endpoint idle-guest SOCKET|--path SEGMENT
+//                                        joins through the socket (or by the segment's path), prints
+//                                        "ok lane=L", sends one message, then stays until a line (or
+//                                        the end) on stdin
 //   endpoint toucher SEGMENT             attaches by path, prints "attached", then refreshes and
 //                                        reads every page it has mapped, over and over, until the
 //                                        creator is gone; "ok size=S generation=G passes=P"
@@ -391,6 +395,16 @@ try {
         Guest guest = Guest::attach(argv[2]);
         return echo_loop(guest, std::strtoull(argv[3], nullptr, 10));
     }
+    if (job == "idle-guest" && (argc == 3 || (argc == 4 && std::string(argv[2]) == "--path"))) {
+        Guest guest = argc == 4 ? Guest::attach(argv[3]) : Guest::connect(argv[2], {.name = "idle"});
+        std::printf("ok lane=%u\n", guest.lane());
+        std::fflush(stdout);
+        const std::string hello = "idle";
+        guest.outbox().push(std::as_bytes(std::span(hello)), 1s);
+        std::string line;
+        std::getline(std::cin, line);
+        return 0;
+    }
     if (job == "truncate" && argc == 4) {
         Guest guest = Guest::connect(argv[2], {.name = "truncater"});
         if (::ftruncate(guest.segment().fd().get(), static_cast<off_t>(std::strtoull(argv[3], nullptr, 10))) != 0)
@@ -420,7 +434,7 @@ try {
     if (job == "spoil" && argc == 6)
         return spoil(argv[2], argv[3], static_cast<off_t>(std::strtoll(argv[4], nullptr, 10)), argv[5]);
     std::fprintf(stderr,
-        "usage: endpoint host|guest|early-guest|path-guest|wait-host|truncate|soak-guest|stuck-guest|scribble"
+        "usage: endpoint host|guest|early-guest|path-guest|idle-guest|wait-host|truncate|soak-guest|stuck-guest|scribble"
         "|linger-guest|send-host|nofile-guest|toucher|guarded-toucher|spoil ...\n");
     return 2;
 } catch (const std::exception& e) {

@@ -77,6 +77,11 @@ def main():
         out = run([os.path.join(prefix, "bin", "shmlink"), "--version"], env=no_library_path())
         check(out is not None and out.startswith("shmlink "), "the installed shmlink runs without LD_LIBRARY_PATH")
 
+        # Bash completion, where bash-completion loads it from.
+        completion = os.path.join(prefix, option(options, "datadir"), "bash-completion", "completions", "shmlink")
+        check(os.path.isfile(completion) and "complete -F _shmlink shmlink" in open(completion).read(),
+              "the bash completion is installed as share/bash-completion/completions/shmlink")
+
         # Every installed header compiles on its own.
         headers = sorted(os.path.relpath(os.path.join(d, f), includedir)
                          for d, _, fs in os.walk(os.path.join(includedir, "shmlink")) for f in fs if f.endswith(".hpp"))

@@ -3,6 +3,7 @@
 #include <shmlink/core/segment.hpp>
 #include <shmlink/ipc/mpmc_queue.hpp>
 #include <shmlink/ipc/mpsc_ring.hpp>
+#include <shmlink/ipc/layout.hpp>
 #include <shmlink/ipc/spsc_ring.hpp>
 
 #include "tests/support/child.hpp"
@@ -11,16 +12,22 @@
 #include <doctest/doctest.h>
 
 #include <fcntl.h>
+#include <pwd.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <optional>
+#include <regex>
+#include <set>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -40,6 +47,30 @@ std::pair<std::string, int> run_tool(const std::vector<std::string>& args, const
 }
 
 std::span<const std::byte> bytes_of(const std::string& s) { return std::as_bytes(std::span(s)); }
+
+/// The lines of `listing` that name `path`.
+std::string line_of(const std::string& listing, const std::string& path)
+{
+    const auto at = listing.find(path + " ");
+    if (at == std::string::npos)
+        return {};
+    return listing.substr(at, listing.find('\n', at) - at);
+}
+
+/// The user name of `uid`, as ls should show it: the number without one.
+std::string user_name(uid_t uid)
+{
+    const passwd* entry = ::getpwuid(uid);
+    return entry != nullptr ? entry->pw_name : std::to_string(uid);
+}
+
+/// The end of ls's line for a segment: creator pid, lanes attached, and the liveness column.
+std::string ls_tail(pid_t creator, int lanes, const std::string& alive)
+{
+    char text[64];
+    std::snprintf(text, sizeof(text), " %8d %5d  ", static_cast<int>(creator), lanes);
+    return text + alive;
+}
 
 } // namespace
 
@@ -131,8 +162,10 @@ TEST_CASE("ls finds exactly the segments in a directory; gc removes only those w
     CHECK(listing.find(live) != std::string::npos);
     CHECK(listing.find(dead) != std::string::npos);
     CHECK(listing.find(other) == std::string::npos);
-    CHECK(listing.find(std::to_string(::getpid()) + "  yes") != std::string::npos);
-    CHECK(listing.find(std::to_string(creator) + "  no") != std::string::npos);
+    CHECK(line_of(listing, live).ends_with(ls_tail(::getpid(), 0, "yes (its lock is held)")));
+    CHECK(line_of(listing, dead).ends_with(ls_tail(creator, 0, "no (its lock is free)")));
+    // The owner by name, in the column after the path.
+    CHECK(line_of(listing, live).find(" " + user_name(::geteuid()) + " ") != std::string::npos);
 
     // Asked, and answered "no": nothing goes.
     const auto [asked, asked_exit] = run_tool({"gc", dir}, "n");
@@ -207,15 +240,6 @@ struct ShmDir {
     std::string path;
 };
 
-/// The lines of `listing` that name `path`.
-std::string line_of(const std::string& listing, const std::string& path)
-{
-    const auto at = listing.find(path + " ");
-    if (at == std::string::npos)
-        return {};
-    return listing.substr(at, listing.find('\n', at) - at);
-}
-
 bool same_inode(const std::string& path, const Segment& segment)
 {
     struct stat named {};
@@ -245,7 +269,7 @@ TEST_CASE("gc keeps a segment whose creator runs in another pid namespace, and l
     const auto [listing, ls_exit] = run_tool_within({"ls", dir.path});
     INFO(listing);
     CHECK(ls_exit == 0);
-    CHECK(line_of(listing, path).ends_with(" 1  yes"));
+    CHECK(line_of(listing, path).ends_with(ls_tail(1, 0, "yes (its lock is held)")));
     const auto [collected, gc_exit] = run_tool_within({"gc", dir.path, "--yes"});
     INFO(collected);
     CHECK(gc_exit == 0);
@@ -320,7 +344,7 @@ TEST_CASE("gc keeps a checkpoint after its creator exited, and ls shows it as on
     const auto [listing, ls_exit] = run_tool_within({"ls", dir.path});
     INFO(listing);
     CHECK(ls_exit == 0);
-    CHECK(line_of(listing, checkpoint).ends_with(std::to_string(creator) + "  checkpoint"));
+    CHECK(line_of(listing, checkpoint).ends_with(ls_tail(creator, 0, "checkpoint")));
     const auto [collected, gc_exit] = run_tool_within({"gc", dir.path, "--yes"});
     INFO(collected);
     CHECK(gc_exit == 0);
@@ -342,7 +366,8 @@ TEST_CASE("gc keeps a segment whose creator's liveness cannot be decided, and sa
     }
     const auto [listing, ls_exit] = run_tool_within({"ls", dir.path});
     INFO(listing);
-    CHECK(line_of(listing, path).ends_with("  unknown"));
+    CHECK(line_of(listing, path).ends_with("  unknown: its creator holds no lock (a segment of an older shmlink, "
+                                          "or a file system without OFD locks)"));
     const auto [collected, gc_exit] = run_tool_within({"gc", dir.path, "--yes"});
     INFO(collected);
     CHECK(gc_exit == 0);
@@ -402,13 +427,25 @@ std::string read_until(Child& child, const std::string& marker)
     }
 }
 
-/// The two rate columns of `object`'s line in a frame of watch's output.
-std::string rates_of(const std::string& frame, const std::string& object)
+/// The four rate columns (written/s, read/s, msgs in/s, msgs out/s) of the
+/// first line in a frame of watch's output that starts with `name`.
+std::vector<std::string> rates_of(const std::string& frame, const std::string& name)
 {
-    const auto start = frame.find("  " + object + " ");
+    const auto start = frame.find("  " + name + " ");
+    if (start == std::string::npos)
+        return {};
     const std::string line = frame.substr(start, frame.find('\n', start) - start);
-    const auto after_fill = line.find("%)") + 2;
-    return line.substr(line.find_first_not_of(' ', after_fill));
+    // Columns are right-aligned and at least two spaces apart; a value has one space at most.
+    std::vector<std::string> columns;
+    for (std::size_t at = line.find("%)") + 2; at < line.size();) {
+        at = line.find_first_not_of(' ', at);
+        if (at == std::string::npos)
+            break;
+        const auto end = line.find("  ", at);
+        columns.push_back(line.substr(at, end == std::string::npos ? std::string::npos : end - at));
+        at = end;
+    }
+    return columns;
 }
 
 /// Runs `script` with python3 (a meson dependency, so always present) on `args`.
@@ -452,16 +489,25 @@ TEST_CASE("watch shows fill levels and the rates between refreshes, and ends on 
     CHECK(second.find("32 B / 4.0 KiB (1%)") != std::string::npos);
     CHECK(second.find("3 items / 8 items (38%)") != std::string::npos);
     // 1632 bytes written and 1600 read in about 0.3 s: rates, not zero.
-    const std::string moved = rates_of(second, "events");
-    CHECK(moved.find("B/s") != std::string::npos);
-    CHECK(moved.find("-") == std::string::npos);
-    CHECK(moved.rfind("0 B/s", 0) != 0);
-    CHECK(rates_of(second, "jobs").find("items/s        0 items/s") != std::string::npos);
+    const auto moved = rates_of(second, "events");
+    REQUIRE(moved.size() == 4);
+    for (int i : {0, 1}) {
+        CHECK(moved[i].ends_with("B/s"));
+        CHECK(moved[i] != "0 B/s");
+    }
+    // 3 items of 8 bytes queued, none taken.
+    const auto queued = rates_of(second, "jobs");
+    REQUIRE(queued.size() == 4);
+    CHECK(queued[0] != "0 B/s");
+    CHECK(queued[1] == "0 B/s");
+    CHECK(queued[2].ends_with(" msg/s"));
+    CHECK(queued[2] != "0.0 msg/s");
+    CHECK(queued[3] == "0.0 msg/s");
 
-    // Nothing moves before the third: both rates are zero.
+    // Nothing moves before the third: every rate is zero.
     const std::string third = read_until(watch, "jobs");
     INFO(third);
-    CHECK(rates_of(third, "events") == "0 B/s            0 B/s");
+    CHECK(rates_of(third, "events") == std::vector<std::string> {"0 B/s", "0 B/s", "0.0 msg/s", "0.0 msg/s"});
     CHECK(watch.wait() == 0);
 
     // Without --count it runs until interrupted, and then exits 0.
@@ -507,11 +553,358 @@ TEST_CASE("watch counts an MPSC ring's rate per lane, also across a lane freed a
     move_bytes(second, 10); // 1,280 bytes, on lane 0 again, below where it stood
     const std::string third = read_until(watch, "requests");
     INFO(third);
-    const std::string rates = rates_of(third, "requests");
-    CHECK(rates.find("B/s") != std::string::npos);
-    CHECK(rates.find("-") == std::string::npos); // a summed position would have gone back: no rate
-    CHECK(rates.rfind("0 B/s", 0) != 0);
+    const auto rates = rates_of(third, "requests");
+    REQUIRE(rates.size() == 4);
+    for (const auto& rate : rates) {
+        CHECK(rate != "-"); // a summed position would have gone back: no rate
+        CHECK(rate != "0 B/s");
+        CHECK(rate != "0.0 msg/s");
+    }
     CHECK(watch.wait() == 0);
+}
+
+namespace {
+
+/// The owner column of `path`'s line in ls's listing.
+std::string owner_of(const std::string& listing, const std::string& path)
+{
+    std::istringstream line(line_of(listing, path));
+    std::string name;
+    std::string owner;
+    line >> name >> owner;
+    return owner;
+}
+
+bool is_socket(const std::string& path)
+{
+    struct stat st {};
+    return ::lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode);
+}
+
+/// An echo host of tests/helpers/endpoint at `socket` and `segment`, killed
+/// with SIGKILL once it is ready: what it leaves behind is its segment
+/// and its socket file.
+void leave_dead_host(const std::string& socket, const std::string& segment)
+{
+    Child host = test::spawn_helper("SHMLINK_ENDPOINT", {"host", socket, segment});
+    REQUIRE(host.read_line() == "ready");
+    host.kill(SIGKILL);
+    const int status = host.wait();
+    REQUIRE(WIFSIGNALED(status));
+    REQUIRE(std::filesystem::exists(segment));
+    REQUIRE(is_socket(socket));
+}
+
+} // namespace
+
+TEST_CASE("ls shows the owner's user name, and the uid of an owner the user database does not know")
+{
+    const ShmDir dir("owner");
+    const std::string mine = dir.path + "/mine";
+    const std::string nameless = dir.path + "/nameless";
+    leave_dead_segment(mine);
+    leave_dead_segment(nameless);
+    constexpr uid_t kNoSuchUser = 54321;
+    const bool can_chown = ::geteuid() == 0 && ::getpwuid(kNoSuchUser) == nullptr;
+    if (can_chown)
+        REQUIRE(::chown(nameless.c_str(), kNoSuchUser, static_cast<gid_t>(-1)) == 0);
+    const auto [listing, ls_exit] = run_tool_within({"ls", dir.path});
+    INFO(listing);
+    CHECK(ls_exit == 0);
+    CHECK(owner_of(listing, mine) == user_name(::geteuid()));
+    if (::getpwuid(::geteuid()) != nullptr)
+        CHECK(owner_of(listing, mine) != std::to_string(::geteuid())); // a name, not the number
+    if (can_chown)
+        CHECK(owner_of(listing, nameless) == std::to_string(kNoSuchUser));
+    else
+        MESSAGE("the uid fallback is not checked: only root can give a file to a uid without a name");
+}
+
+TEST_CASE("gc says \"nothing to remove\" when no segment's creator is gone")
+{
+    const ShmDir dir("gc-nothing");
+    const auto [empty, empty_exit] = run_tool_within({"gc", dir.path, "--yes"});
+    CHECK(empty_exit == 0);
+    CHECK(empty == "nothing to remove\n");
+    Segment live = Segment::create(dir.path + "/live", 1 << 16, {.cleanup = Cleanup::unlink_on_close});
+    const auto [asked, asked_exit] = run_tool_within({"gc", dir.path}); // nothing to ask either
+    CHECK(asked_exit == 0);
+    CHECK(asked == "nothing to remove\n");
+    leave_dead_segment(dir.path + "/dead");
+    const auto [collected, gc_exit] = run_tool_within({"gc", dir.path, "--yes"});
+    CHECK(gc_exit == 0);
+    CHECK(collected == "removed " + dir.path + "/dead\n");
+}
+
+TEST_CASE("gc removes a killed host's segment and its stale socket; a live host's socket, a file and a link stay")
+{
+    const ShmDir dir("gc-host");
+    const ShmDir sockets("gc-sockets"); // apart: gc finds the sockets by the segments' records alone
+    const std::string stale = sockets.path + "/stale.sock";
+    const std::string relisted = sockets.path + "/relisted.sock";
+    const std::string file = sockets.path + "/file.sock";
+    const std::string link = sockets.path + "/link.sock";
+    for (const auto& socket : {stale, relisted, file, link})
+        leave_dead_host(socket, dir.path + "/" + std::filesystem::path(socket).stem().string());
+    // Another host listens at relisted.sock now (it replaced the stale socket itself).
+    Child live = test::spawn_helper("SHMLINK_ENDPOINT", {"host", relisted, "-"});
+    REQUIRE(live.read_line() == "ready");
+    // Somebody else's regular file where file.sock was, and a symbolic link
+    // to a stale socket where link.sock was.
+    std::filesystem::remove(file);
+    std::ofstream(file) << "not a socket";
+    std::filesystem::rename(link, link + ".target");
+    std::filesystem::create_symlink(link + ".target", link);
+
+    const auto [listing, ls_exit] = run_tool_within({"ls", dir.path});
+    INFO(listing);
+    CHECK(line_of(listing, dir.path + "/stale").ends_with("  no (its lock is free)"));
+
+    // Asked, and told which socket goes with the segment; "n" to each: all stays.
+    const auto [asked, asked_exit] = run_tool({"gc", dir.path}, "n\nn\nn\nn");
+    INFO(asked);
+    CHECK(asked_exit == 0);
+    CHECK(asked.find("remove " + dir.path + "/stale (creator ") != std::string::npos);
+    CHECK(asked.find(" and its host's stale socket " + stale + "? [y/N] ") != std::string::npos);
+    CHECK(asked.find("stale socket " + relisted) == std::string::npos);
+    CHECK(is_socket(stale));
+
+    const auto [collected, gc_exit] = run_tool_within({"gc", dir.path, "--yes"});
+    INFO(collected);
+    CHECK(gc_exit == 0);
+    for (const char* name : {"stale", "relisted", "file", "link"}) {
+        CAPTURE(name);
+        CHECK(collected.find("removed " + dir.path + "/" + name + "\n") != std::string::npos);
+        CHECK_FALSE(std::filesystem::exists(dir.path + "/" + name));
+    }
+    const auto kept = [&](const std::string& path, const std::string& segment, const std::string& why) {
+        return collected.find("kept " + path + " (the socket " + dir.path + "/" + segment + "'s host recorded): " + why)
+            != std::string::npos;
+    };
+    CHECK(collected.find("removed " + stale + " (the socket " + dir.path + "/stale's host left: nobody listens)")
+        != std::string::npos);
+    CHECK_FALSE(std::filesystem::exists(stale));
+    CHECK(kept(relisted, "relisted", "a host listens there"));
+    CHECK(is_socket(relisted));
+    CHECK(live.request("guests") == "ok guests=0"); // and it still serves
+    CHECK(kept(file, "file", "it is a regular file, not a socket"));
+    std::ifstream in(file);
+    std::string content;
+    std::getline(in, content);
+    CHECK(content == "not a socket");
+    CHECK(kept(link, "link", "it is a symbolic link, not a socket"));
+    CHECK(std::filesystem::is_symlink(link));
+    CHECK(is_socket(link + ".target"));
+
+    const auto [again, again_exit] = run_tool_within({"gc", dir.path, "--yes"});
+    CHECK(again == "nothing to remove\n");
+}
+
+TEST_CASE("the top-level --help names every subcommand and every option of each one's --help")
+{
+    const auto [top, top_exit] = run_tool({"--help"});
+    INFO(top);
+    CHECK(top_exit == 0);
+    // The subcommands, as the top-level help lists them: one a line, indented by two.
+    std::set<std::string> listed;
+    const std::regex command_line("^  ([a-z]+) ");
+    std::istringstream lines(top);
+    for (std::string line; std::getline(lines, line);)
+        if (std::smatch m; std::regex_search(line, m, command_line))
+            listed.insert(m[1]);
+    CHECK(listed == std::set<std::string> {"inspect", "ls", "gc", "watch", "bench"});
+    const std::regex option("--[a-z][a-z-]*");
+    std::size_t checked = 0;
+    for (const auto& command : listed) {
+        const auto [help, help_exit] = run_tool({command, "--help"});
+        CAPTURE(command);
+        INFO(help);
+        CHECK(help_exit == 0);
+        CHECK(help.find("usage: shmlink " + command) == 0);
+        for (auto it = std::sregex_iterator(help.begin(), help.end(), option); it != std::sregex_iterator(); ++it) {
+            const std::string name = it->str();
+            CAPTURE(name);
+            // As a word of its own: --json must not pass for --jsonl.
+            CHECK(std::regex_search(top, std::regex("(^|[^a-z-])" + name + "([^a-z-]|$)")));
+            ++checked;
+        }
+    }
+    CHECK(checked >= 9); // --json --fd --yes --interval --count --quick --plot --only, and more
+    const auto [version, version_exit] = run_tool({"--version"});
+    CHECK(version_exit == 0);
+    CHECK(version.rfind("shmlink ", 0) == 0);
+}
+
+namespace {
+
+/// A rate column of watch ("80.0 msg/s", "1.2 k msg/s") as a number per second.
+double per_second(const std::string& rate)
+{
+    char* end = nullptr;
+    double value = std::strtod(rate.c_str(), &end);
+    const std::string unit(end);
+    if (unit.rfind(" k ", 0) == 0)
+        value *= 1000;
+    else if (unit.rfind(" M ", 0) == 0)
+        value *= 1e6;
+    return value;
+}
+
+/// The seconds a frame of watch says its rates were measured over.
+double rates_over(const std::string& frame)
+{
+    const auto at = frame.find("rates over ");
+    return at == std::string::npos ? 0 : std::strtod(frame.c_str() + at + 11, nullptr);
+}
+
+} // namespace
+
+TEST_CASE("watch shows messages/s beside bytes/s, per ring and per lane, from the counts the rings keep")
+{
+    const test::ShmPath file("tool-watch-messages");
+    Segment segment = Segment::create(file.path, 1 << 20, {.cleanup = Cleanup::unlink_on_close});
+    SpscRing events = SpscRing::create(segment, "events", 4096);
+    MpscRing requests = MpscRing::create(segment, "requests", 4096, 2);
+    // A ring whose producer and consumer do not count messages (a peer that
+    // follows the layout without the counts): bytes moved, no message counted.
+    SpscRing::create(segment, "uncounted", 256);
+    auto& uncounted = *reinterpret_cast<ipc::SpscRingControl*>(segment.base() + segment.find("uncounted").offset);
+    std::atomic_ref(uncounted.tail).store(64);
+    std::atomic_ref(uncounted.head).store(64);
+    SpscRing::create(segment, "zz-last", 256); // the last line of each frame
+
+    Child watch = test::spawn_helper("SHMLINK_TOOL", {"watch", file.path, "--interval", "0.5", "--count", "2"});
+    read_until(watch, "zz-last");
+    // Between the two refreshes: 40 messages into events, 25 of them read
+    // one by one; 30 through a lane of requests, all read in one consume().
+    for (int i = 0; i < 40; ++i)
+        REQUIRE(events.try_push(bytes_of("sixteen bytes!!!")) == RingStatus::ok);
+    std::byte buffer[64];
+    std::size_t length = 0;
+    for (int i = 0; i < 25; ++i)
+        REQUIRE(events.try_pop(buffer, length) == RingStatus::ok);
+    MpscProducer producer = MpscProducer::open(segment, "requests");
+    for (int i = 0; i < 30; ++i)
+        REQUIRE(producer.try_push(bytes_of("request")) == RingStatus::ok);
+    REQUIRE(requests.consume([](std::span<const std::byte>) {}, 64) == 30); // counted as a batch
+    const std::string second = read_until(watch, "zz-last");
+    INFO(second);
+    CHECK(watch.wait() == 0);
+    const double seconds = rates_over(second);
+    REQUIRE(seconds >= 0.5);
+    // The rates times the interval give back the counts (to a tenth of a message per second).
+    const auto count = [&](const std::string& rate) { return std::lround(per_second(rate) * seconds); };
+    const auto ring = rates_of(second, "events");
+    REQUIRE(ring.size() == 4);
+    CHECK(count(ring[2]) == 40);
+    CHECK(count(ring[3]) == 25);
+    CHECK(ring[0].ends_with("B/s")); // 40 records of 24 bytes in, 25 out
+    CHECK(ring[0] != "0 B/s");
+    const auto summed = rates_of(second, "requests");
+    REQUIRE(summed.size() == 4);
+    CHECK(count(summed[2]) == 30);
+    CHECK(count(summed[3]) == 30);
+    const auto lane = rates_of(second, "  lane " + std::to_string(producer.lane()) + " pid " + std::to_string(::getpid()));
+    REQUIRE(lane.size() == 4);
+    CHECK(count(lane[2]) == 30);
+    CHECK(count(lane[3]) == 30);
+    const auto not_counted = rates_of(second, "uncounted");
+    CHECK(not_counted == std::vector<std::string> {"0 B/s", "0 B/s", "-", "-"});
+}
+
+TEST_CASE("inspect and ls show the guests of a live host, through its socket and by path, with their pids")
+{
+    const ShmDir dir("guests");
+    const std::string socket = dir.path + "/host.sock";
+    const std::string segment = dir.path + "/segment";
+    Child host = test::spawn_helper("SHMLINK_ENDPOINT", {"host", socket, segment});
+    REQUIRE(host.read_line() == "ready");
+    Child by_socket = test::spawn_helper("SHMLINK_ENDPOINT", {"idle-guest", socket});
+    const std::string socket_lane = by_socket.read_line();
+    Child by_path = test::spawn_helper("SHMLINK_ENDPOINT", {"idle-guest", "--path", segment});
+    const std::string path_lane = by_path.read_line();
+    REQUIRE(socket_lane.rfind("ok lane=", 0) == 0);
+    REQUIRE(path_lane.rfind("ok lane=", 0) == 0);
+    const std::string lane_of_socket_guest = socket_lane.substr(8);
+    const std::string lane_of_path_guest = path_lane.substr(8);
+    CHECK(lane_of_socket_guest != lane_of_path_guest);
+
+    const auto [text, text_exit] = run_tool_within({"inspect", segment});
+    INFO(text);
+    CHECK(text_exit == 0);
+    CHECK(text.find("8 lanes of 65536 bytes, 2 owned;") != std::string::npos);
+    CHECK(text.find("lane " + lane_of_socket_guest + " owned (pid " + std::to_string(by_socket.pid()) + "): ")
+        != std::string::npos);
+    CHECK(text.find("lane " + lane_of_path_guest + " owned (pid " + std::to_string(by_path.pid()) + "): ")
+        != std::string::npos);
+    CHECK(text.find("host.socket              host socket") != std::string::npos);
+    CHECK(text.find("the host listens at " + socket) != std::string::npos);
+    const auto [json, json_exit] = run_tool_within({"inspect", segment, "--json"});
+    INFO(json);
+    CHECK(json.find("{\"lane\": " + lane_of_socket_guest + ", \"state\": \"owned\", \"pid\": "
+        + std::to_string(by_socket.pid())) != std::string::npos);
+    CHECK(json.find("{\"lane\": " + lane_of_path_guest + ", \"state\": \"owned\", \"pid\": "
+        + std::to_string(by_path.pid())) != std::string::npos);
+    CHECK(json.find("\"host_socket\": \"" + socket + "\"") != std::string::npos);
+
+    const auto [listing, ls_exit] = run_tool_within({"ls", dir.path});
+    INFO(listing);
+    CHECK(ls_exit == 0);
+    CHECK(line_of(listing, segment).ends_with(ls_tail(host.pid(), 2, "yes (its lock is held)")));
+    // The path guest leaves: one lane is attached.
+    by_path.send("bye");
+    CHECK(by_path.wait() == 0);
+    const auto [later, later_exit] = run_tool_within({"ls", dir.path});
+    INFO(later);
+    CHECK(line_of(later, segment).ends_with(ls_tail(host.pid(), 1, "yes (its lock is held)")));
+    by_socket.send("bye");
+    CHECK(by_socket.wait() == 0);
+    host.send("quit");
+    CHECK(host.wait() == 0);
+}
+
+namespace {
+
+/// COMPREPLY, one a line, after the completion of `words` (the last is the
+/// word being completed) by tools/shmlink.bash-completion in bash.
+std::string complete(const std::vector<std::string>& words)
+{
+    std::vector<std::string> argv {"/bin/bash", "-c",
+        R"(source "$0" && COMP_WORDS=("$@") && COMP_CWORD=$((${#COMP_WORDS[@]} - 1)) && _shmlink && for word in "${COMPREPLY[@]}"; do echo "$word"; done)",
+        test::helper_path("SHMLINK_COMPLETION")};
+    argv.insert(argv.end(), words.begin(), words.end());
+    Child bash = Child::spawn(argv);
+    const auto [out, exit_code] = test::read_all(bash);
+    CHECK(exit_code == 0);
+    return out;
+}
+
+} // namespace
+
+TEST_CASE("bash completes subcommands, their options and segment paths")
+{
+    if (::access("/bin/bash", X_OK) != 0) {
+        MESSAGE("skipped: no /bin/bash");
+        return;
+    }
+    CHECK(complete({"shmlink", "ins"}) == "inspect\n");
+    CHECK(complete({"shmlink", "w"}) == "watch\n");
+    const std::string commands = complete({"shmlink", ""});
+    for (const char* command : {"inspect\n", "ls\n", "gc\n", "watch\n", "bench\n", "--version\n"})
+        CHECK(commands.find(command) != std::string::npos);
+    const std::string watch_options = complete({"shmlink", "watch", "/dev/shm/x", "--"});
+    CHECK(watch_options.find("--count\n") != std::string::npos);
+    CHECK(watch_options.find("--interval\n") != std::string::npos);
+    CHECK(complete({"shmlink", "gc", "--y"}) == "--yes\n");
+    CHECK(complete({"shmlink", "inspect", "--j"}) == "--json\n");
+    CHECK(complete({"shmlink", "watch", "/dev/shm/x", "--count", ""}).empty()); // a number: nothing to offer
+
+    const test::ShmPath file("tool-complete");
+    Segment segment = Segment::create(file.path, 1 << 16, {.cleanup = Cleanup::unlink_on_close});
+    const std::string prefix = file.path.substr(0, file.path.size() - 3);
+    CHECK(complete({"shmlink", "inspect", prefix}) == file.path + "\n");
+    CHECK(complete({"shmlink", "watch", prefix}) == file.path + "\n");
+    CHECK(complete({"shmlink", "gc", ""}).rfind("/dev/shm\n", 0) == 0);
 }
 
 TEST_CASE("bench --quick runs every benchmark, writes valid JSON and an SVG plot of every peer")
