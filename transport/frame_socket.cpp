@@ -16,6 +16,14 @@ FrameSocket::FrameSocket(Socket socket) : socket_(std::move(socket)), buffer_(pr
     socket_.non_blocking(true);
 }
 
+bool FrameSocket::hung_up() noexcept
+{
+    if (!socket_.is_open())
+        return true;
+    pollfd probe {socket_.native_handle(), POLLRDHUP, 0};
+    return ::poll(&probe, 1, 0) == 1 && (probe.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+}
+
 void FrameSocket::close() noexcept
 {
     boost::system::error_code ignored;

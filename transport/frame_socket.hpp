@@ -68,6 +68,9 @@ public:
     }
 
     [[nodiscard]] bool is_open() const noexcept { return socket_.is_open(); }
+    /// True when the peer has hung up (its end is closed), even though
+    /// frames it sent before may still wait to be read. Never waits.
+    [[nodiscard]] bool hung_up() noexcept;
     void close() noexcept;
 
 private:

@@ -347,6 +347,17 @@ struct Host::State : std::enable_shared_from_this<Host::State> {
     void hello(const ConnectionPtr& c, const protocol::Hello& hello)
     {
         c->info.name = hello.name;
+        if (count(Stage::joined) + count(Stage::joining) >= options.max_guests)
+            // Full, as far as frames read so far tell: a guest may have hung
+            // up with its end-of-file still unread (in this same poll). Such
+            // a guest is gone, and must not cost the newcomer its place.
+            for (const auto& other : std::list(connections))
+                if ((other->stage == Stage::joined || other->stage == Stage::joining) && !other->closed
+                    && other->socket.hung_up()) {
+                    drop(other, "hung up");
+                    if (stopped)
+                        return;
+                }
         if (count(Stage::joined) + count(Stage::joining) >= options.max_guests) {
             refuse(c, "the host has " + std::to_string(options.max_guests) + " guests already");
             return;
