@@ -466,6 +466,19 @@ void commit(PyRing<Ring>& self, std::optional<std::size_t> length)
     ring.commit(length.value_or(reserved));
 }
 
+/// ring.peek(), waiting up to `timeout` for a message when there is none.
+template <typename Ring>
+RingSpan<const std::byte> peek_waiting(Ring& ring, Timeout timeout)
+{
+    RingSpan<const std::byte> span = ring.peek();
+    if (span.status == RingStatus::empty && waits(timeout)) {
+        const RingStatus waited
+            = wait_in_slices(timeout, [&](std::chrono::nanoseconds slice) { return ring.wait_readable(slice); });
+        span = waited == RingStatus::ok ? ring.peek() : RingSpan<const std::byte> {waited, {}};
+    }
+    return span;
+}
+
 // Consumer side, shared by SpscRing and MpscRing.
 template <typename Ring>
 py::object peek(PyRing<Ring>& self, Timeout timeout)
@@ -474,15 +487,7 @@ py::object peek(PyRing<Ring>& self, Timeout timeout)
     if (self.read_loan.active())
         return self.read_loan.memoryview(self.view_keep()); // the same message until release()
     const InUse in_use(self.calls);
-    RingSpan<const std::byte> span = ring.peek();
-    if (span.status == RingStatus::empty && waits(timeout)) {
-        const RingStatus waited
-            = wait_in_slices(timeout, [&](std::chrono::nanoseconds slice) { return ring.wait_readable(slice); });
-        if (waited == RingStatus::ok)
-            span = ring.peek();
-        else
-            span.status = waited;
-    }
+    const RingSpan<const std::byte> span = peek_waiting(ring, timeout);
     if (!check(span.status, 0, ring.max_message_bytes(), "peek"))
         return py::none();
     return self.read_loan.open({const_cast<std::byte*>(span.bytes.data()), span.bytes.size()}, false, self.view_keep());
@@ -505,15 +510,7 @@ py::object pop_copy(PyRing<Ring>& self, Timeout timeout)
     if (self.read_loan.active())
         PyRing<Ring>::refuse("pop", "a peeked message is not released yet");
     const InUse in_use(self.calls);
-    RingSpan<const std::byte> span = ring.peek();
-    if (span.status == RingStatus::empty && waits(timeout)) {
-        const RingStatus waited
-            = wait_in_slices(timeout, [&](std::chrono::nanoseconds slice) { return ring.wait_readable(slice); });
-        if (waited == RingStatus::ok)
-            span = ring.peek();
-        else
-            span.status = waited;
-    }
+    const RingSpan<const std::byte> span = peek_waiting(ring, timeout);
     if (!check(span.status, 0, ring.max_message_bytes(), "pop"))
         return py::none();
     py::bytes copy = to_bytes(span.bytes);
