@@ -124,6 +124,20 @@ struct EchoHost {
     std::function<void()> after_serve;
 };
 
+/// Starts a guest of `count` echoes that must get lane 0, the host's only
+/// one (so only if the lane was freed before), and be let go; its answer.
+std::string next_guest_takes_the_lane(EchoHost& h, const std::string& socket, std::uint64_t count)
+{
+    Child next = start_guest(socket, count);
+    const auto [answer, exit_code] = h.answer_of(next);
+    INFO(answer);
+    CHECK(exit_code == 0);
+    CHECK(test::field(answer, "lane") == 0);
+    CHECK(test::field(answer, "echoes") == count);
+    REQUIRE(h.lane_freed());
+    return answer;
+}
+
 } // namespace
 
 #if defined(__x86_64__) // the guest's plain loads and stores rely on x86-64's ordering
@@ -177,14 +191,9 @@ TEST_CASE("a Python guest written from the docs joins a host, gets every echo ba
     CHECK(stats.corrupt_lanes == 0);
 
     // The host has one lane: the next guest gets in only because it was freed.
-    Child next = start_guest(socket, 20);
-    const auto [next_answer, next_exit] = h.answer_of(next);
+    const std::string next_answer = next_guest_takes_the_lane(h, socket, 20);
     INFO(next_answer);
-    CHECK(next_exit == 0);
-    CHECK(test::field(next_answer, "lane") == 0);
-    CHECK(test::field(next_answer, "echoes") == 20);
     CHECK(test::field(next_answer, "generation") == 2); // the welcome's: it attached after the grows
-    REQUIRE(h.lane_freed());
     CHECK(h.joins == 2);
     CHECK(h.leaves == 2);
     CHECK(h.host.inbox().stats().dead_producers == 0);
@@ -205,13 +214,7 @@ TEST_CASE("a guest that says joined without having taken its held lane (a wrong 
     REQUIRE(h.lane_freed());
 
     // The lane held for it went back: the host's one lane takes the next guest.
-    Child guest = start_guest(socket, 10);
-    const auto [next_answer, next_exit] = h.answer_of(guest);
-    INFO(next_answer);
-    CHECK(next_exit == 0);
-    CHECK(test::field(next_answer, "lane") == 0);
-    CHECK(test::field(next_answer, "echoes") == 10);
-    REQUIRE(h.lane_freed());
+    next_guest_takes_the_lane(h, socket, 10);
     CHECK(h.joins == 1);
     CHECK(h.leaves == 1);
     CHECK(h.host.inbox().stats().dead_producers == 0);
