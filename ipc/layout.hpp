@@ -17,8 +17,11 @@ enum class ObjectKind : std::uint16_t {
     mpmc_queue = 0x0103,
 };
 
-inline constexpr std::uint16_t kSpscRingVersion = 1;
-inline constexpr std::uint16_t kMpscRingVersion = 1;
+/// 2: a record's header is its commit mark (the consumer polls it, not the
+/// tail) and the word after the newest record is zero; version 1 rings
+/// published by the tail alone and are refused.
+inline constexpr std::uint16_t kSpscRingVersion = 2;
+inline constexpr std::uint16_t kMpscRingVersion = 2; ///< its lanes are version 2 SPSC rings
 inline constexpr std::uint16_t kMpmcQueueVersion = 2;
 
 /// Separates what two sides write: a cache line pair (adjacent-line
@@ -43,7 +46,7 @@ struct SpscRingControl {
     std::uint64_t claim;          ///< 0, or (length << 32) | 1 while a reserved message is not committed; atomic
     std::uint8_t reserved0[kFalseSharingRange - 16];
     // The producer's block.
-    std::uint64_t tail; ///< bytes ever committed; atomic, only grows
+    std::uint64_t tail; ///< bytes ever published; atomic, only grows; stored after the headers it covers
     WaitWord readable;  ///< the consumer sleeps here while the ring is empty
     /// Messages ever committed; atomic. For inspection only (nothing is read
     /// through it): a producer that does not count leaves it 0.
@@ -58,12 +61,15 @@ struct SpscRingControl {
 
 /// Every record in a ring's data starts with this, 8-byte aligned; a
 /// record never wraps: a padding record fills the end of the buffer instead.
+/// Read and written as one 64-bit atomic word: its release store publishes
+/// the record, and an all-zero word is a record not published yet.
 struct RecordHeader {
     std::uint32_t length; ///< payload bytes (padding: bytes after this header up to the end)
     std::uint32_t type;   ///< RecordType
 };
 
 enum class RecordType : std::uint32_t {
+    none = 0,    ///< with length 0: nothing published here yet
     message = 1,
     padding = 2,
 };

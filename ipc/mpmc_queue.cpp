@@ -25,6 +25,7 @@ bool valid_capacity(std::uint64_t capacity) noexcept
 
 MpmcLayout layout_of(std::byte* object, const Segment& segment, std::uint64_t capacity, std::uint32_t cell_bytes)
 {
+    register_waker(); // before this process's first notify() (ipc/wait.hpp)
     return {reinterpret_cast<ipc::MpmcQueueControl*>(object),
         reinterpret_cast<ipc::MpmcSlot*>(object + sizeof(ipc::MpmcQueueControl)),
         object + sizeof(ipc::MpmcQueueControl) + kSlotsBytes, capacity, cell_bytes,

@@ -229,34 +229,59 @@ SpscRing MpscRing::consumer_view(ipc::MpscLane* shared) const noexcept
     return SpscRing(&shared->ring, reinterpret_cast<std::byte*>(shared + 1), lane_capacity_, &control_->readable_seq);
 }
 
+namespace {
+
+std::string create_rule(std::size_t lane_capacity_bytes, std::uint32_t lanes)
+{
+    return lanes == 0 || lanes > kMaxLanes
+        ? "lanes must be 1 to " + std::to_string(kMaxLanes) + ", not " + std::to_string(lanes)
+        : detail::capacity_rule("lane_capacity_bytes", lane_capacity_bytes);
+}
+
+} // namespace
+
 MpscRing MpscRing::create(Segment& segment, std::string_view name, std::size_t lane_capacity_bytes,
     std::uint32_t lanes, const MpscOptions& options)
 {
     return detail::or_throw("create MPSC ring", name,
         [&](std::error_code& ec) { return create(segment, name, lane_capacity_bytes, lanes, options, ec); },
-        [&] {
-            return lanes == 0 || lanes > kMaxLanes
-                ? "lanes must be 1 to " + std::to_string(kMaxLanes) + ", not " + std::to_string(lanes)
-                : detail::capacity_rule("lane_capacity_bytes", lane_capacity_bytes);
-        });
+        [&] { return create_rule(lane_capacity_bytes, lanes); });
 }
 
 MpscRing MpscRing::create(Segment& segment, std::string_view name, std::size_t lane_capacity_bytes,
     std::uint32_t lanes, const MpscOptions& options, std::error_code& ec)
 {
+    create_only(segment, name, lane_capacity_bytes, lanes, ec);
+    return ec ? MpscRing() : open(segment, name, options, ec);
+}
+
+void MpscRing::create_only(Segment& segment, std::string_view name, std::size_t lane_capacity_bytes,
+    std::uint32_t lanes)
+{
+    detail::or_throw("create MPSC ring", name,
+        [&](std::error_code& ec) {
+            create_only(segment, name, lane_capacity_bytes, lanes, ec);
+            return !ec;
+        },
+        [&] { return create_rule(lane_capacity_bytes, lanes); });
+}
+
+void MpscRing::create_only(Segment& segment, std::string_view name, std::size_t lane_capacity_bytes,
+    std::uint32_t lanes, std::error_code& ec) noexcept
+{
+    ec.clear();
     if (lanes == 0 || lanes > kMaxLanes || !SpscRing::valid_capacity(lane_capacity_bytes)) {
         ec = Errc::invalid_argument;
-        return {};
+        return;
     }
-    const bool made = detail::create_object(segment, name, ipc::ObjectKind::mpsc_ring, ipc::kMpscRingVersion,
+    detail::create_object(segment, name, ipc::ObjectKind::mpsc_ring, ipc::kMpscRingVersion,
         object_bytes(lanes, lane_capacity_bytes), [&](std::byte* object) {
             auto* control = reinterpret_cast<ipc::MpscRingControl*>(object);
             control->lane_count = lanes;
             control->lane_capacity_bytes = lane_capacity_bytes;
             for (std::uint32_t i = 0; i < lanes; ++i)
                 lane_at(control, lane_capacity_bytes, i)->ring.capacity_bytes = lane_capacity_bytes;
-        }, ec) != nullptr;
-    return made ? open(segment, name, options, ec) : MpscRing();
+        }, ec);
 }
 
 MpscRing MpscRing::open(Segment& segment, std::string_view name, const MpscOptions& options)
@@ -329,6 +354,14 @@ RingSpan<const std::byte> MpscRing::peek() noexcept
             return {quarantine(lane), {}};
     }
     return {RingStatus::empty, {}};
+}
+
+RingSpan<const std::byte> MpscRing::peek(std::chrono::nanoseconds timeout, const WaitOptions& options) noexcept
+{
+    if (!valid())
+        return {RingStatus::corrupt, {}};
+    return detail::retry_span<RingSpan<const std::byte>>(RingStatus::empty, timeout, [&] { return peek(); },
+        [&](auto deadline) { return wait(deadline, options); });
 }
 
 void MpscRing::release() noexcept
@@ -426,22 +459,14 @@ void MpscRing::reset(Lane& lane) noexcept
             claim >> 32);
     }
     // Nobody writes the lane now: its producer is gone and no other can take
-    // it before the owner word says free. Start it afresh, sleeper counts
-    // included (a producer killed asleep leaves its count behind).
-    std::atomic_ref(shared.ring.claim).store(0, std::memory_order_relaxed);
-    std::atomic_ref(shared.ring.tail).store(0, std::memory_order_relaxed);
-    std::atomic_ref(shared.ring.head).store(0, std::memory_order_relaxed);
-    std::atomic_ref(shared.ring.committed_messages).store(0, std::memory_order_relaxed);
-    std::atomic_ref(shared.ring.released_messages).store(0, std::memory_order_relaxed);
-    std::atomic_ref(shared.ring.writable.sleepers).store(0, std::memory_order_relaxed);
-    // From our own copy: the next producer finds the geometry the ring was
-    // made with, whatever the last one wrote there.
-    shared.ring.capacity_bytes = lane_capacity_;
+    // it before the owner word says free. Start it afresh from our own copy
+    // of its geometry, whatever the last producer wrote there, sleeper
+    // counts included (a producer killed asleep leaves its count behind).
+    lane.ring.reinitialize();
     // Only this consumer counts itself in readable.sleepers, and it is not
     // waiting now: the count is 1 while it is armed for eventfd wake-ups
     // (registered in every lane), else 0, whatever a producer wrote there.
     std::atomic_ref(shared.ring.readable.sleepers).store(armed_ ? 1 : 0, std::memory_order_relaxed);
-    lane.ring = consumer_view(lane.shared);
     lane.quarantined = false;
 }
 

@@ -78,6 +78,8 @@ public:
 
     using SpscRing::capacity_bytes;
     using SpscRing::commit;
+    using SpscRing::commit_deferred;
+    using SpscRing::publish;
     using SpscRing::max_message_bytes;
     using SpscRing::push;
     using SpscRing::reserve;
@@ -128,6 +130,12 @@ public:
     /// `lane_capacity_bytes` each (see SpscRing::valid_capacity).
     static MpscRing create(Segment& segment, std::string_view name, std::size_t lane_capacity_bytes,
         std::uint32_t lanes, const MpscOptions& options = {});
+    /// Allocates the ring as create() does and returns no consumer: for a
+    /// process that only sets up the segment; the consumer open()s it.
+    static void create_only(Segment& segment, std::string_view name, std::size_t lane_capacity_bytes,
+        std::uint32_t lanes);
+    static void create_only(Segment& segment, std::string_view name, std::size_t lane_capacity_bytes,
+        std::uint32_t lanes, std::error_code& ec) noexcept;
     static MpscRing create(Segment& segment, std::string_view name, std::size_t lane_capacity_bytes,
         std::uint32_t lanes, const MpscOptions& options, std::error_code& ec);
     /// The consumer in a process that did not create the ring. It clears
@@ -145,6 +153,8 @@ public:
     /// The oldest message of the next lane (round robin) that has one, left
     /// in the ring until release(). corrupt once for each lane that breaks.
     RingSpan<const std::byte> peek() noexcept;
+    /// peek(), waiting for a message up to `timeout` (timed_out then).
+    RingSpan<const std::byte> peek(std::chrono::nanoseconds timeout, const WaitOptions& options = {}) noexcept;
     void release() noexcept;
     RingStatus try_pop(std::span<std::byte> buffer, std::size_t& length) noexcept;
     RingStatus pop(std::span<std::byte> buffer, std::size_t& length, std::chrono::nanoseconds timeout,

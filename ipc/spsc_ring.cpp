@@ -22,6 +22,7 @@ SpscRing::SpscRing(ipc::SpscRingControl* control, std::byte* data, std::uint64_t
     std::uint32_t* wake_seq) noexcept
     : control_(control), wake_seq_(wake_seq), data_(data), capacity_(capacity)
 {
+    detail::register_waker(); // before this process's first notify() (ipc/wait.hpp)
     // Each side starts where the shared positions are; a side that finds
     // them inconsistent reports corrupt on first use.
     // Head first: tail only grows, so a tail read after it is never behind it,
@@ -34,6 +35,31 @@ SpscRing::SpscRing(ipc::SpscRingControl* control, std::byte* data, std::uint64_t
     committed_messages_ = std::atomic_ref(control_->committed_messages).load(std::memory_order_relaxed);
     released_messages_ = std::atomic_ref(control_->released_messages).load(std::memory_order_relaxed);
     broken_ = read_ > write_ || write_ - read_ > capacity_ || (read_ | write_) % ipc::kRecordAlignment != 0;
+    if (!broken_)
+        skip_published();
+}
+
+void SpscRing::skip_published() noexcept
+{
+    // Each record's end held a zero word before the record was published, so
+    // the walk stops at the first word not published since: it never takes
+    // a stale header for a new one. Bounded by the capacity, checked as peek() checks.
+    while (write_ - read_ < capacity_ - sizeof(ipc::RecordHeader)) {
+        const std::uint64_t index = write_ & (capacity_ - 1);
+        // acquire: pairs with the release store of a header in publish().
+        const auto header = std::bit_cast<ipc::RecordHeader>(
+            std::atomic_ref(*header_word(write_)).load(std::memory_order_acquire));
+        std::uint64_t bytes = 0;
+        if (header.type == static_cast<std::uint32_t>(ipc::RecordType::padding)
+            && header.length == capacity_ - index - sizeof(header))
+            bytes = capacity_ - index;
+        else if (header.type == static_cast<std::uint32_t>(ipc::RecordType::message)
+            && header.length <= max_message_bytes() && index + record_bytes(header.length) <= capacity_)
+            bytes = record_bytes(header.length);
+        if (bytes == 0 || write_ + bytes - read_ > capacity_ - sizeof(ipc::RecordHeader))
+            return;
+        write_ += bytes;
+    }
 }
 
 SpscRing SpscRing::create(Segment& segment, std::string_view name, std::size_t capacity_bytes)
@@ -97,9 +123,14 @@ void SpscRing::reinitialize() noexcept
     std::atomic_ref(control_->released_messages).store(0, std::memory_order_relaxed);
     std::atomic_ref(control_->readable.sleepers).store(0, std::memory_order_relaxed);
     std::atomic_ref(control_->writable.sleepers).store(0, std::memory_order_relaxed);
+    // The zero word where the first record will start (see the top of
+    // spsc_ring.hpp); whatever else the last peer left in the data is never read.
     write_ = read_ = cached_head_ = cached_tail_ = peeked_end_ = 0;
+    header_seen_ = false;
+    std::atomic_ref(*header_word(0)).store(0, std::memory_order_relaxed);
     committed_messages_ = released_messages_ = 0;
     reserved_ = false;
+    batch_ = false;
     armed_ = false;
     broken_ = false;
 }
@@ -122,11 +153,10 @@ std::size_t SpscRing::try_push_batch(std::span<const std::span<const std::byte>>
             break;
         if (!message.empty())
             std::memcpy(slot.bytes.data(), message.data(), message.size());
-        static_cast<void>(commit_unpublished(message.size())); // reserved just above: always true
+        commit_deferred();
         ++pushed;
     }
-    if (pushed != 0)
-        publish();
+    publish();
     return pushed;
 }
 
@@ -136,7 +166,8 @@ bool SpscRing::fits_now(std::uint64_t need) const noexcept
     const std::uint64_t pad = need > to_end ? to_end : 0;
     // acquire: pairs with the release store of head in publish_head().
     const auto head = std::atomic_ref(control_->head).load(std::memory_order_acquire);
-    return head > write_ || write_ + pad + need - head <= capacity_; // a bad head: let reserve() report it
+    // As reserve() counts: the record and the zero word after it. A bad head: let reserve() report it.
+    return head > write_ || write_ + pad + need + sizeof(ipc::RecordHeader) - head <= capacity_;
 }
 
 RingStatus SpscRing::wait_writable(std::size_t length, std::chrono::nanoseconds timeout,
@@ -146,28 +177,50 @@ RingStatus SpscRing::wait_writable(std::size_t length, std::chrono::nanoseconds 
         return RingStatus::corrupt;
     if (length > max_message_bytes())
         return RingStatus::too_large;
-    const std::uint64_t need = record_bytes(length);
-    if (!wait_until(control_->writable, [&] { return fits_now(need); }, options, deadline_after(timeout)))
+    if (!wait_for_room(record_bytes(length), deadline_after(timeout), options))
         return RingStatus::timed_out;
     return RingStatus::ok;
+}
+
+bool SpscRing::wait_for_room(std::uint64_t need, std::chrono::steady_clock::time_point deadline,
+    const WaitOptions& options) noexcept
+{
+    return wait_until(control_->writable, [&] { return fits_now(need); }, options, deadline);
 }
 
 RingStatus SpscRing::push(std::span<const std::byte> message, std::chrono::nanoseconds timeout,
     const WaitOptions& options) noexcept
 {
-    const std::uint64_t need = record_bytes(message.size());
     return detail::retry(RingStatus::full, timeout, [&] { return try_push(message); },
-        [&](auto deadline) { return wait_until(control_->writable, [&] { return fits_now(need); }, options, deadline); });
+        [&](auto deadline) { return wait_for_room(record_bytes(message.size()), deadline, options); });
+}
+
+RingSpan<std::byte> SpscRing::reserve(std::size_t length, std::chrono::nanoseconds timeout,
+    const WaitOptions& options) noexcept
+{
+    return detail::retry_span<RingSpan<std::byte>>(RingStatus::full, timeout, [&] { return reserve(length); },
+        [&](auto deadline) { return wait_for_room(record_bytes(length), deadline, options); });
+}
+
+RingSpan<const std::byte> SpscRing::peek(std::chrono::nanoseconds timeout, const WaitOptions& options) noexcept
+{
+    return detail::retry_span<RingSpan<const std::byte>>(RingStatus::empty, timeout, [&] { return peek(); },
+        [&](auto deadline) { return wait_for_message(deadline, options); });
+}
+
+bool SpscRing::wait_for_message(std::chrono::steady_clock::time_point deadline, const WaitOptions& options) noexcept
+{
+    return wait_until(*wake_seq_, SleeperCount {control_->readable}, [this] { return readable_now(); }, options,
+        deadline);
 }
 
 RingStatus SpscRing::wait_readable(std::chrono::nanoseconds timeout, const WaitOptions& options) noexcept
 {
     if (broken_)
         return RingStatus::corrupt;
-    if (peeked_end_ != 0 || read_ != cached_tail_)
+    if (readable_now())
         return RingStatus::ok;
-    if (!wait_until(*wake_seq_, SleeperCount {control_->readable}, [this] { return readable_now(); }, options,
-            deadline_after(timeout)))
+    if (!wait_for_message(deadline_after(timeout), options))
         return RingStatus::timed_out;
     return RingStatus::ok;
 }
@@ -176,9 +229,7 @@ RingStatus SpscRing::arm_readable() noexcept
 {
     if (broken_)
         return RingStatus::corrupt;
-    if (peeked_end_ != 0 || read_ != cached_tail_)
-        return RingStatus::ok;
-    if (armed_)
+    if (armed_ || readable_now())
         return readable_now() ? RingStatus::ok : RingStatus::empty;
     armed_ = !arm(control_->readable, [this] { return readable_now(); });
     return armed_ ? RingStatus::empty : RingStatus::ok;
@@ -187,10 +238,8 @@ RingStatus SpscRing::arm_readable() noexcept
 RingStatus SpscRing::pop(std::span<std::byte> buffer, std::size_t& length, std::chrono::nanoseconds timeout,
     const WaitOptions& options) noexcept
 {
-    return detail::retry(RingStatus::empty, timeout, [&] { return try_pop(buffer, length); }, [&](auto deadline) {
-        return wait_until(*wake_seq_, SleeperCount {control_->readable}, [this] { return readable_now(); }, options,
-            deadline);
-    });
+    return detail::retry(RingStatus::empty, timeout, [&] { return try_pop(buffer, length); },
+        [&](auto deadline) { return wait_for_message(deadline, options); });
 }
 
 } // namespace shmlink

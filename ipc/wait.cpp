@@ -1,14 +1,19 @@
 #include <shmlink/ipc/wait.hpp>
 
 #include <shmlink/core/error.hpp>
+#include <shmlink/core/log.hpp>
 
 #include <linux/futex.h>
+#include <linux/membarrier.h>
+#include <pthread.h>
 #include <sys/eventfd.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <atomic>
 #include <climits>
+#include <cstring>
 #include <ctime>
 
 namespace shmlink::detail {
@@ -36,6 +41,44 @@ void futex_wake_all(std::uint32_t* word) noexcept { ::syscall(SYS_futex, word, F
 } // namespace shmlink::detail
 
 namespace shmlink {
+
+bool detail::light_waker_fence = false;
+
+namespace {
+
+long membarrier(int command) noexcept { return ::syscall(SYS_membarrier, command, 0, 0); }
+
+void register_this_process() noexcept
+{
+    const long supported = membarrier(MEMBARRIER_CMD_QUERY);
+    detail::light_waker_fence = supported > 0 && (supported & MEMBARRIER_CMD_GLOBAL_EXPEDITED) != 0
+        && membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) == 0;
+}
+
+} // namespace
+
+void detail::register_waker() noexcept
+{
+    static const bool once = [] {
+        register_this_process();
+        // The registration belongs to the process's memory; a forked child
+        // registers its own rather than rely on inheriting it.
+        ::pthread_atfork(nullptr, nullptr, register_this_process);
+        return true;
+    }();
+    static_cast<void>(once);
+}
+
+bool detail::sleeper_fence() noexcept
+{
+    if (membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) == 0)
+        return true;
+    static std::atomic<bool> warned {false};
+    if (!warned.exchange(true, std::memory_order_relaxed)) // relaxed: only whether to warn once
+        logger().warn("membarrier(GLOBAL_EXPEDITED) failed ({}): waits wake up every {} ms to look",
+            std::strerror(errno), kUnfencedSleep.count());
+    return false;
+}
 
 void detail::pause_briefly() noexcept
 {

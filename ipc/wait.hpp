@@ -5,7 +5,18 @@
 // wait instead: the consumer arms the word, the producer, holding the
 // consumer's eventfd, signals it as well as the futex. Each side's sleeper
 // count lives on the cache line its waker writes anyway (next to tail or
-// head), so the read-modify-write in notify() moves no extra line.
+// head).
+//
+// No lost wake-up needs a store-load fence on both sides (Dekker): the
+// waker publishes then reads the sleeper count, the sleeper counts itself
+// then re-reads what is published. The waker runs on every message, the
+// sleeper only when it is about to sleep, so the fence is asymmetric: the
+// waker's is a compiler barrier, and the sleeper, after counting itself,
+// calls membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED), which makes every
+// running thread of every registered process (each process that opens a
+// ring registers) pass a full barrier before it returns. Where membarrier
+// is not available the waker reads the count with a locked
+// read-modify-write instead, as a symmetric Dekker does.
 #pragma once
 
 #include <shmlink/core/unique_fd.hpp>
@@ -43,6 +54,22 @@ void signal_eventfd(int fd) noexcept;
 /// Sleeps a millisecond: the fallback when futex itself fails.
 void pause_briefly() noexcept;
 
+/// Registers this process for the sleepers' membarrier, once per process
+/// (again in a forked child); rings and queues call it when they open.
+/// Afterwards waker_fence_is_light() says whether it took.
+void register_waker() noexcept;
+/// True when this process is registered: notify() then reads the sleeper
+/// count with a plain load. Set once, before any ring of the process exists.
+extern bool light_waker_fence;
+inline bool waker_fence_is_light() noexcept { return light_waker_fence; }
+/// The sleeper's half of the fence, after it counted itself and before it
+/// re-checks: membarrier(GLOBAL_EXPEDITED). False when the call failed (a
+/// seccomp filter, say): the caller must then not sleep unbounded, as a
+/// registered waker elsewhere may have missed its count.
+bool sleeper_fence() noexcept;
+/// How long a sleeper whose fence failed sleeps before it looks again.
+inline constexpr std::chrono::milliseconds kUnfencedSleep {1};
+
 inline void cpu_relax() noexcept
 {
 #if defined(__x86_64__) || defined(__i386__)
@@ -60,13 +87,21 @@ inline void cpu_relax() noexcept
 /// `wake_fd` (the eventfd mode) unless it is -1.
 inline void notify(std::uint32_t& sleepers, std::uint32_t& seq, int wake_fd = -1) noexcept
 {
-    // acq_rel read-modify-write, not a load: it and the waiter's increment
-    // in arm() are ordered in sleepers' modification order. If ours comes
-    // first, the waiter's acquire sees what we published before it; if
-    // theirs does, we read a sleeper and wake it. (Dekker's handshake,
-    // without the standalone fence that ThreadSanitizer cannot follow.)
-    if (std::atomic_ref(sleepers).fetch_add(0, std::memory_order_acq_rel) == 0)
+    if (detail::waker_fence_is_light()) {
+        // A compiler barrier only: the sleeper's membarrier (sleeper_fence())
+        // turns it into a full fence on this CPU when it matters, so either
+        // the sleeper re-reads what we published, or we read its count.
+        std::atomic_signal_fence(std::memory_order_seq_cst);
+        // relaxed: ordered after our publishing store by the fence above; see there.
+        if (std::atomic_ref(sleepers).load(std::memory_order_relaxed) == 0)
+            return;
+    } else if (std::atomic_ref(sleepers).fetch_add(0, std::memory_order_acq_rel) == 0) {
+        // acq_rel read-modify-write, not a load: it and the waiter's
+        // increment are ordered in sleepers' modification order. If ours
+        // comes first, the waiter's acquire sees what we published before
+        // it; if theirs does, we read a sleeper and wake it.
         return;
+    }
     // release: pairs with the acquire load of seq in wait_until().
     std::atomic_ref(seq).fetch_add(1, std::memory_order_release);
     detail::futex_wake_all(&seq);
@@ -89,14 +124,19 @@ struct SleeperCount {
     }
 };
 
-/// Registers the caller as a sleeper (`register_as(true)`), then checks
-/// `ready()` once more: true means it is ready and the caller is registered
-/// no more; false means it is registered and will be notified (futex and
-/// eventfd), and must call `register_as(false)` once it wakes.
+/// Registers the caller as a sleeper (`register_as(true)`), fences (see the
+/// top of this file), then checks `ready()` once more: true means it is
+/// ready and the caller is registered no more; false means it is registered
+/// and will be notified (futex and eventfd), and must call
+/// `register_as(false)` once it wakes. `fenced`, if given, is false when the
+/// fence failed, and the caller must then sleep in bounded slices.
 template <typename Register, typename Ready>
-bool arm(Register&& register_as, Ready&& ready) noexcept
+bool arm(Register&& register_as, Ready&& ready, bool* fenced = nullptr) noexcept
 {
     register_as(true);
+    const bool fence = detail::sleeper_fence();
+    if (fenced != nullptr)
+        *fenced = fence;
     if (!ready())
         return false;
     register_as(false);
@@ -153,15 +193,17 @@ bool wait_until(std::uint32_t& seq, Register&& register_as, Ready&& ready, const
     for (;;) {
         // acquire: pairs with the release increment in notify().
         const std::uint32_t seen = std::atomic_ref(seq).load(std::memory_order_acquire);
-        if (arm(register_as, ready))
+        bool fenced = true;
+        if (arm(register_as, ready, &fenced))
             return true;
-        const int rc = detail::futex_wait(&seq, seen, deadline);
+        const auto until = fenced ? deadline : std::min(deadline, std::chrono::steady_clock::now() + detail::kUnfencedSleep);
+        const int rc = detail::futex_wait(&seq, seen, until);
         register_as(false);
         if (rc != 0 && rc != ETIMEDOUT)
             detail::pause_briefly(); // futex refused (a seccomp filter, say): poll, but not in a busy loop
         if (ready())
             return true;
-        if (rc == ETIMEDOUT || std::chrono::steady_clock::now() >= deadline)
+        if ((rc == ETIMEDOUT && until == deadline) || std::chrono::steady_clock::now() >= deadline)
             return false;
     }
 }

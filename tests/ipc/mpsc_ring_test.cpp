@@ -111,11 +111,11 @@ TEST_CASE("a lane a producer scribbles on is quarantined; the other lanes go on"
     MpscProducer good = MpscProducer::open(segment, "mpsc");
     MpscProducer bad = MpscProducer::open(segment, "mpsc");
     REQUIRE(bad.try_push(bytes_of("soon garbage")) == RingStatus::ok);
-    // The bad producer's record header, rewritten to a length past its tail.
+    // The bad producer's record header, rewritten to a length past the largest message.
     const auto object = segment.find("mpsc");
     std::byte* lane = segment.base() + object.offset + sizeof(ipc::MpscRingControl)
         + bad.lane() * (sizeof(ipc::MpscLane) + 1024);
-    const ipc::RecordHeader garbage {400, static_cast<std::uint32_t>(ipc::RecordType::message)};
+    const ipc::RecordHeader garbage {1000, static_cast<std::uint32_t>(ipc::RecordType::message)};
     std::memcpy(lane + sizeof(ipc::MpscLane), &garbage, sizeof(garbage));
     REQUIRE(good.try_push(bytes_of("fine")) == RingStatus::ok);
 
