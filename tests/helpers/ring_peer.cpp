@@ -22,6 +22,8 @@
 //                                                 tagged messages, prints "dying", then SIGKILLs itself
 //                                                 at POINT of the next one: before-claim, after-claim,
 //                                                 mid-copy (half its payload written) or after-commit
+//   ring_peer wake-echo PATH IN OUT ROUNDS SEED   answers ROUNDS pings from ring IN on ring OUT, each
+//                                                 pop sleeping (block mode): tests/support/wake_rounds.hpp
 //   ring_peer lock-byte PATH OFFSET MS            holds a write lock on byte OFFSET of the file (as a
 //                                                 producer trying a lane does), prints "locked",
 //                                                 lets it go after MS milliseconds and exits
@@ -48,6 +50,7 @@ void fault_point(const char* name) noexcept
 #include <shmlink/ipc/spsc_ring.hpp>
 
 #include "tests/support/messages.hpp"
+#include "tests/support/wake_rounds.hpp"
 
 #include <signal.h>
 #include <unistd.h>
@@ -414,6 +417,18 @@ try {
         return mpmc_produce(segment, argv[3], std::strtoull(argv[4], nullptr, 10), std::strtoull(argv[5], nullptr, 10));
     if (job == "mpmc-consume" && argc == 4)
         return mpmc_consume(segment, argv[3]);
+    if (job == "wake-echo" && argc == 7) {
+        SpscRing in = SpscRing::open(segment, argv[3]);
+        SpscRing out = SpscRing::open(segment, argv[4]);
+        const auto rounds = std::strtoull(argv[5], nullptr, 10);
+        const std::string error = test::wake_rounds(out, in, rounds, false, std::strtoull(argv[6], nullptr, 10));
+        if (!error.empty()) {
+            std::printf("error %s\n", error.c_str());
+            return 1;
+        }
+        std::printf("ok rounds=%llu\n", static_cast<unsigned long long>(rounds));
+        return 0;
+    }
     SpscRing ring = SpscRing::open(segment, argv[3]);
     if (job == "produce" && argc == 7)
         return produce(ring, std::strtoull(argv[4], nullptr, 10), std::strtoull(argv[5], nullptr, 10), std::strtoull(argv[6], nullptr, 10));

@@ -119,6 +119,11 @@ def store64(address, value):
     ctypes.c_uint64.from_address(address).value = value
 
 
+def header_word(length, kind):
+    """A record header as the one 64-bit word it is stored as."""
+    return int.from_bytes(RECORD.pack(length, kind), "little")
+
+
 def monotonic():
     return time.clock_gettime(time.CLOCK_MONOTONIC)
 
@@ -338,7 +343,7 @@ def record_bytes(length):
 
 class SpscConsumer:
     def __init__(self, segment, kind, version, offset, length):
-        if (kind, version) != (SPSC_KIND, 1) or offset % 128 or length < SPSC_CONTROL:
+        if (kind, version) != (SPSC_KIND, 2) or offset % 128 or length < SPSC_CONTROL:
             raise Refused(f"kind {kind:#x} version {version} at {offset}: not an SPSC ring")
         self.control = segment.base + offset
         self.capacity = load64(self.control + CAPACITY)
@@ -394,7 +399,7 @@ class NotOurs(Exception):
 
 class LaneProducer:
     def __init__(self, segment, kind, version, offset, length, lane, token):
-        if (kind, version) != (MPSC_KIND, 1) or offset % 128 or length < MPSC_CONTROL:
+        if (kind, version) != (MPSC_KIND, 2) or offset % 128 or length < MPSC_CONTROL:
             raise Refused(f"kind {kind:#x} version {version} at {offset}: not an MPSC ring")
         self.control = segment.base + offset
         lanes = load32(self.control)
@@ -449,7 +454,8 @@ class LaneProducer:
             raise
 
     def _fits(self, need, pad):
-        return self.write + pad + need - self.head <= self.capacity
+        # and the 8 bytes after the record, zeroed before it is published
+        return self.write + pad + need + 8 - self.head <= self.capacity
 
     def _room(self, length):
         need = record_bytes(length)
@@ -472,15 +478,20 @@ class LaneProducer:
         need, pad = self._room(len(message))
         if not self._fits(need, pad):
             return False
-        at = self.write
-        if pad:
-            ctypes.memmove(self.data + (at & (self.capacity - 1)), RECORD.pack(pad - 8, PADDING), 8)
-            at += pad
+        start = at = self.write
+        at += pad
         index = at & (self.capacity - 1)
         ctypes.memmove(self.data + index + 8, message, len(message))
-        ctypes.memmove(self.data + index, RECORD.pack(len(message), MESSAGE), 8)
+        # The word after the record first, zero: a consumer that waits polls
+        # the header at its read position, and must find nothing there until
+        # the next record is published. Then the header, then the padding
+        # header that leads to it: each one 8-byte store, in that order.
+        store64(self.data + ((at + need) & (self.capacity - 1)), 0)
+        store64(self.data + index, header_word(len(message), MESSAGE))
+        if pad:
+            store64(self.data + (start & (self.capacity - 1)), header_word(pad - 8, PADDING))
         self.write = at + need
-        store64(self.ring + TAIL, self.write)  # publishes the padding and the message together
+        store64(self.ring + TAIL, self.write)
         # Wake the host: readable_seq is every producer's, so the kernel increments it.
         error = futex(self.control + MPSC_READABLE_SEQ, FUTEX_WAKE_OP, INT_MAX, None,
                       self.control + MPSC_READABLE_SEQ, ADD_ONE)

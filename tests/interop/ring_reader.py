@@ -84,7 +84,7 @@ def attach(path):
 
 class SpscConsumer:
     def __init__(self, segment, kind, version, offset, length):
-        if (kind, version) != (SPSC_KIND, 1):
+        if (kind, version) != (SPSC_KIND, 2):
             raise Corrupt(f"kind {kind:#x} version {version}: not an SPSC ring")
         self.capacity = struct.unpack_from("<Q", segment, offset)[0]
         if self.capacity < 256 or self.capacity > 1 << 31 or self.capacity & (self.capacity - 1):

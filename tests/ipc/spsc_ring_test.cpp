@@ -7,6 +7,7 @@
 #include "tests/support/leaks.hpp"
 #include "tests/support/messages.hpp"
 #include "tests/support/ring_peer.hpp"
+#include "tests/support/wake_rounds.hpp"
 
 #include <doctest/doctest.h>
 
@@ -303,6 +304,26 @@ TEST_CASE("blocking: a consumer waiting on an empty ring costs no CPU, wakes on 
         CHECK(field(answer, "waited_ms") < 15000);
         CHECK(field(answer, "cpu_ms") < 10);
     }
+}
+
+TEST_CASE("no lost wake-up: 1,000,000 sleep/wake cycles between two processes")
+{
+    // Each round trip is two cycles, one per side (tests/support/wake_rounds.hpp).
+    std::uint64_t cycles = 1'000'000;
+    if (const char* n = std::getenv("SHMLINK_TEST_WAKE_CYCLES")) // fewer under the sanitizers
+        cycles = std::strtoull(n, nullptr, 10);
+    const std::uint64_t rounds = cycles / 2;
+    const test::ShmPath file("spsc-wake");
+    Segment segment = Segment::create(file.path, 1 << 20, {.cleanup = Cleanup::unlink_on_close});
+    SpscRing ping = SpscRing::create(segment, "ping", 4096);
+    SpscRing pong = SpscRing::create(segment, "pong", 4096);
+    Child echo = test::start_ring_peer({"wake-echo", file.path, "ping", "pong", std::to_string(rounds), "7"});
+    const std::string error = test::wake_rounds(ping, pong, rounds, true, 11);
+    const auto [answer, exit_code] = finish(echo, 60s);
+    INFO(answer);
+    CHECK_MESSAGE(error.empty(), error);
+    CHECK(exit_code == 0);
+    CHECK(answer.find("ok rounds=" + std::to_string(rounds)) == 0);
 }
 
 TEST_CASE("a producer blocked on a full ring wakes when the consumer frees room, and times out otherwise")
