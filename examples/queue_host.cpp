@@ -9,10 +9,12 @@
 //   queue_host [MESSAGES_PER_GUEST]
 #include <shmlink/transport/host.hpp>
 
+#include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -20,6 +22,7 @@
 #include <filesystem>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 extern char** environ;
@@ -29,19 +32,74 @@ namespace {
 constexpr int kGuests = 3;
 constexpr std::size_t kMessageBytes = 64;
 
-pid_t spawn_guest(const std::string& socket, const std::string& name, std::uint64_t count)
-{
-    const auto program = std::filesystem::read_symlink("/proc/self/exe").parent_path() / "queue_guest";
-    std::vector<std::string> args {program.string(), socket, name, std::to_string(count)};
-    std::vector<char*> argv;
-    for (auto& a : args)
-        argv.push_back(a.data());
-    argv.push_back(nullptr);
-    pid_t pid = 0;
-    if (const int rc = ::posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ); rc != 0)
-        throw std::system_error(rc, std::system_category(), "spawn " + args[0]);
-    return pid;
-}
+/// A guest process (examples/queue_guest, beside this program), reaped
+/// exactly once: finish() waits for it until a deadline and kills it past
+/// that; one still running when its owner goes (an error on the way) is
+/// killed and reaped then.
+class GuestProcess {
+public:
+    explicit GuestProcess(const std::vector<std::string>& args)
+    {
+        const auto program = std::filesystem::read_symlink("/proc/self/exe").parent_path() / "queue_guest";
+        std::vector<std::string> words {program.string()};
+        words.insert(words.end(), args.begin(), args.end());
+        std::vector<char*> argv;
+        for (auto& w : words)
+            argv.push_back(w.data());
+        argv.push_back(nullptr);
+        if (const int rc = ::posix_spawn(&pid_, argv[0], nullptr, nullptr, argv.data(), environ); rc != 0)
+            throw std::system_error(rc, std::system_category(), "spawn " + words[0]);
+    }
+    GuestProcess(GuestProcess&& other) noexcept : pid_(std::exchange(other.pid_, -1)) {}
+    GuestProcess& operator=(GuestProcess&&) = delete;
+    ~GuestProcess()
+    {
+        if (pid_ > 0)
+            kill_and_reap();
+    }
+
+    /// Whether the guest exited with status 0 by `deadline`. While it runs,
+    /// calls `idle` (which should return within milliseconds) between looks.
+    template <typename Idle>
+    bool finish(std::chrono::steady_clock::time_point deadline, Idle&& idle)
+    {
+        for (;;) {
+            int status = 0;
+            const pid_t done = ::waitpid(pid_, &status, WNOHANG);
+            if (done < 0 && errno == EINTR)
+                continue;
+            if (done < 0)
+                throw std::system_error(errno, std::system_category(), "waitpid " + std::to_string(pid_));
+            if (done == pid_) {
+                const pid_t pid = std::exchange(pid_, -1);
+                if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+                    return true;
+                std::fprintf(stderr, "host: guest (pid %d) %s %d\n", pid,
+                    WIFEXITED(status) ? "exited with" : "was killed by signal",
+                    WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+                return false;
+            }
+            if (std::chrono::steady_clock::now() >= deadline) {
+                std::fprintf(stderr, "host: guest (pid %d) still running at its deadline; killed\n", pid_);
+                kill_and_reap();
+                return false;
+            }
+            idle();
+        }
+    }
+
+private:
+    void kill_and_reap() noexcept
+    {
+        // Neither can fail for a child not reaped yet: its pid is still ours.
+        ::kill(pid_, SIGKILL);
+        while (::waitpid(pid_, nullptr, 0) < 0 && errno == EINTR) {
+        }
+        pid_ = -1;
+    }
+
+    pid_t pid_ = -1;
+};
 
 } // namespace
 
@@ -59,9 +117,9 @@ try {
         std::printf("host: guest '%s' (pid %d) joined; its fd came in the welcome\n", g.name.c_str(), g.peer.pid);
     };
 
-    std::vector<pid_t> guests;
+    std::vector<GuestProcess> guests;
     for (int i = 0; i < kGuests; ++i)
-        guests.push_back(spawn_guest(socket, "guest-" + std::to_string(i + 1), per_guest));
+        guests.emplace_back(std::vector<std::string> {socket, "guest-" + std::to_string(i + 1), std::to_string(per_guest)});
 
     // Per lane: the next sequence number each guest's messages must carry.
     std::map<std::uint32_t, std::uint64_t> next;
@@ -89,13 +147,9 @@ try {
         host.send(lane, std::as_bytes(std::span(thanks))); // its ring is empty: it fits
     }
     int failed = 0;
-    for (const pid_t pid : guests) {
-        int status = 0;
-        const auto until = std::chrono::steady_clock::now() + 30s;
-        while (::waitpid(pid, &status, WNOHANG) == 0 && std::chrono::steady_clock::now() < until)
-            io.run_for(10ms);
-        failed += !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-    }
+    const auto until = std::chrono::steady_clock::now() + 30s;
+    for (GuestProcess& guest : guests)
+        failed += !guest.finish(until, [&] { io.run_for(10ms); }); // the host serves their goodbyes meanwhile
 
     std::printf("host: %llu messages of %zu bytes from %d guests in %.3f s: %.2f M messages/s, %.0f MB/s, %s\n",
         static_cast<unsigned long long>(total), kMessageBytes, kGuests, seconds, static_cast<double>(total) / seconds / 1e6,
