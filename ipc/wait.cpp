@@ -11,9 +11,12 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <algorithm>
+#include <array>
 #include <atomic>
 #include <climits>
 #include <cstring>
+#include <thread>
 #include <ctime>
 
 namespace shmlink::detail {
@@ -78,6 +81,54 @@ bool detail::sleeper_fence() noexcept
         logger().warn("membarrier(GLOBAL_EXPEDITED) failed ({}): waits wake up every {} ms to look",
             std::strerror(errno), kUnfencedSleep.count());
     return false;
+}
+
+namespace {
+
+constexpr auto kSpinFallback = std::chrono::microseconds(50);
+constexpr int kSpinProbeRounds = 9;
+
+/// Median futex round trip between this thread and a new one, halved.
+std::chrono::nanoseconds measure_wake_up() noexcept
+try {
+    alignas(64) std::uint32_t ping = 0; // atomic (atomic_ref): this thread -> the echo
+    alignas(64) std::uint32_t pong = 0; // atomic (atomic_ref): the echo -> this thread
+    const auto wait_for = [](std::uint32_t& word, std::uint32_t value) {
+        // acquire: pairs with the release store in post().
+        for (std::uint32_t seen; (seen = std::atomic_ref(word).load(std::memory_order_acquire)) != value;)
+            detail::futex_wait(&word, seen, std::chrono::steady_clock::now() + std::chrono::milliseconds(100));
+    };
+    const auto post = [](std::uint32_t& word, std::uint32_t value) {
+        std::atomic_ref(word).store(value, std::memory_order_release); // release: pairs with wait_for()
+        detail::futex_wake_all(&word);
+    };
+    std::thread echo([&] {
+        for (std::uint32_t round = 1; round <= kSpinProbeRounds; ++round) {
+            wait_for(ping, round);
+            post(pong, round);
+        }
+    });
+    std::array<std::chrono::nanoseconds, kSpinProbeRounds> trips {};
+    for (std::uint32_t round = 1; round <= kSpinProbeRounds; ++round) {
+        const auto start = std::chrono::steady_clock::now();
+        post(ping, round);
+        wait_for(pong, round);
+        trips[round - 1] = std::chrono::steady_clock::now() - start;
+    }
+    echo.join();
+    std::nth_element(trips.begin(), trips.begin() + kSpinProbeRounds / 2, trips.end());
+    return std::clamp<std::chrono::nanoseconds>(trips[kSpinProbeRounds / 2] / 2, std::chrono::microseconds(2),
+        std::chrono::microseconds(200));
+} catch (...) { // no thread to be had
+    return kSpinFallback;
+}
+
+} // namespace
+
+std::chrono::nanoseconds detail::spin_budget() noexcept
+{
+    static const std::chrono::nanoseconds budget = measure_wake_up();
+    return budget;
 }
 
 void detail::pause_briefly() noexcept
