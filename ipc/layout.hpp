@@ -88,7 +88,11 @@ struct MpscRingControl {
     std::uint8_t reserved1[kFalseSharingRange - 16];
     // Producers wake the consumer here; the consumer writes the counters.
     std::uint32_t readable_seq;      ///< futex word the consumer sleeps on while every lane is empty; atomic
-    std::uint32_t reserved2;         ///< zero (the sleeper counts are per lane: MpscLane::ring.readable)
+    /// Lanes ever taken by producers (wraps); atomic. Bumped after each take,
+    /// so the consumer rescans the owner words only when it changed and
+    /// otherwise looks only at lanes that have a producer. (The sleeper
+    /// counts are per lane: MpscLane::ring.readable.)
+    std::uint32_t lanes_taken;
     std::uint64_t abandoned_claims;  ///< messages reserved by a producer that died before commit; atomic
     std::uint64_t dead_producers;    ///< producers the consumer found dead; atomic
     std::uint64_t corrupt_lanes;     ///< lanes the consumer found broken and quarantined; atomic
@@ -162,6 +166,7 @@ static_assert(sizeof(MpscRingControl) == 2 * kFalseSharingRange);
 static_assert(offsetof(MpscRingControl, lane_count) == 0);
 static_assert(offsetof(MpscRingControl, lane_capacity_bytes) == 8);
 static_assert(offsetof(MpscRingControl, readable_seq) == 128);
+static_assert(offsetof(MpscRingControl, lanes_taken) == 132);
 static_assert(offsetof(MpscRingControl, abandoned_claims) == 136);
 static_assert(offsetof(MpscRingControl, dead_producers) == 144);
 static_assert(offsetof(MpscRingControl, corrupt_lanes) == 152);

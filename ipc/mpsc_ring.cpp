@@ -197,6 +197,8 @@ MpscProducer MpscProducer::take(Segment& segment, ipc::MpscRingControl* control,
         unlock_byte(lock, lock_offset);
         return {};
     }
+    // release: pairs with the acquire load in MpscRing::refresh_lanes(); our owner word is written before.
+    std::atomic_ref(control->lanes_taken).fetch_add(1, std::memory_order_release);
     SpscRing ring(&shared->ring, reinterpret_cast<std::byte*>(shared + 1), lane_capacity, &control->readable_seq);
     return MpscProducer(std::move(ring), shared, index, std::move(lock));
 }
@@ -217,6 +219,8 @@ MpscRing& MpscRing::operator=(MpscRing&& other) noexcept
         reap_requested_ = std::move(other.reap_requested_);
         held_ = std::move(other.held_);
         armed_ = std::exchange(other.armed_, false);
+        live_ = std::exchange(other.live_, 0);
+        lanes_taken_seen_ = other.lanes_taken_seen_;
         next_ = other.next_;
         peeked_ = std::exchange(other.peeked_, SIZE_MAX);
         options_ = std::move(other.options_);
@@ -321,6 +325,8 @@ try {
             std::atomic_ref(lane.shared->owner).compare_exchange_strong(owner, owner_word(0, ipc::LaneState::free),
                 std::memory_order_relaxed);
     }
+    ring.lanes_taken_seen_ = std::atomic_ref(control->lanes_taken).load(std::memory_order_acquire); // acquire: as in refresh_lanes()
+    ring.rescan_lanes();
     logger(); // made now, so the noexcept slow paths that log never allocate it
     return ring;
 } catch (const std::bad_alloc&) {
@@ -340,20 +346,45 @@ RingStatus MpscRing::quarantine(Lane& lane) noexcept
 RingSpan<const std::byte> MpscRing::peek() noexcept
 {
     maybe_reap();
-    const std::size_t count = lanes_.size();
-    for (std::size_t i = 0, index = next_; i < count; ++i, index = index + 1 == count ? 0 : index + 1) {
-        Lane& lane = lanes_[index];
-        if (lane.quarantined)
-            continue;
+    RingSpan<const std::byte> found {RingStatus::empty, {}};
+    for_each_lane([&](std::size_t index, Lane& lane) {
         const auto message = lane.ring.peek();
         if (message) {
             peeked_ = index;
-            return message;
+            found = message;
+            return false;
         }
-        if (message.status == RingStatus::corrupt)
-            return {quarantine(lane), {}};
+        if (message.status != RingStatus::corrupt)
+            return true;
+        found = {quarantine(lane), {}};
+        return false;
+    });
+    return found;
+}
+
+void MpscRing::refresh_lanes() noexcept
+{
+    if (!valid())
+        return;
+    // acquire: pairs with the release increment in MpscProducer::take(); the owner word it took is written before.
+    const std::uint32_t taken = std::atomic_ref(control_->lanes_taken).load(std::memory_order_acquire);
+    if (taken == lanes_taken_seen_)
+        return;
+    lanes_taken_seen_ = taken;
+    rescan_lanes();
+}
+
+void MpscRing::rescan_lanes() noexcept
+{
+    std::uint64_t live = 0;
+    for (std::size_t i = 0; i < lanes_.size(); ++i) {
+        // relaxed: ordered by the acquire load of lanes_taken in refresh_lanes(),
+        // or by reap()'s own swaps; a lane taken later bumps lanes_taken again.
+        const auto state = state_of(std::atomic_ref(lanes_[i].shared->owner).load(std::memory_order_relaxed));
+        if (state != ipc::LaneState::free)
+            live |= std::uint64_t {1} << i;
     }
-    return {RingStatus::empty, {}};
+    live_ = live;
 }
 
 RingSpan<const std::byte> MpscRing::peek(std::chrono::nanoseconds timeout, const WaitOptions& options) noexcept
@@ -386,10 +417,9 @@ RingStatus MpscRing::try_pop(std::span<std::byte> buffer, std::size_t& length) n
 
 bool MpscRing::any_readable() noexcept
 {
-    for (Lane& lane : lanes_)
-        if (!lane.quarantined && lane.ring.readable_now())
-            return true;
-    return false;
+    bool readable = false;
+    for_each_lane([&](std::size_t, Lane& lane) { return !(readable = lane.ring.readable_now()); });
+    return readable;
 }
 
 bool MpscRing::wait(std::chrono::steady_clock::time_point deadline, const WaitOptions& options) noexcept
@@ -522,6 +552,7 @@ std::size_t MpscRing::reap() noexcept
         owner.store(owner_word(0, ipc::LaneState::free), std::memory_order_release);
         ++freed;
     }
+    rescan_lanes();
     return freed;
 }
 
@@ -539,7 +570,7 @@ int MpscRing::hold_lane(std::uint32_t token) noexcept
         // with reap()'s acquire load of owner, which must find our mark with it.
         if (std::atomic_ref(lanes_[i].shared->owner).compare_exchange_strong(free, held, std::memory_order_acq_rel,
                 std::memory_order_relaxed))
-            return static_cast<int>(i);
+            return static_cast<int>(i); // the consumer looks at it once its producer's take bumps lanes_taken
         held_[i].store(0, std::memory_order_relaxed);
     }
     return -1;

@@ -37,6 +37,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <atomic>
+#include <bit>
 #include <functional>
 #include <memory>
 #include <span>
@@ -225,6 +226,24 @@ private:
             reap();
     }
     bool any_readable() noexcept;
+    /// Rescans the owner words when a producer took a lane since the last look.
+    void refresh_lanes() noexcept;
+    void rescan_lanes() noexcept;
+    /// Calls `visit(index, lane)` for each lane with a producer (owned,
+    /// draining or held) that is not quarantined, round robin from next_,
+    /// until it returns false: a free lane costs nothing to skip.
+    template <typename Visit>
+    void for_each_lane(Visit&& visit) noexcept
+    {
+        refresh_lanes();
+        const std::size_t start = next_;
+        for (std::uint64_t rest = std::rotr(live_, static_cast<int>(start)); rest != 0; rest &= rest - 1) {
+            const std::size_t index = (static_cast<std::size_t>(std::countr_zero(rest)) + start) & 63;
+            Lane& lane = lanes_[index];
+            if (!lane.quarantined && !visit(index, lane))
+                return;
+        }
+    }
     void register_sleeper(bool sleeping) noexcept;
     void reset(Lane& lane) noexcept;
     SpscRing consumer_view(ipc::MpscLane* shared) const noexcept;
@@ -244,6 +263,8 @@ private:
     std::unique_ptr<std::atomic<std::uint64_t>[]> held_;
     bool armed_ = false;
     std::size_t next_ = 0;         // where the round robin starts
+    std::uint64_t live_ = 0;       // bit i: lane i has a producer (not free), as of the last scan
+    std::uint32_t lanes_taken_seen_ = 0; // lanes_taken at the last scan
     std::size_t peeked_ = SIZE_MAX; // the lane peek() returned a message from
     MpscOptions options_;
 };
@@ -255,10 +276,7 @@ std::size_t MpscRing::consume(Handle&& handle, std::size_t max, RingStatus* stat
     std::size_t handled = 0;
     RingStatus last = RingStatus::empty;
     const std::size_t count = lanes_.size();
-    for (std::size_t i = 0, index = next_; i < count && handled < max; ++i, index = index + 1 == count ? 0 : index + 1) {
-        Lane& lane = lanes_[index];
-        if (lane.quarantined)
-            continue;
+    for_each_lane([&](std::size_t index, Lane& lane) {
         RingStatus lane_status = RingStatus::ok;
         if constexpr (std::is_invocable_v<Handle&, std::uint32_t, std::span<const std::byte>>) {
             const auto lane_index = static_cast<std::uint32_t>(index);
@@ -269,7 +287,8 @@ std::size_t MpscRing::consume(Handle&& handle, std::size_t max, RingStatus* stat
         }
         if (lane_status == RingStatus::corrupt)
             last = quarantine(lane);
-    }
+        return handled < max;
+    });
     next_ = next_ + 1 >= count ? 0 : next_ + 1;
     if (status != nullptr)
         *status = last == RingStatus::corrupt || handled != max ? last : RingStatus::ok;

@@ -63,6 +63,7 @@ SPSC_CONTROL, MPSC_CONTROL, LANE_CONTROL = 384, 256, 512
 CAPACITY, TAIL, READABLE_SEQ, READABLE_SLEEPERS = 0, 128, 136, 140
 HEAD, WRITABLE_SEQ, WRITABLE_SLEEPERS = 256, 264, 268
 MPSC_READABLE_SEQ = 128  # in the MpscRingControl: the consumer's one futex word
+MPSC_LANES_TAKEN = 132   # and the count of lanes ever taken, bumped after each take
 LANE_RING = 128          # a lane's SpscRingControl, after its owner word's block
 FREE, OWNED, DRAINING, HELD = 0, 1, 2, 3
 RECORD = struct.Struct("<II")  # length, type
@@ -435,6 +436,12 @@ class LaneProducer:
                 self._lock(fcntl.F_UNLCK)
                 raise NotOurs(f"lane {lane}'s owner word is {owner:#x}, not held for token {token:#x}")
             store64(self.lane, (self.pid << 32) | OWNED)
+            # Tell the consumer to look at the owner words again: lanes_taken
+            # is every producer's, so the kernel increments it.
+            error = futex(self.control + MPSC_LANES_TAKEN, FUTEX_WAKE_OP, 0, None,
+                          self.control + MPSC_LANES_TAKEN, ADD_ONE)
+            if error:
+                raise OSError(error, f"futex FUTEX_WAKE_OP: {os.strerror(error)}")
         except BaseException:
             os.close(self.lock_fd)
             raise

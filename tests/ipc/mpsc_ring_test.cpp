@@ -13,6 +13,7 @@
 
 #include <signal.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <map>
@@ -102,6 +103,36 @@ TEST_CASE("the consumer takes from every lane in turn")
         order += static_cast<char>(buffer[0]);
     }
     CHECK(order == "012012");
+}
+
+TEST_CASE("the consumer looks only at lanes with a producer, and sees a lane taken since its last look at once")
+{
+    Segment segment = Segment::create_anonymous(1 << 20);
+    MpscRing ring = MpscRing::create(segment, "mpsc", 1024, 64);
+    std::byte buffer[16];
+    std::size_t length = 0;
+    REQUIRE(ring.try_pop(buffer, length) == RingStatus::empty); // looked while every lane was free
+    std::vector<MpscProducer> producers;
+    for (int i = 0; i < 64; ++i) {
+        producers.push_back(MpscProducer::open(segment, "mpsc"));
+        REQUIRE(producers.back().try_push(bytes_of(std::to_string(producers.back().lane()))) == RingStatus::ok);
+    }
+    std::vector<int> seen(64, 0);
+    for (int i = 0; i < 64; ++i) {
+        REQUIRE(ring.try_pop(buffer, length) == RingStatus::ok);
+        ++seen.at(std::stoul(std::string(reinterpret_cast<const char*>(buffer), length)));
+    }
+    CHECK(std::count(seen.begin(), seen.end(), 1) == 64);
+    CHECK(ring.try_pop(buffer, length) == RingStatus::empty);
+    // A lane given back, freed by a reap, and taken again: seen at the next call, with no reap between.
+    const std::uint32_t lane = producers[17].lane();
+    producers[17] = MpscProducer();
+    CHECK(ring.reap() == 1);
+    producers[17] = MpscProducer::open(segment, "mpsc");
+    REQUIRE(producers[17].lane() == lane);
+    REQUIRE(producers[17].try_push(bytes_of("again")) == RingStatus::ok);
+    REQUIRE(ring.try_pop(buffer, length) == RingStatus::ok);
+    CHECK(std::string(reinterpret_cast<const char*>(buffer), length) == "again");
 }
 
 TEST_CASE("a lane a producer scribbles on is quarantined; the other lanes go on")
