@@ -103,6 +103,7 @@ void MpscProducer::leave() noexcept
 {
     if (shared_ == nullptr)
         return;
+    publish(); // deferred commits first: the consumer drains the lane before it frees it
     std::atomic_ref owner(shared_->owner);
     // relaxed: only to build the value we expect; the exchange below orders.
     std::uint64_t owned = owner.load(std::memory_order_relaxed);

@@ -125,11 +125,15 @@ public:
     SpscRing& operator=(SpscRing&& other) noexcept
     {
         if (this != &other) {
+            publish(); // deferred commits are not lost with the object
             operator=(static_cast<const SpscRing&>(other));
             other.forget();
         }
         return *this;
     }
+
+    /// Publishes what commit_deferred() left unpublished.
+    ~SpscRing() { publish(); }
 
     /// Capacities a ring accepts: a power of two from 256 to 2^31 bytes.
     static bool valid_capacity(std::uint64_t capacity_bytes) noexcept
@@ -182,8 +186,9 @@ public:
             publish();
     }
     /// Commits the reserved message but leaves it invisible until publish()
-    /// (or the next commit()): a zero-copy batch, reserve and commit_deferred
-    /// several, then publish them all with one store and at most one wake-up.
+    /// (or the next commit(), or the ring object's end): a zero-copy batch,
+    /// reserve and commit_deferred several, then publish them all with one
+    /// store and at most one wake-up.
     void commit_deferred() noexcept { commit_deferred(reserved_length_); }
     void commit_deferred(std::size_t length) noexcept { static_cast<void>(commit_unpublished(length)); }
     /// Makes every deferred commit visible; nothing happens without one.
@@ -198,7 +203,7 @@ public:
         std::atomic_ref(*header_word(batch_at_)).store(batch_header_, std::memory_order_release);
         // relaxed: a count for inspection; nothing is read through it.
         std::atomic_ref(control_->committed_messages).store(committed_messages_, std::memory_order_relaxed);
-        // release: pairs with the acquire loads of tail when a producer opens the ring and in size_bytes().
+        // release: pairs with the acquire load of tail in peek() (and when a producer opens the ring).
         std::atomic_ref(control_->tail).store(write_, std::memory_order_release);
         notify(control_->readable.sleepers, *wake_seq_, wake_fd_);
     }

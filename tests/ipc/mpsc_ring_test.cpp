@@ -133,6 +133,16 @@ TEST_CASE("the consumer looks only at lanes with a producer, and sees a lane tak
     REQUIRE(producers[17].try_push(bytes_of("again")) == RingStatus::ok);
     REQUIRE(ring.try_pop(buffer, length) == RingStatus::ok);
     CHECK(std::string(reinterpret_cast<const char*>(buffer), length) == "again");
+    // The blocking zero-copy calls, on both ends.
+    CHECK(ring.peek(20ms).status == RingStatus::timed_out);
+    auto slot = producers[3].reserve(4, 1s);
+    REQUIRE(slot);
+    std::memcpy(slot.bytes.data(), "four", 4);
+    producers[3].commit();
+    const auto message = ring.peek(1s);
+    REQUIRE(message);
+    CHECK(std::string(reinterpret_cast<const char*>(message.bytes.data()), message.bytes.size()) == "four");
+    ring.release();
 }
 
 TEST_CASE("a lane a producer scribbles on is quarantined; the other lanes go on")

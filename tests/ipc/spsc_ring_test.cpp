@@ -306,6 +306,46 @@ TEST_CASE("blocking: a consumer waiting on an empty ring costs no CPU, wakes on 
     }
 }
 
+TEST_CASE("zero copy without retry loops: reserve and peek with a timeout, and a batch published at once")
+{
+    Segment segment = Segment::create_anonymous(1 << 20);
+    SpscRing producer = SpscRing::create(segment, "ring", 256);
+    SpscRing consumer = SpscRing::open(segment, "ring");
+    CHECK(consumer.peek(20ms).status == RingStatus::timed_out);
+    // Three deferred commits: nothing visible until publish(), then all three.
+    for (const char* text : {"one", "two", "three"}) {
+        auto slot = producer.reserve(std::strlen(text), 1s);
+        REQUIRE(slot);
+        std::memcpy(slot.bytes.data(), text, slot.bytes.size());
+        producer.commit_deferred();
+    }
+    CHECK(consumer.peek().status == RingStatus::empty);
+    CHECK(consumer.wait_readable(0ns) == RingStatus::timed_out);
+    producer.publish();
+    for (const char* text : {"one", "two", "three"}) {
+        const auto message = consumer.peek(1s);
+        REQUIRE(message);
+        CHECK(std::string(reinterpret_cast<const char*>(message.bytes.data()), message.bytes.size()) == text);
+        consumer.release();
+    }
+    // Full: reserve waits, then times out; a release in another thread lets it through.
+    const std::string big(producer.max_message_bytes(), 'b');
+    REQUIRE(producer.try_push(bytes_of(big)) == RingStatus::ok);
+    CHECK(producer.reserve(big.size(), 20ms).status == RingStatus::timed_out);
+    std::thread freer([&] {
+        std::this_thread::sleep_for(50ms);
+        REQUIRE(consumer.peek(1s));
+        consumer.release();
+    });
+    const auto slot = producer.reserve(big.size(), 10s, {.mode = WaitMode::block});
+    freer.join();
+    REQUIRE(slot);
+    producer.commit_deferred();
+    // A deferred commit is published when its ring object goes.
+    producer = SpscRing();
+    CHECK(consumer.peek(1s).bytes.size() == big.size());
+}
+
 TEST_CASE("no lost wake-up: 1,000,000 sleep/wake cycles between two processes")
 {
     // Each round trip is two cycles, one per side (tests/support/wake_rounds.hpp).
