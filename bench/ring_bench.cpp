@@ -27,6 +27,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <charconv>
 #include <cerrno>
 #include <chrono>
 #include <cstddef>
@@ -65,11 +66,13 @@ constexpr std::uint32_t kMpscLanes = 4;
 // The largest ring (an MPSC ring's lanes, each a ring of kRingBytes), control blocks, the header.
 constexpr std::size_t kSegmentBytes = kMpscLanes * kRingBytes + (std::size_t {64} << 10);
 constexpr std::size_t kConsumeBatch = 64;         // messages a ring consumer frees with one store
-constexpr std::size_t kRepetitions = 5;
-constexpr std::size_t kLatencyRepetitions = 3;
+// Rounds: every peer of a table runs once per round, in turn, and ratios are
+// taken within a round (see Report::throughputs()).
+constexpr std::size_t kDefaultRounds = 7;
+constexpr std::size_t kQuickRounds = 3;
 constexpr double kTargetSeconds = 0.25;           // per throughput measurement, from the cost estimates below
-constexpr std::uint64_t kSpinRounds = 100'000;    // round trips for peers that answer in well under a microsecond
-constexpr std::uint64_t kSleepRounds = 20'000;    // for peers that go through the scheduler
+constexpr std::uint64_t kSpinTrips = 50'000;      // round trips a round, for peers that answer in well under a microsecond
+constexpr std::uint64_t kSleepTrips = 8'000;      // for peers that go through the scheduler
 constexpr std::uint64_t kQuickDivisor = 20;
 constexpr auto kTimeout = std::chrono::seconds(10); // no single push or pop waits this long unless the peer died
 constexpr unsigned kWatchdogSeconds = 60;         // a measurement that takes longer has hung: give up
@@ -704,6 +707,9 @@ double memcpy_seconds(std::size_t size, std::uint64_t count)
     return seconds_between(start, Clock::now());
 }
 
+/// Round-trip times in ns, sorted.
+using Samples = std::vector<std::int64_t>;
+
 struct Latency {
     double median_ns = 0;
     double p90_ns = 0;
@@ -711,39 +717,44 @@ struct Latency {
     double p999_ns = 0;
 };
 
-/// Times `rounds` round trips after a tenth as many untimed ones:
+Latency percentiles(const Samples& ns)
+{
+    const auto at = [&](std::size_t per_mille) { return static_cast<double>(ns[ns.size() * per_mille / 1000]); };
+    return Latency {at(500), at(900), at(990), at(999)};
+}
+
+/// Times `trips` round trips after a tenth as many untimed ones:
 /// `echo(handshake, total)` runs in the child and answers all of them;
 /// `round_trip(seq)` runs here for seq = 1, 2, ... and returns false on error.
 template <typename Echo, typename RoundTrip>
-std::optional<Latency> time_round_trips(std::uint64_t rounds, Echo&& echo, RoundTrip&& round_trip)
+std::optional<Samples> time_round_trips(std::uint64_t trips, Echo&& echo, RoundTrip&& round_trip)
 {
-    const std::uint64_t total = rounds + rounds / 10;
+    const std::uint64_t total = trips + trips / 10;
     Child child([&](Handshake& handshake) { return echo(handshake, total); });
     if (!child.wait_ready())
         return std::nullopt;
-    std::vector<std::int64_t> ns;
-    ns.reserve(rounds);
+    Samples ns;
+    ns.reserve(trips);
     for (std::uint64_t seq = 1; seq <= total; ++seq) {
         const auto start = Clock::now();
         if (!round_trip(seq))
             return std::nullopt;
-        if (seq > total - rounds)
+        if (seq > total - trips)
             ns.push_back(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count());
     }
     if (!child.join())
         return std::nullopt;
     std::sort(ns.begin(), ns.end());
-    const auto at = [&](std::size_t per_mille) { return static_cast<double>(ns[ns.size() * per_mille / 1000]); };
-    return Latency {at(500), at(900), at(990), at(999)};
+    return ns;
 }
 
 /// Ping-pong of one kLatencyMessageBytes message: out on `to_child`, echoed back on `to_parent`.
 template <typename Channel>
-std::optional<Latency> channel_round_trips(Channel& to_child, Channel& to_parent, std::uint64_t rounds)
+std::optional<Samples> channel_round_trips(Channel& to_child, Channel& to_parent, std::uint64_t trips)
 {
     std::vector<std::byte> message(kLatencyMessageBytes, kFill);
     return time_round_trips(
-        rounds,
+        trips,
         [&](Handshake& handshake, std::uint64_t total) {
             to_child.attach_in_child();
             to_parent.attach_in_child();
@@ -776,11 +787,11 @@ struct CacheLines {
     alignas(128) std::atomic<std::uint64_t> pong {0};
 };
 
-std::optional<Latency> cache_line_round_trips(std::uint64_t rounds)
+std::optional<Samples> cache_line_round_trips(std::uint64_t trips)
 {
     Shared<CacheLines> lines;
     return time_round_trips(
-        rounds,
+        trips,
         [&](Handshake& handshake, std::uint64_t total) {
             handshake.set_ready();
             for (std::uint64_t seq = 1; seq <= total; ++seq) {
@@ -824,11 +835,11 @@ void futex_wait_for(std::uint32_t& word, std::uint32_t value) noexcept
     }
 }
 
-std::optional<Latency> futex_round_trips(std::uint64_t rounds)
+std::optional<Samples> futex_round_trips(std::uint64_t trips)
 {
     Shared<FutexWords> words;
     return time_round_trips(
-        rounds,
+        trips,
         [&](Handshake& handshake, std::uint64_t total) {
             handshake.set_ready();
             for (std::uint64_t seq = 1; seq <= total; ++seq) {
@@ -846,48 +857,86 @@ std::optional<Latency> futex_round_trips(std::uint64_t rounds)
 
 // ---- results ----
 
+/// The median of some figures (one per round) and their least and greatest.
+struct Summary {
+    double median = 0;
+    double min = 0;
+    double max = 0;
+};
+
+Summary summarize(std::vector<double> values)
+{
+    std::sort(values.begin(), values.end());
+    const std::size_t n = values.size();
+    const double median = n % 2 == 1 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
+    return {median, values.front(), values.back()};
+}
+
+std::string json_numbers(const std::vector<double>& values)
+{
+    std::string out = "[";
+    for (std::size_t i = 0; i < values.size(); ++i)
+        out += (i == 0 ? "" : ", ") + json_number(values[i]);
+    return out + "]";
+}
+
 struct ThroughputResult {
     std::string peer;
     std::size_t size = 0;
-    std::uint64_t messages = 0;
-    std::optional<double> seconds; // the fastest of kRepetitions; empty if any failed
-    double spread = 0;             // slowest / fastest: how much to trust it
+    std::uint64_t messages = 0;       // in each run
+    std::vector<double> per_round;    // messages/s, one per round
+    bool failed = false;              // a run failed: no figure at all
 
-    [[nodiscard]] double messages_per_s() const { return static_cast<double>(messages) / *seconds; }
-    [[nodiscard]] double bytes_per_s() const { return messages_per_s() * static_cast<double>(size); }
+    [[nodiscard]] bool measured() const noexcept { return !failed && !per_round.empty(); }
+    [[nodiscard]] Summary messages_per_s() const { return summarize(per_round); }
 };
 
 struct LatencyResult {
     std::string peer;
-    std::uint64_t rounds = 0;
-    std::optional<Latency> latency;
+    std::uint64_t trips = 0;          // timed in each round
+    std::vector<Latency> per_round;
+    Samples all;                      // every round's round trips, for the tails
+    bool failed = false;
+
+    [[nodiscard]] bool measured() const noexcept { return !failed && !per_round.empty(); }
+    [[nodiscard]] std::vector<double> medians() const
+    {
+        std::vector<double> out;
+        for (const auto& round : per_round)
+            out.push_back(round.median_ns);
+        return out;
+    }
 };
 
-enum class Comparison { at_least, at_most, below };
+enum class Comparison { at_least, at_most, below, context };
 
+/// A ratio of two peers' figures taken in each round, and the median of those.
 struct Ratio {
     std::string name;
-    std::optional<double> value;
     Comparison comparison;
-    double target;
+    double target;                    // unused for context
+    std::vector<double> per_round;    // empty when a peer is missing
 
+    [[nodiscard]] bool has_target() const noexcept { return comparison != Comparison::context; }
     [[nodiscard]] const char* sign() const
     {
         return comparison == Comparison::at_least ? ">=" : comparison == Comparison::at_most ? "<=" : "<";
     }
     [[nodiscard]] bool met() const
     {
-        if (!value)
+        if (per_round.empty() || !has_target())
             return false;
-        return comparison == Comparison::at_least ? *value >= target
-            : comparison == Comparison::at_most   ? *value <= target
-                                                  : *value < target;
+        const double value = summarize(per_round).median;
+        return comparison == Comparison::at_least ? value >= target
+            : comparison == Comparison::at_most   ? value <= target
+                                                  : value < target;
     }
 };
 
 struct Options {
     bool quick = false;
     bool progress = false; ///< a line "progress DONE TOTAL what" on stderr per measurement
+    std::size_t rounds = 0; ///< 0: kDefaultRounds, or kQuickRounds with --quick
     std::string json_path;
     std::string plot_path;
     std::string only; ///< measure only the peers whose name contains this
@@ -895,9 +944,18 @@ struct Options {
 
 class Report {
 public:
-    explicit Report(const Options& options) : options_(options) {}
+    explicit Report(const Options& options) : options_(options)
+    {
+        if (options_.rounds == 0)
+            options_.rounds = options_.quick ? kQuickRounds : kDefaultRounds;
+    }
 
     [[nodiscard]] std::uint64_t divisor() const noexcept { return options_.quick ? kQuickDivisor : 1; }
+    [[nodiscard]] std::size_t rounds() const noexcept { return options_.rounds; }
+    [[nodiscard]] bool skipped(std::string_view peer) const noexcept
+    {
+        return !options_.only.empty() && peer.find(options_.only) == std::string_view::npos;
+    }
 
     /// One peer's throughput measurement: `measure(count)` moves `count`
     /// messages through a fresh channel and answers the seconds it took.
@@ -907,11 +965,11 @@ public:
         std::function<std::optional<double>(std::uint64_t)> measure;
     };
 
-    /// One peer's latency measurement: `measure(rounds)` times that many round trips.
+    /// One peer's latency measurement: `measure(trips)` times that many round trips.
     struct LatencyPeer {
         std::string_view name;
-        std::uint64_t rounds;
-        std::function<std::optional<Latency>(std::uint64_t)> measure;
+        std::uint64_t trips;
+        std::function<std::optional<Samples>(std::uint64_t)> measure;
     };
 
     /// Every throughput measurement at one message size.
@@ -925,56 +983,55 @@ public:
     {
         for (const auto& s : sizes)
             for (const auto& peer : s.peers)
-                planned_ += skipped(peer.name) ? 0 : kRepetitions;
+                planned_ += skipped(peer.name) ? 0 : rounds();
         for (const auto& peer : latencies)
-            planned_ += skipped(peer.name) ? 0 : kLatencyRepetitions;
+            planned_ += skipped(peer.name) ? 0 : rounds();
     }
 
-    /// Measures every peer at `size` kRepetitions times, interleaved (A B C,
-    /// A B C, ...), and keeps each one's fastest run. Interleaving matters
-    /// here: the machine drifts between a fast and a slow state that lasts
-    /// seconds (two vCPUs whose placement changes), so runs of peers compared
-    /// in a ratio must be taken close together; interference only ever slows
-    /// a run, so the fastest run is the one to keep. The spread column
-    /// (slowest / fastest) shows how much that mattered.
+    /// Measures every peer at `size` in rounds: each round runs every peer
+    /// once, in turn (A B C, A B C, ...). The machine drifts between a fast
+    /// and a slow state that lasts seconds (two vCPUs whose placement
+    /// changes), so only figures taken close together compare: a ratio is
+    /// taken within each round, and what is reported is the median over
+    /// the rounds, with the least and greatest to show how far to trust it.
     void throughputs(std::size_t size, const std::vector<Peer>& peers)
     {
         std::vector<ThroughputResult> results;
-        std::vector<std::vector<double>> seconds(peers.size());
         for (const Peer& peer : peers)
-            results.push_back({std::string(peer.name), size, message_count(peer.cost, size, divisor()), std::nullopt});
-        for (std::size_t repetition = 0; repetition < kRepetitions; ++repetition) {
+            results.push_back({std::string(peer.name), size, message_count(peer.cost, size, divisor()), {}});
+        for (std::size_t round = 0; round < rounds(); ++round) {
             for (std::size_t i = 0; i < peers.size(); ++i) {
                 if (skipped(peers[i].name))
                     continue;
-                progressed(std::string(peers[i].name) + ", " + std::to_string(size) + " bytes");
-                if (seconds[i].size() != repetition)
-                    continue; // an earlier run failed
+                ThroughputResult& result = results[i];
+                progressed(result.peer + ", " + std::to_string(size) + " bytes, round " + std::to_string(round + 1));
+                if (result.failed)
+                    continue;
                 ::alarm(kWatchdogSeconds);
-                std::optional<double> run;
+                std::optional<double> seconds;
                 try {
-                    run = peers[i].measure(results[i].messages);
+                    seconds = peers[i].measure(result.messages);
                 } catch (const std::exception& e) {
-                    std::fprintf(stderr, "%s, %zu bytes: %s\n", results[i].peer.c_str(), size, e.what());
+                    std::fprintf(stderr, "%s, %zu bytes: %s\n", result.peer.c_str(), size, e.what());
                 }
                 ::alarm(0);
-                if (run)
-                    seconds[i].push_back(*run);
+                if (seconds && *seconds > 0)
+                    result.per_round.push_back(static_cast<double>(result.messages) / *seconds);
+                else
+                    result.failed = true;
             }
         }
         for (std::size_t i = 0; i < peers.size(); ++i) {
             if (skipped(peers[i].name))
                 continue;
             ThroughputResult& result = results[i];
-            if (seconds[i].size() == kRepetitions) {
-                const auto [fastest, slowest] = std::minmax_element(seconds[i].begin(), seconds[i].end());
-                result.seconds = *fastest;
-                result.spread = *slowest / *fastest;
-                std::printf("  %-28s %7zu %12llu %14.3f %12.1f %9.3f %7.2f\n", result.peer.c_str(), size,
-                    static_cast<unsigned long long>(result.messages), result.messages_per_s() / 1e6,
-                    result.bytes_per_s() / 1e6, *result.seconds, result.spread);
+            if (result.measured()) {
+                const Summary rate = result.messages_per_s();
+                std::printf("  %-28s %7zu %13llu %13.3f  [%8.3f .. %8.3f] %11.1f\n", result.peer.c_str(), size,
+                    static_cast<unsigned long long>(result.messages), rate.median / 1e6, rate.min / 1e6,
+                    rate.max / 1e6, rate.median * static_cast<double>(size) / 1e6);
             } else {
-                std::printf("  %-28s %7zu %12llu %14s\n", result.peer.c_str(), size,
+                std::printf("  %-28s %7zu %13llu %13s\n", result.peer.c_str(), size,
                     static_cast<unsigned long long>(result.messages), "FAILED");
             }
             throughputs_.push_back(std::move(result));
@@ -982,79 +1039,81 @@ public:
         std::fflush(stdout);
     }
 
-    void latency(const LatencyPeer& peer)
+    /// Every latency peer in rounds, as throughputs() does.
+    void latencies(const std::vector<LatencyPeer>& peers)
     {
-        if (skipped(peer.name))
-            return;
-        LatencyResult result {std::string(peer.name), std::max<std::uint64_t>(100, peer.rounds / divisor()), std::nullopt};
-        // The run with the lowest median of kLatencyRepetitions, for the same
-        // reason throughputs() keeps the fastest: the machine's slow spells.
-        bool failed = false;
-        for (std::size_t repetition = 0; repetition < kLatencyRepetitions; ++repetition) {
-            progressed(result.peer + ", round trips");
-            if (failed)
-                continue;
-            ::alarm(kWatchdogSeconds);
-            std::optional<Latency> run;
-            try {
-                run = peer.measure(result.rounds);
-            } catch (const std::exception& e) {
-                std::fprintf(stderr, "%s: %s\n", result.peer.c_str(), e.what());
+        std::vector<LatencyResult> results;
+        for (const LatencyPeer& peer : peers)
+            results.push_back({std::string(peer.name), std::max<std::uint64_t>(100, peer.trips / divisor()), {}, {}});
+        for (std::size_t round = 0; round < rounds(); ++round) {
+            for (std::size_t i = 0; i < peers.size(); ++i) {
+                if (skipped(peers[i].name))
+                    continue;
+                LatencyResult& result = results[i];
+                progressed(result.peer + ", round trips, round " + std::to_string(round + 1));
+                if (result.failed)
+                    continue;
+                ::alarm(kWatchdogSeconds);
+                std::optional<Samples> samples;
+                try {
+                    samples = peers[i].measure(result.trips);
+                } catch (const std::exception& e) {
+                    std::fprintf(stderr, "%s: %s\n", result.peer.c_str(), e.what());
+                }
+                ::alarm(0);
+                if (!samples || samples->empty()) {
+                    result.failed = true;
+                    continue;
+                }
+                result.per_round.push_back(percentiles(*samples));
+                result.all.insert(result.all.end(), samples->begin(), samples->end());
             }
-            ::alarm(0);
-            if (!run) {
-                result.latency.reset();
-                failed = true;
-                continue;
-            }
-            if (!result.latency || run->median_ns < result.latency->median_ns)
-                result.latency = run;
         }
-        if (result.latency)
-            std::printf("  %-28s %10llu %12.0f %12.0f %12.0f %12.0f\n", result.peer.c_str(),
-                static_cast<unsigned long long>(result.rounds), result.latency->median_ns, result.latency->p90_ns,
-                result.latency->p99_ns, result.latency->p999_ns);
-        else
-            std::printf("  %-28s %10llu %12s\n", result.peer.c_str(), static_cast<unsigned long long>(result.rounds),
-                "FAILED");
+        for (std::size_t i = 0; i < peers.size(); ++i) {
+            if (skipped(peers[i].name))
+                continue;
+            LatencyResult& result = results[i];
+            if (result.measured()) {
+                std::sort(result.all.begin(), result.all.end());
+                const Summary median = summarize(result.medians());
+                const Latency tails = percentiles(result.all);
+                std::printf("  %-28s %11llu %12.0f  [%8.0f .. %8.0f] %12.0f %12.0f %12.0f\n", result.peer.c_str(),
+                    static_cast<unsigned long long>(result.trips), median.median, median.min, median.max,
+                    tails.p90_ns, tails.p99_ns, tails.p999_ns);
+            } else {
+                std::printf("  %-28s %11llu %12s\n", result.peer.c_str(), static_cast<unsigned long long>(result.trips),
+                    "FAILED");
+            }
+            latencies_.push_back(std::move(result));
+        }
         std::fflush(stdout);
-        latencies_.push_back(std::move(result));
     }
 
-    [[nodiscard]] std::optional<double> bytes_per_s(std::string_view peer, std::size_t size) const
+    /// `numerator` over `denominator` at message size `size` (messages/s), round by round.
+    void throughput_ratio(std::string name, std::string_view numerator, std::string_view denominator,
+        std::size_t size, Comparison comparison, double target = 0)
     {
-        for (const auto& r : throughputs_)
-            if (r.peer == peer && r.size == size && r.seconds)
-                return r.bytes_per_s();
-        return std::nullopt;
-    }
-    [[nodiscard]] std::optional<double> median_ns(std::string_view peer) const
-    {
-        for (const auto& r : latencies_)
-            if (r.peer == peer && r.latency)
-                return r.latency->median_ns;
-        return std::nullopt;
+        const ThroughputResult* top = throughput(numerator, size);
+        const ThroughputResult* bottom = throughput(denominator, size);
+        ratio({std::move(name), comparison, target, {}}, top ? top->per_round : std::vector<double>(),
+            bottom ? bottom->per_round : std::vector<double>());
     }
 
-    void ratio(std::string name, std::optional<double> numerator, std::optional<double> denominator,
-        Comparison comparison, double target)
+    /// `numerator`'s median round trip over `denominator`'s, round by round.
+    void latency_ratio(std::string name, std::string_view numerator, std::string_view denominator,
+        Comparison comparison, double target = 0)
     {
-        Ratio r {std::move(name), std::nullopt, comparison, target};
-        if (numerator && denominator && *denominator > 0)
-            r.value = *numerator / *denominator;
-        if (r.value)
-            std::printf("  %-52s = %8.2fx  (target %s %gx)  %s\n", r.name.c_str(), *r.value, r.sign(), r.target,
-                r.met() ? "met" : "MISSED");
-        else
-            std::printf("  %-52s = %8s   (target %s %gx)\n", r.name.c_str(), "n/a", r.sign(), r.target);
-        ratios_.push_back(std::move(r));
+        const LatencyResult* top = latency(numerator);
+        const LatencyResult* bottom = latency(denominator);
+        ratio({std::move(name), comparison, target, {}}, top ? top->medians() : std::vector<double>(),
+            bottom ? bottom->medians() : std::vector<double>());
     }
 
     /// True if every measurement ran and verified (targets aside).
     [[nodiscard]] bool complete() const
     {
-        return std::all_of(throughputs_.begin(), throughputs_.end(), [](const auto& r) { return r.seconds.has_value(); })
-            && std::all_of(latencies_.begin(), latencies_.end(), [](const auto& r) { return r.latency.has_value(); });
+        return std::all_of(throughputs_.begin(), throughputs_.end(), [](const auto& r) { return r.measured(); })
+            && std::all_of(latencies_.begin(), latencies_.end(), [](const auto& r) { return r.measured(); });
     }
 
     bool write_json() const;
@@ -1070,9 +1129,38 @@ private:
         }
     }
 
-    [[nodiscard]] bool skipped(std::string_view peer) const noexcept
+    [[nodiscard]] const ThroughputResult* throughput(std::string_view peer, std::size_t size) const
     {
-        return !options_.only.empty() && peer.find(options_.only) == std::string_view::npos;
+        for (const auto& r : throughputs_)
+            if (r.peer == peer && r.size == size && r.measured())
+                return &r;
+        return nullptr;
+    }
+    [[nodiscard]] const LatencyResult* latency(std::string_view peer) const
+    {
+        for (const auto& r : latencies_)
+            if (r.peer == peer && r.measured())
+                return &r;
+        return nullptr;
+    }
+
+    /// Divides round by round (both peers ran in every round, or the ratio has none) and prints the result.
+    void ratio(Ratio r, const std::vector<double>& top, const std::vector<double>& bottom)
+    {
+        if (!top.empty() && top.size() == bottom.size())
+            for (std::size_t i = 0; i < top.size(); ++i)
+                r.per_round.push_back(top[i] / bottom[i]);
+        char target[48] = "context";
+        if (r.has_target())
+            std::snprintf(target, sizeof(target), "target %s %gx", r.sign(), r.target);
+        if (r.per_round.empty()) {
+            std::printf("  %-52s = %6s                  (%s)\n", r.name.c_str(), "n/a", target);
+        } else {
+            const Summary value = summarize(r.per_round);
+            std::printf("  %-52s = %6.2fx [%5.2f .. %5.2f]  (%s)%s\n", r.name.c_str(), value.median, value.min,
+                value.max, target, !r.has_target() ? "" : r.met() ? "  met" : "  MISSED");
+        }
+        ratios_.push_back(std::move(r));
     }
 
     Options options_;
@@ -1090,38 +1178,79 @@ bool Report::write_json() const
         std::fprintf(stderr, "%s: %s\n", options_.json_path.c_str(), std::strerror(errno));
         return false;
     }
-    std::fprintf(out, "{\n  \"quick\": %s,\n  \"cpus\": [%d, %d],\n  \"repetitions\": %zu,\n  \"throughput\": [",
-        options_.quick ? "true" : "false", kParentCpu, kChildCpu, kRepetitions);
+    // Every figure is the median over the rounds, with its min and max and the rounds' own values.
+    std::fprintf(out, "{\n  \"quick\": %s,\n  \"cpus\": [%d, %d],\n  \"rounds\": %zu,\n  \"throughput\": [",
+        options_.quick ? "true" : "false", kParentCpu, kChildCpu, rounds());
     const char* separator = "\n";
     for (const auto& r : throughputs_) {
+        std::optional<Summary> rate;
+        if (r.measured())
+            rate = r.messages_per_s();
+        const auto field = [&](double Summary::*which, double scale) {
+            return json_number(rate ? std::optional((*rate).*which * scale) : std::nullopt);
+        };
+        const double bytes = static_cast<double>(r.size);
         std::fprintf(out,
-            "%s    {\"peer\": %s, \"message_bytes\": %zu, \"messages\": %llu, \"seconds\": %s, "
-            "\"spread\": %s, \"messages_per_second\": %s, \"bytes_per_second\": %s}",
+            "%s    {\"peer\": %s, \"message_bytes\": %zu, \"messages\": %llu, \"messages_per_second\": %s, "
+            "\"min_messages_per_second\": %s, \"max_messages_per_second\": %s, \"bytes_per_second\": %s, "
+            "\"rounds_messages_per_second\": %s}",
             separator, json_string(r.peer).c_str(), r.size, static_cast<unsigned long long>(r.messages),
-            json_number(r.seconds).c_str(), json_number(r.seconds ? std::optional(r.spread) : std::nullopt).c_str(),
-            json_number(r.seconds ? std::optional(r.messages_per_s()) : std::nullopt).c_str(),
-            json_number(r.seconds ? std::optional(r.bytes_per_s()) : std::nullopt).c_str());
+            field(&Summary::median, 1).c_str(), field(&Summary::min, 1).c_str(), field(&Summary::max, 1).c_str(),
+            field(&Summary::median, bytes).c_str(), r.measured() ? json_numbers(r.per_round).c_str() : "null");
         separator = ",\n";
     }
     std::fprintf(out, "\n  ],\n  \"latency\": [");
     separator = "\n";
     for (const auto& r : latencies_) {
+        // median_ns: the median over the rounds of each round's median; the
+        // other percentiles: of every round trip of every round.
+        std::optional<Summary> median;
+        std::optional<Latency> tails;
+        std::string per_round = "null";
+        if (r.measured()) {
+            median = summarize(r.medians());
+            tails = percentiles(r.all);
+            per_round = "[";
+            for (std::size_t i = 0; i < r.per_round.size(); ++i) {
+                const Latency& l = r.per_round[i];
+                per_round += std::string(i == 0 ? "" : ", ") + "{\"median_ns\": " + json_number(l.median_ns)
+                    + ", \"p90_ns\": " + json_number(l.p90_ns) + ", \"p99_ns\": " + json_number(l.p99_ns)
+                    + ", \"p999_ns\": " + json_number(l.p999_ns) + "}";
+            }
+            per_round += "]";
+        }
+        const auto of = [](const auto& value, auto field) {
+            return json_number(value ? std::optional(field(*value)) : std::nullopt);
+        };
         std::fprintf(out,
-            "%s    {\"peer\": %s, \"message_bytes\": %zu, \"round_trips\": %llu, \"median_ns\": %s, \"p90_ns\": %s, "
-            "\"p99_ns\": %s, \"p999_ns\": %s}",
-            separator, json_string(r.peer).c_str(), kLatencyMessageBytes, static_cast<unsigned long long>(r.rounds),
-            json_number(r.latency ? std::optional(r.latency->median_ns) : std::nullopt).c_str(),
-            json_number(r.latency ? std::optional(r.latency->p90_ns) : std::nullopt).c_str(),
-            json_number(r.latency ? std::optional(r.latency->p99_ns) : std::nullopt).c_str(),
-            json_number(r.latency ? std::optional(r.latency->p999_ns) : std::nullopt).c_str());
+            "%s    {\"peer\": %s, \"message_bytes\": %zu, \"round_trips\": %llu, \"median_ns\": %s, "
+            "\"min_median_ns\": %s, \"max_median_ns\": %s, \"p90_ns\": %s, \"p99_ns\": %s, \"p999_ns\": %s, "
+            "\"rounds\": %s}",
+            separator, json_string(r.peer).c_str(), kLatencyMessageBytes, static_cast<unsigned long long>(r.trips),
+            of(median, [](const Summary& s) { return s.median; }).c_str(),
+            of(median, [](const Summary& s) { return s.min; }).c_str(),
+            of(median, [](const Summary& s) { return s.max; }).c_str(),
+            of(tails, [](const Latency& l) { return l.p90_ns; }).c_str(),
+            of(tails, [](const Latency& l) { return l.p99_ns; }).c_str(),
+            of(tails, [](const Latency& l) { return l.p999_ns; }).c_str(), per_round.c_str());
         separator = ",\n";
     }
     std::fprintf(out, "\n  ],\n  \"ratios\": [");
     separator = "\n";
     for (const auto& r : ratios_) {
-        std::fprintf(out, "%s    {\"name\": %s, \"value\": %s, \"comparison\": %s, \"target\": %s, \"met\": %s}",
-            separator, json_string(r.name).c_str(), json_number(r.value).c_str(), json_string(r.sign()).c_str(),
-            json_number(r.target).c_str(), r.met() ? "true" : "false");
+        std::optional<Summary> value;
+        if (!r.per_round.empty())
+            value = summarize(r.per_round);
+        const auto of = [&](double Summary::*which) { return json_number(value ? std::optional((*value).*which) : std::nullopt); };
+        // "value" is the median, as "median" is; a context ratio has no comparison, target or met.
+        std::fprintf(out,
+            "%s    {\"name\": %s, \"value\": %s, \"median\": %s, \"min\": %s, \"max\": %s, \"rounds\": %s, "
+            "\"context\": %s, \"comparison\": %s, \"target\": %s, \"met\": %s}",
+            separator, json_string(r.name).c_str(), of(&Summary::median).c_str(), of(&Summary::median).c_str(),
+            of(&Summary::min).c_str(), of(&Summary::max).c_str(), json_numbers(r.per_round).c_str(),
+            r.has_target() ? "false" : "true", r.has_target() ? json_string(r.sign()).c_str() : "null",
+            r.has_target() ? json_number(r.target).c_str() : "null",
+            r.has_target() ? (r.met() ? "true" : "false") : "null");
         separator = ",\n";
     }
     std::fprintf(out, "\n  ]\n}\n");
@@ -1133,21 +1262,24 @@ bool Report::write_plot() const
     shmlink::bench::Chart chart;
     chart.title = "shmlink rings beside their peers";
     chart.subtitle = "producer and consumer processes pinned to CPUs " + std::to_string(kParentCpu) + " and "
-        + std::to_string(kChildCpu) + "; throughput best of " + std::to_string(kRepetitions) + ", latency of "
+        + std::to_string(kChildCpu) + "; medians of " + std::to_string(rounds()) + " rounds; latency of "
         + std::to_string(kLatencyMessageBytes) + "-byte messages" + (options_.quick ? "; --quick run" : "");
     for (const auto& r : throughputs_) {
-        if (!r.seconds)
+        if (!r.measured())
             continue;
         auto series = std::find_if(chart.throughput.begin(), chart.throughput.end(),
             [&](const auto& s) { return s.peer == r.peer; });
         if (series == chart.throughput.end())
             series = chart.throughput.insert(chart.throughput.end(), {r.peer, {}});
-        series->points.emplace_back(static_cast<double>(r.size), r.bytes_per_s());
+        series->points.emplace_back(static_cast<double>(r.size), r.messages_per_s().median * static_cast<double>(r.size));
     }
     chart.percentiles = {"p50", "p90", "p99", "p99.9"};
-    for (const auto& r : latencies_)
-        if (r.latency)
-            chart.latency.push_back({r.peer, {r.latency->median_ns, r.latency->p90_ns, r.latency->p99_ns, r.latency->p999_ns}});
+    for (const auto& r : latencies_) {
+        if (!r.measured())
+            continue;
+        const Latency tails = percentiles(r.all);
+        chart.latency.push_back({r.peer, {summarize(r.medians()).median, tails.p90_ns, tails.p99_ns, tails.p999_ns}});
+    }
     std::FILE* out = std::fopen(options_.plot_path.c_str(), "w");
     if (out == nullptr) {
         std::fprintf(stderr, "%s: %s\n", options_.plot_path.c_str(), std::strerror(errno));
@@ -1176,7 +1308,7 @@ constexpr std::string_view kCacheLine = "cache-line ping-pong (floor)";
 constexpr std::string_view kFutex = "futex ping-pong (floor)";
 
 /// One throughput measurement of a `Channel` made from `args`: a fresh one
-/// per repetition, so every run starts from an empty channel.
+/// per run, so every run starts from an empty channel.
 template <typename Channel, typename... Args>
 auto one_way(std::size_t size, Args... args)
 {
@@ -1190,10 +1322,10 @@ auto one_way(std::size_t size, Args... args)
 template <typename Channel, typename... Args>
 auto round_trips(Args... args)
 {
-    return [=](std::uint64_t rounds) {
+    return [=](std::uint64_t trips) {
         Channel to_child(args...);
         Channel to_parent(args...);
-        return channel_round_trips(to_child, to_parent, rounds);
+        return channel_round_trips(to_child, to_parent, trips);
     };
 }
 
@@ -1222,26 +1354,28 @@ std::vector<Report::LatencyPeer> latency_plan()
     using shmlink::WaitMode;
     using shmlink::WaitOptions;
     return {
-        {kSpin, kSpinRounds, round_trips<SpscChannel>(RingApi::wait, WaitOptions {.mode = WaitMode::spin})},
-        {kBlock, kSleepRounds, round_trips<SpscChannel>(RingApi::wait, WaitOptions {.mode = WaitMode::block})},
-        {kMpscSpin, kSpinRounds, round_trips<MpscChannel>(RingApi::wait, WaitOptions {.mode = WaitMode::spin})},
-        {kMpscBlock, kSleepRounds, round_trips<MpscChannel>(RingApi::wait, WaitOptions {.mode = WaitMode::block})},
+        {kSpin, kSpinTrips, round_trips<SpscChannel>(RingApi::wait, WaitOptions {.mode = WaitMode::spin})},
+        {kBlock, kSleepTrips, round_trips<SpscChannel>(RingApi::wait, WaitOptions {.mode = WaitMode::block})},
+        {kMpscSpin, kSpinTrips, round_trips<MpscChannel>(RingApi::wait, WaitOptions {.mode = WaitMode::spin})},
+        {kMpscBlock, kSleepTrips, round_trips<MpscChannel>(RingApi::wait, WaitOptions {.mode = WaitMode::block})},
         // The default options: spin_then_block.
-        {kSpinThenBlock, kSpinRounds, round_trips<SpscChannel>(RingApi::wait, WaitOptions {})},
-        {kPipe, kSleepRounds, round_trips<PipeChannel>(kLatencyMessageBytes)},
-        {kSocket, kSleepRounds, round_trips<SocketChannel>(kLatencyMessageBytes)},
-        {kBoost, kSleepRounds, round_trips<BoostQueueChannel>(kLatencyMessageBytes)},
-        {kCacheLine, kSpinRounds, cache_line_round_trips},
-        {kFutex, kSleepRounds, futex_round_trips},
+        {kSpinThenBlock, kSpinTrips, round_trips<SpscChannel>(RingApi::wait, WaitOptions {})},
+        {kPipe, kSleepTrips, round_trips<PipeChannel>(kLatencyMessageBytes)},
+        {kSocket, kSleepTrips, round_trips<SocketChannel>(kLatencyMessageBytes)},
+        {kBoost, kSleepTrips, round_trips<BoostQueueChannel>(kLatencyMessageBytes)},
+        {kCacheLine, kSpinTrips, cache_line_round_trips},
+        {kFutex, kSleepTrips, futex_round_trips},
     };
 }
 
 void measure_throughput(Report& report, const std::vector<Report::SizePlan>& plan)
 {
-    std::printf("one-way throughput, producer on CPU %d -> consumer process on CPU %d, best of %zu\n", kParentCpu,
-        kChildCpu, kRepetitions);
-    std::printf("  %-28s %7s %12s %14s %12s %9s %7s\n", "peer", "bytes", "messages", "M messages/s", "MB/s", "seconds",
-        "spread");
+    std::printf("one-way throughput, producer on CPU %d -> consumer process on CPU %d\n", kParentCpu, kChildCpu);
+    std::printf("%zu rounds at each size, every peer once a round in turn; M messages/s: median of the rounds "
+                "[min .. max]\n",
+        report.rounds());
+    std::printf("  %-28s %7s %13s %13s  %-22s %11s\n", "peer", "bytes", "messages/run", "M messages/s",
+        "[min .. max]", "MB/s");
     std::fflush(stdout);
     for (const auto& size : plan)
         report.throughputs(size.size, size.peers);
@@ -1251,31 +1385,31 @@ void measure_latency(Report& report, const std::vector<Report::LatencyPeer>& pla
 {
     std::printf("\nround trip of a %zu-byte message between two processes (CPU %d <-> CPU %d)\n", kLatencyMessageBytes,
         kParentCpu, kChildCpu);
-    std::printf("  %-28s %10s %12s %12s %12s %12s\n", "peer", "rounds", "median ns", "p90 ns", "p99 ns", "p99.9 ns");
+    std::printf("%zu rounds, every peer once a round in turn; median: of the rounds' medians [min .. max]; "
+                "p90 to p99.9: of all rounds' round trips\n",
+        report.rounds());
+    std::printf("  %-28s %11s %12s  %-22s %12s %12s %12s\n", "peer", "trips/round", "median ns", "[min .. max]",
+        "p90 ns", "p99 ns", "p99.9 ns");
     std::fflush(stdout);
-    for (const auto& peer : plan)
-        report.latency(peer);
+    report.latencies(plan);
 }
 
 void print_ratios(Report& report)
 {
-    std::printf("\nratios against the project's targets\n");
-    const auto spsc64 = report.bytes_per_s(kShmlinkCopy, 64);
-    report.ratio("SPSC 64B throughput / pipe", spsc64, report.bytes_per_s(kPipe, 64), Comparison::at_least, 40);
-    report.ratio("SPSC 64B throughput / Boost message_queue", spsc64, report.bytes_per_s(kBoost, 64),
+    std::printf("\nratios against the project's targets: each taken within a round; median of the rounds "
+                "[min .. max]\n");
+    report.throughput_ratio("SPSC 64B throughput / pipe", kShmlinkCopy, kPipe, 64, Comparison::at_least, 40);
+    report.throughput_ratio("SPSC 64B throughput / Boost message_queue", kShmlinkCopy, kBoost, 64,
         Comparison::at_least, 25);
-    report.ratio("SPSC 64B throughput / reference ring", spsc64, report.bytes_per_s(kReference, 64),
+    report.throughput_ratio("SPSC 64B throughput / reference ring", kShmlinkCopy, kReference, 64,
         Comparison::at_least, 0.8);
-    report.ratio("spin round trip / cache-line ping-pong", report.median_ns(kSpin), report.median_ns(kCacheLine),
-        Comparison::at_most, 1.5);
-    report.ratio("block round trip / futex ping-pong", report.median_ns(kBlock), report.median_ns(kFutex),
-        Comparison::at_most, 1.2);
-    report.ratio("block round trip / pipe round trip", report.median_ns(kBlock), report.median_ns(kPipe),
-        Comparison::below, 1.0);
-    report.ratio("spin_then_block round trip / cache-line ping-pong", report.median_ns(kSpinThenBlock),
-        report.median_ns(kCacheLine), Comparison::at_most, 3);
-    report.ratio("64 KiB reserve/commit bytes/s / memcpy bytes/s", report.bytes_per_s(kShmlinkZeroCopy, kZeroCopyBytes),
-        report.bytes_per_s(kMemcpy, kZeroCopyBytes), Comparison::at_least, 0.5);
+    report.latency_ratio("spin round trip / cache-line ping-pong", kSpin, kCacheLine, Comparison::at_most, 1.5);
+    report.latency_ratio("block round trip / futex ping-pong", kBlock, kFutex, Comparison::at_most, 1.2);
+    report.latency_ratio("block round trip / pipe round trip", kBlock, kPipe, Comparison::below, 1.0);
+    report.latency_ratio("spin_then_block round trip / cache-line ping-pong", kSpinThenBlock, kCacheLine,
+        Comparison::at_most, 3);
+    report.throughput_ratio("64 KiB reserve/commit bytes/s / memcpy bytes/s", kShmlinkZeroCopy, kMemcpy,
+        kZeroCopyBytes, Comparison::at_least, 0.5);
 }
 
 void on_watchdog(int) noexcept
@@ -1286,14 +1420,23 @@ void on_watchdog(int) noexcept
     ::_exit(3); // the children die with us (PR_SET_PDEATHSIG)
 }
 
-constexpr char kUsage[] = R"(usage: ring_bench [--quick] [--json FILE] [--plot FILE.svg] [--progress] [--only PEER]
+constexpr char kUsage[] = R"(usage: ring_bench [--quick] [--rounds N] [--json FILE] [--plot FILE.svg] [--progress]
+                  [--only PEER]
 
 Measures shmlink's SPSC and MPSC rings against a pipe, a Unix socket, Boost.Interprocess
 message_queue and the floors, producer and consumer in two processes pinned
 to CPUs 0 and 1, and prints the ratios the project's targets are stated in.
 
-  --quick      every message and round-trip count 20x smaller (a smoke run)
-  --json FILE  also write every figure and ratio to FILE as JSON
+The machine's speed may drift over seconds, so peers are measured in rounds:
+a round runs every peer of a table once, in turn, and each ratio is taken
+between the figures of one round. Every figure and ratio printed is the
+median over the rounds, beside its least and greatest [min .. max].
+
+  --quick      every message and round-trip count 20x smaller, and 3 rounds
+               unless --rounds says otherwise (a smoke run)
+  --rounds N   N rounds of every measurement (default 7)
+  --json FILE  also write every figure and ratio to FILE as JSON: each
+               round's value, the median, min and max
   --plot FILE  also draw throughput by message size and latency percentiles
                as an SVG image in FILE
   --progress   a line "progress DONE TOTAL what" on stderr as each
@@ -1306,6 +1449,16 @@ Exit status: 0 if every measurement ran and verified (targets aside),
 1 if one failed, 2 on bad arguments, 3 if a measurement hung.
 )";
 
+/// `text` as a count from 1 to 1000, or nothing.
+std::optional<std::size_t> parse_rounds(std::string_view text)
+{
+    std::size_t rounds = 0;
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), rounds);
+    if (ec != std::errc() || end != text.data() + text.size() || rounds < 1 || rounds > 1000)
+        return std::nullopt;
+    return rounds;
+}
+
 } // namespace
 
 int main(int argc, char** argv)
@@ -1315,6 +1468,13 @@ int main(int argc, char** argv)
         const std::string_view arg = argv[i];
         if (arg == "--quick") {
             options.quick = true;
+        } else if (arg == "--rounds" && i + 1 < argc) {
+            const auto rounds = parse_rounds(argv[++i]);
+            if (!rounds) {
+                std::fprintf(stderr, "ring_bench: --rounds %s: a count from 1 to 1000\n", argv[i]);
+                return 2;
+            }
+            options.rounds = *rounds;
         } else if (arg == "--json" && i + 1 < argc) {
             options.json_path = argv[++i];
         } else if (arg == "--plot" && i + 1 < argc) {
