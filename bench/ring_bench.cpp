@@ -6,7 +6,9 @@
 // Prints a table and the ratios the project's targets are stated in.
 #include <shmlink/core/mmap.hpp>
 #include <shmlink/core/segment.hpp>
+#include <shmlink/core/layout.hpp>
 #include <shmlink/core/unique_fd.hpp>
+#include <shmlink/ipc/layout.hpp>
 #include <shmlink/ipc/mpsc_ring.hpp>
 #include <shmlink/ipc/spsc_ring.hpp>
 #include <shmlink/ipc/wait.hpp>
@@ -27,8 +29,9 @@
 
 #include <algorithm>
 #include <atomic>
-#include <charconv>
 #include <cerrno>
+#include <charconv>
+#include <climits>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -36,12 +39,14 @@
 #include <cstring>
 #include <exception>
 #include <functional>
+#include <memory>
 #include <new>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -62,9 +67,23 @@ constexpr std::size_t kLatencyMessageBytes = 64;
 // was written on): a 1 MiB ring made small-message results swing 2x from run to run.
 constexpr std::size_t kRingBytes = std::size_t {256} << 10;
 constexpr std::size_t kPipeBytes = std::size_t {1} << 20; // for 64 KiB messages only
-constexpr std::uint32_t kMpscLanes = 4;
-// The largest ring (an MPSC ring's lanes, each a ring of kRingBytes), control blocks, the header.
-constexpr std::size_t kSegmentBytes = kMpscLanes * kRingBytes + (std::size_t {64} << 10);
+// MPSC rings: every lane is a ring of kRingBytes, whatever the lane count,
+// so that rings of 1, 8 and 64 lanes differ in nothing else.
+constexpr std::uint32_t kMaxLanes = 64;          // MpscRing::create's limit
+constexpr std::uint32_t kLatencyMpscLanes = 4;   // the MPSC round trips: one producer, three lanes free
+constexpr std::uint32_t kProducers = 8;          // the "8 producers" row: as many processes and lanes
+/// A segment for a ring of `lanes` rings of kRingBytes (an SPSC ring is one):
+/// each lane's control block rounded up to a page, and 64 KiB for the
+/// ring's control block and the segment's header and directory. A 64-lane
+/// ring takes 16.3 MiB, an SPSC ring 324 KiB.
+constexpr std::size_t segment_bytes(std::uint32_t lanes)
+{
+    return lanes * (kRingBytes + 4096) + (std::size_t {64} << 10);
+}
+static_assert(sizeof(shmlink::ipc::MpscLane) <= 4096 && sizeof(shmlink::ipc::SpscRingControl) <= 4096,
+    "segment_bytes() gives each lane's control block a page");
+static_assert(sizeof(shmlink::ipc::MpscRingControl) + shmlink::layout::kHeaderBytes <= (std::size_t {64} << 10),
+    "segment_bytes() leaves 64 KiB for the header and the ring's control block");
 constexpr std::size_t kConsumeBatch = 64;         // messages a ring consumer frees with one store
 // Rounds: every peer of a table runs once per round, in turn, and ratios are
 // taken within a round (see Report::throughputs()).
@@ -197,18 +216,23 @@ struct Handshake {
     void set_done() noexcept { done_ns.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed); }
 };
 
-/// A child process pinned to kChildCpu that runs `body(Handshake&)` and
-/// exits 0 if it returned true. The destructor kills a child not joined.
+/// A child process pinned to `cpu` (kChildCpu unless told) that runs
+/// `body(Handshake&)` and exits 0 if it returned true. The destructor kills
+/// a child not joined.
 class Child {
 public:
     template <typename Body>
-    explicit Child(Body&& body)
+    explicit Child(Body&& body) : Child(kChildCpu, std::forward<Body>(body))
+    {
+    }
+    template <typename Body>
+    Child(int cpu, Body&& body)
     {
         pid_ = ::fork();
         if (pid_ < 0)
             throw std::system_error(errno, std::generic_category(), "fork");
         if (pid_ == 0)
-            run(body);
+            run(cpu, body);
     }
     Child(const Child&) = delete;
     Child& operator=(const Child&) = delete;
@@ -229,6 +253,7 @@ public:
                 pid_ = -1;
                 return false;
             }
+            ::sched_yield(); // the child may be setting up on this CPU
         }
         return true;
     }
@@ -248,12 +273,12 @@ public:
 
 private:
     template <typename Body>
-    [[noreturn]] void run(Body& body) noexcept
+    [[noreturn]] void run(int cpu, Body& body) noexcept
     {
         ::prctl(PR_SET_PDEATHSIG, SIGKILL); // a parent that gives up must not leave a spinning child
         bool ok = false;
         try {
-            pin_to_cpu(kChildCpu);
+            pin_to_cpu(cpu);
             ok = body(*handshake_);
         } catch (const std::exception& e) {
             std::fprintf(stderr, "child: %s\n", e.what());
@@ -266,6 +291,39 @@ private:
 
     Shared<Handshake> handshake_; // mapped before fork(), in the constructor's member initialisation
     pid_t pid_ = -1;
+};
+
+// ---- futex words: shared 32-bit words (no FUTEX_PRIVATE_FLAG) one process sleeps on ----
+
+void futex_post(std::uint32_t& word, std::uint32_t value) noexcept
+{
+    // release: pairs with the acquire load in futex_wait_for(); the waiter sees our writes before.
+    std::atomic_ref(word).store(value, std::memory_order_release);
+    ::syscall(SYS_futex, &word, FUTEX_WAKE, 1, nullptr, nullptr, 0);
+}
+
+void futex_wait_for(std::uint32_t& word, std::uint32_t value) noexcept
+{
+    for (;;) {
+        // acquire: pairs with the release store in futex_post().
+        const std::uint32_t seen = std::atomic_ref(word).load(std::memory_order_acquire);
+        if (seen == value)
+            return;
+        ::syscall(SYS_futex, &word, FUTEX_WAIT, seen, nullptr, nullptr, 0);
+    }
+}
+
+/// What processes sleep at until the parent opens it, so that they all start at once.
+struct Gate {
+    alignas(128) std::uint32_t opened = 0; // atomic (atomic_ref)
+
+    void wait() noexcept { futex_wait_for(opened, 1); }
+    void open() noexcept
+    {
+        // release: pairs with the acquire load in futex_wait_for().
+        std::atomic_ref(opened).store(1, std::memory_order_release);
+        ::syscall(SYS_futex, &opened, FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
+    }
 };
 
 // ---- channels: one direction, producer in one process, consumer in the other ----
@@ -282,11 +340,11 @@ enum class RingApi {
 };
 
 /// How a ShmlinkChannel makes and opens its ring: an SPSC ring, or an MPSC
-/// ring whose one producer takes a lane.
+/// ring of `lanes` lanes on which each producer takes one.
 struct SpscKind {
     using Producer = shmlink::SpscRing;
     using Consumer = shmlink::SpscRing;
-    static void create(shmlink::Segment& segment, std::string_view name)
+    static void create(shmlink::Segment& segment, std::string_view name, std::uint32_t /*lanes*/)
     {
         shmlink::SpscRing::create(segment, name, kRingBytes);
     }
@@ -303,9 +361,9 @@ struct SpscKind {
 struct MpscKind {
     using Producer = shmlink::MpscProducer;
     using Consumer = shmlink::MpscRing;
-    static void create(shmlink::Segment& segment, std::string_view name)
+    static void create(shmlink::Segment& segment, std::string_view name, std::uint32_t lanes)
     {
-        shmlink::MpscRing::create(segment, name, kRingBytes, kMpscLanes);
+        shmlink::MpscRing::create_only(segment, name, kRingBytes, lanes);
     }
     static Producer producer(shmlink::Segment& segment, std::string_view name)
     {
@@ -320,15 +378,15 @@ struct MpscKind {
 template <typename Kind>
 class ShmlinkChannel {
 public:
-    explicit ShmlinkChannel(RingApi api, shmlink::WaitOptions wait = {})
+    explicit ShmlinkChannel(RingApi api, shmlink::WaitOptions wait = {}, std::uint32_t lanes = 1)
         : path_(unique_name("/dev/shm/shmlink-ring-bench")),
           api_(api),
           wait_(wait),
-          segment_(shmlink::Segment::create(path_, kSegmentBytes,
-              {.max_size_bytes = kSegmentBytes, .cleanup = shmlink::Cleanup::unlink_on_close})),
+          segment_(shmlink::Segment::create(path_, segment_bytes(lanes),
+              {.max_size_bytes = segment_bytes(lanes), .cleanup = shmlink::Cleanup::unlink_on_close})),
           buffer_(kMaxMessageBytes)
     {
-        Kind::create(segment_, kRingName);
+        Kind::create(segment_, kRingName, lanes);
     }
 
     /// Attaches by path, as a guest does; the ring is opened by name on
@@ -337,11 +395,17 @@ public:
     void attach_in_child() { guest_ = shmlink::Segment::attach(path_); }
     [[nodiscard]] bool in_place() const noexcept { return api_ == RingApi::zero_copy; }
 
+    /// Opens the producer's end now (an MPSC producer takes its lane) rather than at the first send().
+    void open_producer()
+    {
+        if (!producer_.valid())
+            producer_ = Kind::producer(segment(), kRingName);
+    }
+
     bool send(std::span<const std::byte> message)
     {
         using shmlink::RingStatus;
-        if (!producer_.valid())
-            producer_ = Kind::producer(segment(), kRingName);
+        open_producer();
         if (api_ == RingApi::wait)
             return producer_.push(message, kTimeout, wait_) == RingStatus::ok;
         for (;;) { // throughput: spin while full, as the reference ring does
@@ -364,24 +428,37 @@ public:
         }
     }
 
+    /// `handle(bytes)`, or on an MPSC ring `handle(lane, bytes)` to learn
+    /// which lane a message came from (not with RingApi::wait, whose pop()
+    /// does not say: false then).
     template <typename Handle>
     bool receive(Handle&& handle)
     {
         using shmlink::RingStatus;
+        constexpr bool kByLane = std::is_invocable_v<Handle&, std::uint32_t, std::span<const std::byte>>;
         if (!consumer_.valid())
             consumer_ = Kind::consumer(segment(), kRingName);
         if (api_ == RingApi::wait) {
             std::size_t length = 0;
-            if (consumer_.pop(buffer_, length, kTimeout, wait_) != RingStatus::ok)
+            if constexpr (kByLane)
                 return false;
-            handle(std::span<const std::byte>(buffer_.data(), length));
+            else if (consumer_.pop(buffer_, length, kTimeout, wait_) != RingStatus::ok)
+                return false;
+            else
+                handle(std::span<const std::byte>(buffer_.data(), length));
             return true;
         }
-        const auto copy_out = [&](std::span<const std::byte> message) {
+        const auto copied = [&](std::span<const std::byte> message) {
             const std::size_t length = std::min(message.size(), buffer_.size());
             std::memcpy(buffer_.data(), message.data(), length);
-            handle(std::span<const std::byte>(buffer_.data(), length));
+            return std::span<const std::byte>(buffer_.data(), length);
         };
+        const auto copy_out = [&] {
+            if constexpr (kByLane)
+                return [&](std::uint32_t lane, std::span<const std::byte> message) { handle(lane, copied(message)); };
+            else
+                return [&](std::span<const std::byte> message) { handle(copied(message)); };
+        }();
         for (;;) {
             RingStatus status = RingStatus::ok;
             const std::size_t taken = api_ == RingApi::copy ? consumer_.consume(copy_out, kConsumeBatch, &status)
@@ -645,10 +722,11 @@ private:
 
 // ---- measurements ----
 
+/// A multiple of 64, so that kProducers producers share it evenly.
 std::uint64_t message_count(Cost cost, std::size_t size, std::uint64_t divisor)
 {
     const double ns = cost.ns_per_message + static_cast<double>(size) / cost.bytes_per_ns;
-    return std::max<std::uint64_t>(100, static_cast<std::uint64_t>(kTargetSeconds * 1e9 / ns) / divisor);
+    return std::max<std::uint64_t>(128, static_cast<std::uint64_t>(kTargetSeconds * 1e9 / ns) / divisor) & ~std::uint64_t {63};
 }
 
 double seconds_between(Clock::time_point from, Clock::time_point to)
@@ -687,6 +765,75 @@ std::optional<double> one_way_seconds(Channel& channel, std::size_t size, std::u
     if (!child.join())
         return std::nullopt;
     return seconds_between(start, child.done_at());
+}
+
+/// kProducers processes pinned to kParentCpu, all on one CPU (the machine
+/// has two, and the consumer has the other), each sending its share of
+/// `count` messages on a lane of its own of a kProducers-lane MPSC ring to
+/// one consumer, which checks each lane's order. Seconds from opening the
+/// gate the producers wait at to the consumer's last receive.
+std::optional<double> many_producers_seconds(std::size_t size, std::uint64_t count)
+{
+    MpscChannel channel(RingApi::copy, {}, kProducers);
+    const std::uint64_t each = count / kProducers;
+    Shared<Gate> gate;
+    Child consumer([&](Handshake& handshake) {
+        channel.attach_in_child();
+        std::vector<Receipt> lanes(kProducers, Receipt(size, false));
+        std::uint64_t received = 0;
+        bool stray = false; // a message on a lane no producer should have had
+        const auto check = [&](std::uint32_t lane, std::span<const std::byte> message) {
+            ++received;
+            if (lane < lanes.size())
+                lanes[lane](message);
+            else
+                stray = true;
+        };
+        handshake.set_ready();
+        while (received < each * kProducers) {
+            if (!channel.receive(check))
+                return false;
+        }
+        handshake.set_done();
+        bool complete = !stray;
+        for (std::size_t lane = 0; lane < lanes.size(); ++lane) {
+            if (!lanes[lane].complete(each)) {
+                std::fprintf(stderr, "lane %zu: ", lane);
+                lanes[lane].explain(each);
+                complete = false;
+            }
+        }
+        return complete;
+    });
+    if (!consumer.wait_ready())
+        return std::nullopt;
+    std::vector<std::unique_ptr<Child>> producers;
+    for (std::uint32_t i = 0; i < kProducers; ++i) {
+        producers.push_back(std::make_unique<Child>(kParentCpu, [&](Handshake& handshake) {
+            channel.attach_in_child();
+            channel.open_producer(); // takes a lane before the gate opens
+            handshake.set_ready();
+            gate->wait();
+            std::vector<std::byte> message(size, kFill);
+            for (std::uint64_t seq = 0; seq < each; ++seq) {
+                stamp(message, seq);
+                if (!channel.send(message))
+                    return false;
+            }
+            return true;
+        }));
+    }
+    for (const auto& producer : producers)
+        if (!producer->wait_ready())
+            return std::nullopt;
+    const auto start = Clock::now();
+    gate->open();
+    for (const auto& producer : producers)
+        if (!producer->join())
+            return std::nullopt; // the consumer would wait for its messages forever
+    if (!consumer.join())
+        return std::nullopt;
+    return seconds_between(start, consumer.done_at());
 }
 
 /// The bandwidth floor: one process copying each message into a ring-sized
@@ -816,24 +963,6 @@ struct FutexWords {
     alignas(128) std::uint32_t ping = 0; // atomic (atomic_ref): parent -> child
     alignas(128) std::uint32_t pong = 0; // atomic (atomic_ref): child -> parent
 };
-
-void futex_post(std::uint32_t& word, std::uint32_t value) noexcept
-{
-    // release: pairs with the acquire load in futex_wait_for(); the waiter sees our writes before.
-    std::atomic_ref(word).store(value, std::memory_order_release);
-    ::syscall(SYS_futex, &word, FUTEX_WAKE, 1, nullptr, nullptr, 0);
-}
-
-void futex_wait_for(std::uint32_t& word, std::uint32_t value) noexcept
-{
-    for (;;) {
-        // acquire: pairs with the release store in futex_post().
-        const std::uint32_t seen = std::atomic_ref(word).load(std::memory_order_acquire);
-        if (seen == value)
-            return;
-        ::syscall(SYS_futex, &word, FUTEX_WAIT, seen, nullptr, nullptr, 0);
-    }
-}
 
 std::optional<Samples> futex_round_trips(std::uint64_t trips)
 {
@@ -1293,7 +1422,10 @@ bool Report::write_plot() const
 // Peer names: the table rows, the JSON "peer" fields, and how ratios find them.
 constexpr std::string_view kShmlinkCopy = "shmlink try_push/consume";
 constexpr std::string_view kShmlinkZeroCopy = "shmlink reserve/commit";
-constexpr std::string_view kMpscCopy = "shmlink MPSC try_push/consume";
+constexpr std::string_view kMpsc1Lane = "shmlink MPSC 1 lane";
+constexpr std::string_view kMpsc8Lanes = "shmlink MPSC 8 lanes";
+constexpr std::string_view kMpsc64Lanes = "shmlink MPSC 64 lanes";
+constexpr std::string_view kMpscProducers = "shmlink MPSC 8 producers";
 constexpr std::string_view kMpscSpin = "shmlink MPSC spin";
 constexpr std::string_view kMpscBlock = "shmlink MPSC block";
 constexpr std::string_view kReference = "reference ring (floor)";
@@ -1329,21 +1461,31 @@ auto round_trips(Args... args)
     };
 }
 
+/// Each size's peers, in the order they run in a round: the two peers of a
+/// ratio close together (the SPSC rows beside the reference ring, each MPSC
+/// variant beside the 1-lane ring).
 std::vector<Report::SizePlan> throughput_plan()
 {
     std::vector<Report::SizePlan> plan;
     for (const std::size_t size : kMessageSizes) {
+        const bool small = size <= 64;
         std::vector<Report::Peer> peers {
             {kShmlinkCopy, kRingCost, one_way<SpscChannel>(size, RingApi::copy)},
-            {kMpscCopy, kRingCost, one_way<MpscChannel>(size, RingApi::copy)},
             {kReference, kRingCost, one_way<ReferenceChannel>(size)},
-            {kPipe, kPipeCost, one_way<PipeChannel>(size, size)},
-            {kSocket, kSocketCost, one_way<SocketChannel>(size, size)},
-            {kBoost, kBoostCost, one_way<BoostQueueChannel>(size, size)},
-            {kMemcpy, kMemcpyCost, [size](std::uint64_t count) { return std::optional(memcpy_seconds(size, count)); }},
         };
-        if (size == kZeroCopyBytes)
-            peers.insert(peers.begin() + 1, {kShmlinkZeroCopy, kRingCost, one_way<SpscChannel>(size, RingApi::zero_copy)});
+        if (small || size == kZeroCopyBytes)
+            peers.push_back({kShmlinkZeroCopy, kRingCost, one_way<SpscChannel>(size, RingApi::zero_copy)});
+        if (small) {
+            peers.push_back({kMpsc8Lanes, kRingCost, one_way<MpscChannel>(size, RingApi::copy, shmlink::WaitOptions {}, 8u)});
+            peers.push_back({kMpsc64Lanes, kRingCost, one_way<MpscChannel>(size, RingApi::copy, shmlink::WaitOptions {}, kMaxLanes)});
+        }
+        peers.push_back({kMpsc1Lane, kRingCost, one_way<MpscChannel>(size, RingApi::copy, shmlink::WaitOptions {}, 1u)});
+        if (size == 64)
+            peers.push_back({kMpscProducers, kRingCost, [size](std::uint64_t count) { return many_producers_seconds(size, count); }});
+        peers.push_back({kPipe, kPipeCost, one_way<PipeChannel>(size, size)});
+        peers.push_back({kSocket, kSocketCost, one_way<SocketChannel>(size, size)});
+        peers.push_back({kBoost, kBoostCost, one_way<BoostQueueChannel>(size, size)});
+        peers.push_back({kMemcpy, kMemcpyCost, [size](std::uint64_t count) { return std::optional(memcpy_seconds(size, count)); }});
         plan.push_back({size, std::move(peers)});
     }
     return plan;
@@ -1356,8 +1498,10 @@ std::vector<Report::LatencyPeer> latency_plan()
     return {
         {kSpin, kSpinTrips, round_trips<SpscChannel>(RingApi::wait, WaitOptions {.mode = WaitMode::spin})},
         {kBlock, kSleepTrips, round_trips<SpscChannel>(RingApi::wait, WaitOptions {.mode = WaitMode::block})},
-        {kMpscSpin, kSpinTrips, round_trips<MpscChannel>(RingApi::wait, WaitOptions {.mode = WaitMode::spin})},
-        {kMpscBlock, kSleepTrips, round_trips<MpscChannel>(RingApi::wait, WaitOptions {.mode = WaitMode::block})},
+        {kMpscSpin, kSpinTrips,
+            round_trips<MpscChannel>(RingApi::wait, WaitOptions {.mode = WaitMode::spin}, kLatencyMpscLanes)},
+        {kMpscBlock, kSleepTrips,
+            round_trips<MpscChannel>(RingApi::wait, WaitOptions {.mode = WaitMode::block}, kLatencyMpscLanes)},
         // The default options: spin_then_block.
         {kSpinThenBlock, kSpinTrips, round_trips<SpscChannel>(RingApi::wait, WaitOptions {})},
         {kPipe, kSleepTrips, round_trips<PipeChannel>(kLatencyMessageBytes)},
@@ -1374,6 +1518,14 @@ void measure_throughput(Report& report, const std::vector<Report::SizePlan>& pla
     std::printf("%zu rounds at each size, every peer once a round in turn; M messages/s: median of the rounds "
                 "[min .. max]\n",
         report.rounds());
+    if (!report.skipped(kMpsc1Lane) || !report.skipped(kMpsc8Lanes) || !report.skipped(kMpsc64Lanes))
+        std::printf("MPSC N lanes: one producer on a ring of N lanes of %zu KiB each, the other lanes free\n",
+            kRingBytes >> 10);
+    if (!report.skipped(kMpscProducers))
+        std::printf("MPSC %u producers: %u producer processes sharing CPU %d (the machine has 2 CPUs; the consumer "
+                    "has CPU %d),\n  each on a lane of its own of a ring of %u lanes; messages/s of all of them, each "
+                    "one's order checked\n",
+            kProducers, kProducers, kParentCpu, kChildCpu, kProducers);
     std::printf("  %-28s %7s %13s %13s  %-22s %11s\n", "peer", "bytes", "messages/run", "M messages/s",
         "[min .. max]", "MB/s");
     std::fflush(stdout);
@@ -1388,6 +1540,8 @@ void measure_latency(Report& report, const std::vector<Report::LatencyPeer>& pla
     std::printf("%zu rounds, every peer once a round in turn; median: of the rounds' medians [min .. max]; "
                 "p90 to p99.9: of all rounds' round trips\n",
         report.rounds());
+    if (!report.skipped(kMpscSpin) || !report.skipped(kMpscBlock))
+        std::printf("MPSC: one producer each way on a ring of %u lanes, the other lanes free\n", kLatencyMpscLanes);
     std::printf("  %-28s %11s %12s  %-22s %12s %12s %12s\n", "peer", "trips/round", "median ns", "[min .. max]",
         "p90 ns", "p99 ns", "p99.9 ns");
     std::fflush(stdout);
