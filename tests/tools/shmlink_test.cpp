@@ -907,6 +907,43 @@ TEST_CASE("bash completes subcommands, their options and segment paths")
     CHECK(complete({"shmlink", "gc", ""}).rfind("/dev/shm\n", 0) == 0);
 }
 
+TEST_CASE("ring_bench runs the rounds --rounds asks for, and refuses a count that is not one")
+{
+    const char* dir = std::getenv("SHMLINK_BENCH_DIR");
+    REQUIRE(dir != nullptr);
+    const std::string program = std::string(dir) + "/ring_bench";
+    for (const char* bad : {"0", "-1", "two", "3x", "1001"}) {
+        CAPTURE(bad);
+        Child child = Child::spawn({program, "--rounds", bad});
+        CHECK(test::read_all(child).second == 2);
+    }
+    Child help = Child::spawn({program, "--help"});
+    const auto [usage, help_exit] = test::read_all(help);
+    CHECK(help_exit == 0);
+    CHECK(usage.find("--rounds N") != std::string::npos);
+
+    // One cheap peer twice: each round's median is kept, and ratios without both peers are n/a.
+    const std::string json = "/tmp/shmlink-test-" + std::to_string(::getpid()) + "-rounds.json";
+    Child bench = Child::spawn({program, "--rounds", "2", "--only", "cache-line", "--json", json});
+    const auto [out, exit_code] = test::read_all(bench);
+    INFO(out);
+    CHECK(exit_code == 0);
+    CHECK(out.find("2 rounds") != std::string::npos);
+    CHECK(out.find("n/a") != std::string::npos);
+    const auto [check, check_exit] = run_python(R"py(
+import json, sys
+rings = json.load(open(sys.argv[1]))
+assert rings["rounds"] == 2 and rings["throughput"] == []
+[latency] = rings["latency"]
+assert latency["peer"] == "cache-line ping-pong (floor)" and len(latency["rounds"]) == 2, latency
+assert all(r["value"] is None and r["rounds"] == [] for r in rings["ratios"])
+print("ok")
+)py", {json});
+    std::filesystem::remove(json);
+    INFO(check);
+    CHECK(check_exit == 0);
+}
+
 TEST_CASE("bench --quick runs every benchmark, writes valid JSON and an SVG plot of every peer")
 {
     const std::string dir = "/tmp/shmlink-test-" + std::to_string(::getpid()) + "-bench";
