@@ -1283,7 +1283,7 @@ private:
         if (r.has_target())
             std::snprintf(target, sizeof(target), "target %s %gx", r.sign(), r.target);
         if (r.per_round.empty()) {
-            std::printf("  %-52s = %6s                  (%s)\n", r.name.c_str(), "n/a", target);
+            std::printf("  %-52s = %6s                    (%s)\n", r.name.c_str(), "n/a", target);
         } else {
             const Summary value = summarize(r.per_round);
             std::printf("  %-52s = %6.2fx [%5.2f .. %5.2f]  (%s)%s\n", r.name.c_str(), value.median, value.min,
