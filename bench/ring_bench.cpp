@@ -6,9 +6,9 @@
 // Peers run in rounds, each once a round in turn; prints tables of the
 // medians over the rounds and the ratios the project's targets are stated
 // in, each divided within a round.
+#include <shmlink/core/layout.hpp>
 #include <shmlink/core/mmap.hpp>
 #include <shmlink/core/segment.hpp>
-#include <shmlink/core/layout.hpp>
 #include <shmlink/core/unique_fd.hpp>
 #include <shmlink/ipc/layout.hpp>
 #include <shmlink/ipc/mpsc_ring.hpp>
@@ -33,8 +33,8 @@
 #include <atomic>
 #include <cerrno>
 #include <charconv>
-#include <climits>
 #include <chrono>
+#include <climits>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -92,8 +92,10 @@ constexpr std::size_t kConsumeBatch = 64;         // messages a ring consumer fr
 constexpr std::size_t kDefaultRounds = 7;
 constexpr std::size_t kQuickRounds = 3;
 constexpr double kTargetSeconds = 0.25;           // per throughput measurement, from the cost estimates below
-constexpr std::uint64_t kSpinTrips = 50'000;      // round trips a round, for peers that answer in well under a microsecond
-constexpr std::uint64_t kSleepTrips = 8'000;      // for peers that go through the scheduler
+// Round trips a round: for peers that answer in well under a microsecond,
+// and for those that go through the scheduler.
+constexpr std::uint64_t kSpinTrips = 50'000;
+constexpr std::uint64_t kSleepTrips = 8'000;
 constexpr std::uint64_t kQuickDivisor = 20;
 constexpr auto kTimeout = std::chrono::seconds(10); // no single push or pop waits this long unless the peer died
 constexpr unsigned kWatchdogSeconds = 60;         // a measurement that takes longer has hung: give up
@@ -728,7 +730,8 @@ private:
 std::uint64_t message_count(Cost cost, std::size_t size, std::uint64_t divisor)
 {
     const double ns = cost.ns_per_message + static_cast<double>(size) / cost.bytes_per_ns;
-    return std::max<std::uint64_t>(128, static_cast<std::uint64_t>(kTargetSeconds * 1e9 / ns) / divisor) & ~std::uint64_t {63};
+    const auto count = static_cast<std::uint64_t>(kTargetSeconds * 1e9 / ns) / divisor;
+    return std::max<std::uint64_t>(128, count) & ~std::uint64_t {63};
 }
 
 double seconds_between(Clock::time_point from, Clock::time_point to)
@@ -781,15 +784,12 @@ std::optional<double> many_producers_seconds(std::size_t size, std::uint64_t cou
     Shared<Gate> gate;
     Child consumer([&](Handshake& handshake) {
         channel.attach_in_child();
+        // One receipt a lane: every lane must carry one producer's messages, all of them, in order.
         std::vector<Receipt> lanes(kProducers, Receipt(size, false));
         std::uint64_t received = 0;
-        bool stray = false; // a message on a lane no producer should have had
         const auto check = [&](std::uint32_t lane, std::span<const std::byte> message) {
             ++received;
-            if (lane < lanes.size())
-                lanes[lane](message);
-            else
-                stray = true;
+            lanes[lane](message); // MpscRing::consume() names lanes below lane_count() only
         };
         handshake.set_ready();
         while (received < each * kProducers) {
@@ -797,7 +797,7 @@ std::optional<double> many_producers_seconds(std::size_t size, std::uint64_t cou
                 return false;
         }
         handshake.set_done();
-        bool complete = !stray;
+        bool complete = true;
         for (std::size_t lane = 0; lane < lanes.size(); ++lane) {
             if (!lanes[lane].complete(each)) {
                 std::fprintf(stderr, "lane %zu: ", lane);
@@ -1001,6 +1001,13 @@ Summary summarize(std::vector<double> values)
     const std::size_t n = values.size();
     const double median = n % 2 == 1 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
     return {median, values.front(), values.back()};
+}
+
+/// `field` of `figures` (times `scale`) as a JSON number, or null without figures.
+template <typename Figures>
+std::string json_field(const std::optional<Figures>& figures, double Figures::*field, double scale = 1)
+{
+    return json_number(figures ? std::optional((*figures).*field * scale) : std::nullopt);
 }
 
 std::string json_numbers(const std::vector<double>& values)
@@ -1315,17 +1322,15 @@ bool Report::write_json() const
         std::optional<Summary> rate;
         if (r.measured())
             rate = r.messages_per_s();
-        const auto field = [&](double Summary::*which, double scale) {
-            return json_number(rate ? std::optional((*rate).*which * scale) : std::nullopt);
-        };
-        const double bytes = static_cast<double>(r.size);
         std::fprintf(out,
             "%s    {\"peer\": %s, \"message_bytes\": %zu, \"messages\": %llu, \"messages_per_second\": %s, "
             "\"min_messages_per_second\": %s, \"max_messages_per_second\": %s, \"bytes_per_second\": %s, "
             "\"rounds_messages_per_second\": %s}",
             separator, json_string(r.peer).c_str(), r.size, static_cast<unsigned long long>(r.messages),
-            field(&Summary::median, 1).c_str(), field(&Summary::min, 1).c_str(), field(&Summary::max, 1).c_str(),
-            field(&Summary::median, bytes).c_str(), r.measured() ? json_numbers(r.per_round).c_str() : "null");
+            json_field(rate, &Summary::median).c_str(), json_field(rate, &Summary::min).c_str(),
+            json_field(rate, &Summary::max).c_str(),
+            json_field(rate, &Summary::median, static_cast<double>(r.size)).c_str(),
+            r.measured() ? json_numbers(r.per_round).c_str() : "null");
         separator = ",\n";
     }
     std::fprintf(out, "\n  ],\n  \"latency\": [");
@@ -1348,20 +1353,15 @@ bool Report::write_json() const
             }
             per_round += "]";
         }
-        const auto of = [](const auto& value, auto field) {
-            return json_number(value ? std::optional(field(*value)) : std::nullopt);
-        };
         std::fprintf(out,
             "%s    {\"peer\": %s, \"message_bytes\": %zu, \"round_trips\": %llu, \"median_ns\": %s, "
             "\"min_median_ns\": %s, \"max_median_ns\": %s, \"p90_ns\": %s, \"p99_ns\": %s, \"p999_ns\": %s, "
             "\"rounds\": %s}",
             separator, json_string(r.peer).c_str(), kLatencyMessageBytes, static_cast<unsigned long long>(r.trips),
-            of(median, [](const Summary& s) { return s.median; }).c_str(),
-            of(median, [](const Summary& s) { return s.min; }).c_str(),
-            of(median, [](const Summary& s) { return s.max; }).c_str(),
-            of(tails, [](const Latency& l) { return l.p90_ns; }).c_str(),
-            of(tails, [](const Latency& l) { return l.p99_ns; }).c_str(),
-            of(tails, [](const Latency& l) { return l.p999_ns; }).c_str(), per_round.c_str());
+            json_field(median, &Summary::median).c_str(), json_field(median, &Summary::min).c_str(),
+            json_field(median, &Summary::max).c_str(), json_field(tails, &Latency::p90_ns).c_str(),
+            json_field(tails, &Latency::p99_ns).c_str(), json_field(tails, &Latency::p999_ns).c_str(),
+            per_round.c_str());
         separator = ",\n";
     }
     std::fprintf(out, "\n  ],\n  \"ratios\": [");
@@ -1370,13 +1370,13 @@ bool Report::write_json() const
         std::optional<Summary> value;
         if (!r.per_round.empty())
             value = summarize(r.per_round);
-        const auto of = [&](double Summary::*which) { return json_number(value ? std::optional((*value).*which) : std::nullopt); };
         // "value" is the median, as "median" is; a context ratio has no comparison, target or met.
         std::fprintf(out,
             "%s    {\"name\": %s, \"value\": %s, \"median\": %s, \"min\": %s, \"max\": %s, \"rounds\": %s, "
             "\"context\": %s, \"comparison\": %s, \"target\": %s, \"met\": %s}",
-            separator, json_string(r.name).c_str(), of(&Summary::median).c_str(), of(&Summary::median).c_str(),
-            of(&Summary::min).c_str(), of(&Summary::max).c_str(), json_numbers(r.per_round).c_str(),
+            separator, json_string(r.name).c_str(), json_field(value, &Summary::median).c_str(),
+            json_field(value, &Summary::median).c_str(), json_field(value, &Summary::min).c_str(),
+            json_field(value, &Summary::max).c_str(), json_numbers(r.per_round).c_str(),
             r.has_target() ? "false" : "true", r.has_target() ? json_string(r.sign()).c_str() : "null",
             r.has_target() ? json_number(r.target).c_str() : "null",
             r.has_target() ? (r.met() ? "true" : "false") : "null");
@@ -1400,7 +1400,8 @@ bool Report::write_plot() const
             [&](const auto& s) { return s.peer == r.peer; });
         if (series == chart.throughput.end())
             series = chart.throughput.insert(chart.throughput.end(), {r.peer, {}});
-        series->points.emplace_back(static_cast<double>(r.size), r.messages_per_s().median * static_cast<double>(r.size));
+        const double bytes = static_cast<double>(r.size);
+        series->points.emplace_back(bytes, r.messages_per_s().median * bytes);
     }
     chart.percentiles = {"p50", "p90", "p99", "p99.9"};
     for (const auto& r : latencies_) {
@@ -1462,8 +1463,8 @@ auto round_trips(Args... args)
 }
 
 /// Each size's peers, in the order they run in a round: the two peers of a
-/// ratio close together (the SPSC rows beside the reference ring, each MPSC
-/// variant beside the 1-lane ring).
+/// ratio close together (the SPSC rows beside the reference ring, the MPSC
+/// rows divided by the 1-lane ring on either side of it).
 std::vector<Report::SizePlan> throughput_plan()
 {
     std::vector<Report::SizePlan> plan;
@@ -1475,17 +1476,22 @@ std::vector<Report::SizePlan> throughput_plan()
         };
         if (small || size == kZeroCopyBytes)
             peers.push_back({kShmlinkZeroCopy, kRingCost, one_way<SpscChannel>(size, RingApi::zero_copy)});
+        const auto mpsc = [size](std::uint32_t lanes) {
+            return one_way<MpscChannel>(size, RingApi::copy, shmlink::WaitOptions {}, lanes);
+        };
         if (small) {
-            peers.push_back({kMpsc8Lanes, kRingCost, one_way<MpscChannel>(size, RingApi::copy, shmlink::WaitOptions {}, 8u)});
-            peers.push_back({kMpsc64Lanes, kRingCost, one_way<MpscChannel>(size, RingApi::copy, shmlink::WaitOptions {}, kMaxLanes)});
+            peers.push_back({kMpsc8Lanes, kRingCost, mpsc(8)});
+            peers.push_back({kMpsc64Lanes, kRingCost, mpsc(kMaxLanes)});
         }
-        peers.push_back({kMpsc1Lane, kRingCost, one_way<MpscChannel>(size, RingApi::copy, shmlink::WaitOptions {}, 1u)});
+        peers.push_back({kMpsc1Lane, kRingCost, mpsc(1)});
         if (size == 64)
-            peers.push_back({kMpscProducers, kRingCost, [size](std::uint64_t count) { return many_producers_seconds(size, count); }});
+            peers.push_back({kMpscProducers, kRingCost,
+                [size](std::uint64_t count) { return many_producers_seconds(size, count); }});
         peers.push_back({kPipe, kPipeCost, one_way<PipeChannel>(size, size)});
         peers.push_back({kSocket, kSocketCost, one_way<SocketChannel>(size, size)});
         peers.push_back({kBoost, kBoostCost, one_way<BoostQueueChannel>(size, size)});
-        peers.push_back({kMemcpy, kMemcpyCost, [size](std::uint64_t count) { return std::optional(memcpy_seconds(size, count)); }});
+        peers.push_back({kMemcpy, kMemcpyCost,
+            [size](std::uint64_t count) { return std::optional(memcpy_seconds(size, count)); }});
         plan.push_back({size, std::move(peers)});
     }
     return plan;
@@ -1562,7 +1568,8 @@ void print_ratios(Report& report)
     report.throughput_ratio("SPSC 64B reserve/commit / reference ring", kShmlinkZeroCopy, kReference, 64,
         Comparison::at_least, 0.9);
     report.latency_ratio("spin round trip / cache-line ping-pong", kSpin, kCacheLine, Comparison::at_most, 1.3);
-    report.latency_ratio("MPSC spin round trip / cache-line ping-pong", kMpscSpin, kCacheLine, Comparison::at_most, 1.3);
+    report.latency_ratio("MPSC spin round trip / cache-line ping-pong", kMpscSpin, kCacheLine, Comparison::at_most,
+        1.3);
     report.latency_ratio("block round trip / futex ping-pong", kBlock, kFutex, Comparison::at_most, 1.05);
     report.latency_ratio("spin_then_block round trip / cache-line ping-pong", kSpinThenBlock, kCacheLine,
         Comparison::at_most, 1.5);
