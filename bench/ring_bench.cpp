@@ -3,10 +3,14 @@
 // beside a pipe, a Unix socket and Boost.Interprocess message_queue, and
 // beside the floors (a bare reference ring, cache-line and futex ping-pong,
 // memcpy).
-// Prints a table and the ratios the project's targets are stated in.
+// Peers run in rounds, each once a round in turn; prints tables of the
+// medians over the rounds and the ratios the project's targets are stated
+// in, each divided within a round.
+#include <shmlink/core/layout.hpp>
 #include <shmlink/core/mmap.hpp>
 #include <shmlink/core/segment.hpp>
 #include <shmlink/core/unique_fd.hpp>
+#include <shmlink/ipc/layout.hpp>
 #include <shmlink/ipc/mpsc_ring.hpp>
 #include <shmlink/ipc/spsc_ring.hpp>
 #include <shmlink/ipc/wait.hpp>
@@ -28,19 +32,23 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <charconv>
 #include <chrono>
+#include <climits>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <exception>
 #include <functional>
+#include <memory>
 #include <new>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -61,15 +69,33 @@ constexpr std::size_t kLatencyMessageBytes = 64;
 // was written on): a 1 MiB ring made small-message results swing 2x from run to run.
 constexpr std::size_t kRingBytes = std::size_t {256} << 10;
 constexpr std::size_t kPipeBytes = std::size_t {1} << 20; // for 64 KiB messages only
-constexpr std::uint32_t kMpscLanes = 4;
-// The largest ring (an MPSC ring's lanes, each a ring of kRingBytes), control blocks, the header.
-constexpr std::size_t kSegmentBytes = kMpscLanes * kRingBytes + (std::size_t {64} << 10);
+// MPSC rings: every lane is a ring of kRingBytes, whatever the lane count,
+// so that rings of 1, 8 and 64 lanes differ in nothing else.
+constexpr std::uint32_t kMaxLanes = 64;          // MpscRing::create's limit
+constexpr std::uint32_t kLatencyMpscLanes = 4;   // the MPSC round trips: one producer, three lanes free
+constexpr std::uint32_t kProducers = 8;          // the "8 producers" row: as many processes and lanes
+/// A segment for a ring of `lanes` rings of kRingBytes (an SPSC ring is one):
+/// each lane's control block rounded up to a page, and 64 KiB for the
+/// ring's control block and the segment's header and directory. A 64-lane
+/// ring takes 16.3 MiB, an SPSC ring 324 KiB.
+constexpr std::size_t segment_bytes(std::uint32_t lanes)
+{
+    return lanes * (kRingBytes + 4096) + (std::size_t {64} << 10);
+}
+static_assert(sizeof(shmlink::ipc::MpscLane) <= 4096 && sizeof(shmlink::ipc::SpscRingControl) <= 4096,
+    "segment_bytes() gives each lane's control block a page");
+static_assert(sizeof(shmlink::ipc::MpscRingControl) + shmlink::layout::kHeaderBytes <= (std::size_t {64} << 10),
+    "segment_bytes() leaves 64 KiB for the header and the ring's control block");
 constexpr std::size_t kConsumeBatch = 64;         // messages a ring consumer frees with one store
-constexpr std::size_t kRepetitions = 5;
-constexpr std::size_t kLatencyRepetitions = 3;
+// Rounds: every peer of a table runs once per round, in turn, and ratios are
+// taken within a round (see Report::throughputs()).
+constexpr std::size_t kDefaultRounds = 7;
+constexpr std::size_t kQuickRounds = 3;
 constexpr double kTargetSeconds = 0.25;           // per throughput measurement, from the cost estimates below
-constexpr std::uint64_t kSpinRounds = 100'000;    // round trips for peers that answer in well under a microsecond
-constexpr std::uint64_t kSleepRounds = 20'000;    // for peers that go through the scheduler
+// Round trips a round: for peers that answer in well under a microsecond,
+// and for those that go through the scheduler.
+constexpr std::uint64_t kSpinTrips = 50'000;
+constexpr std::uint64_t kSleepTrips = 8'000;
 constexpr std::uint64_t kQuickDivisor = 20;
 constexpr auto kTimeout = std::chrono::seconds(10); // no single push or pop waits this long unless the peer died
 constexpr unsigned kWatchdogSeconds = 60;         // a measurement that takes longer has hung: give up
@@ -194,18 +220,23 @@ struct Handshake {
     void set_done() noexcept { done_ns.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed); }
 };
 
-/// A child process pinned to kChildCpu that runs `body(Handshake&)` and
-/// exits 0 if it returned true. The destructor kills a child not joined.
+/// A child process pinned to `cpu` (kChildCpu unless told) that runs
+/// `body(Handshake&)` and exits 0 if it returned true. The destructor kills
+/// a child not joined.
 class Child {
 public:
     template <typename Body>
-    explicit Child(Body&& body)
+    explicit Child(Body&& body) : Child(kChildCpu, std::forward<Body>(body))
+    {
+    }
+    template <typename Body>
+    Child(int cpu, Body&& body)
     {
         pid_ = ::fork();
         if (pid_ < 0)
             throw std::system_error(errno, std::generic_category(), "fork");
         if (pid_ == 0)
-            run(body);
+            run(cpu, body);
     }
     Child(const Child&) = delete;
     Child& operator=(const Child&) = delete;
@@ -226,6 +257,7 @@ public:
                 pid_ = -1;
                 return false;
             }
+            ::sched_yield(); // the child may be setting up on this CPU
         }
         return true;
     }
@@ -245,12 +277,12 @@ public:
 
 private:
     template <typename Body>
-    [[noreturn]] void run(Body& body) noexcept
+    [[noreturn]] void run(int cpu, Body& body) noexcept
     {
         ::prctl(PR_SET_PDEATHSIG, SIGKILL); // a parent that gives up must not leave a spinning child
         bool ok = false;
         try {
-            pin_to_cpu(kChildCpu);
+            pin_to_cpu(cpu);
             ok = body(*handshake_);
         } catch (const std::exception& e) {
             std::fprintf(stderr, "child: %s\n", e.what());
@@ -263,6 +295,39 @@ private:
 
     Shared<Handshake> handshake_; // mapped before fork(), in the constructor's member initialisation
     pid_t pid_ = -1;
+};
+
+// ---- futex words: shared 32-bit words (no FUTEX_PRIVATE_FLAG) one process sleeps on ----
+
+void futex_post(std::uint32_t& word, std::uint32_t value) noexcept
+{
+    // release: pairs with the acquire load in futex_wait_for(); the waiter sees our writes before.
+    std::atomic_ref(word).store(value, std::memory_order_release);
+    ::syscall(SYS_futex, &word, FUTEX_WAKE, 1, nullptr, nullptr, 0);
+}
+
+void futex_wait_for(std::uint32_t& word, std::uint32_t value) noexcept
+{
+    for (;;) {
+        // acquire: pairs with the release store in futex_post().
+        const std::uint32_t seen = std::atomic_ref(word).load(std::memory_order_acquire);
+        if (seen == value)
+            return;
+        ::syscall(SYS_futex, &word, FUTEX_WAIT, seen, nullptr, nullptr, 0);
+    }
+}
+
+/// What processes sleep at until the parent opens it, so that they all start at once.
+struct Gate {
+    alignas(128) std::uint32_t opened = 0; // atomic (atomic_ref)
+
+    void wait() noexcept { futex_wait_for(opened, 1); }
+    void open() noexcept
+    {
+        // release: pairs with the acquire load in futex_wait_for().
+        std::atomic_ref(opened).store(1, std::memory_order_release);
+        ::syscall(SYS_futex, &opened, FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
+    }
 };
 
 // ---- channels: one direction, producer in one process, consumer in the other ----
@@ -279,11 +344,11 @@ enum class RingApi {
 };
 
 /// How a ShmlinkChannel makes and opens its ring: an SPSC ring, or an MPSC
-/// ring whose one producer takes a lane.
+/// ring of `lanes` lanes on which each producer takes one.
 struct SpscKind {
     using Producer = shmlink::SpscRing;
     using Consumer = shmlink::SpscRing;
-    static void create(shmlink::Segment& segment, std::string_view name)
+    static void create(shmlink::Segment& segment, std::string_view name, std::uint32_t /*lanes*/)
     {
         shmlink::SpscRing::create(segment, name, kRingBytes);
     }
@@ -300,9 +365,9 @@ struct SpscKind {
 struct MpscKind {
     using Producer = shmlink::MpscProducer;
     using Consumer = shmlink::MpscRing;
-    static void create(shmlink::Segment& segment, std::string_view name)
+    static void create(shmlink::Segment& segment, std::string_view name, std::uint32_t lanes)
     {
-        shmlink::MpscRing::create(segment, name, kRingBytes, kMpscLanes);
+        shmlink::MpscRing::create_only(segment, name, kRingBytes, lanes);
     }
     static Producer producer(shmlink::Segment& segment, std::string_view name)
     {
@@ -317,15 +382,15 @@ struct MpscKind {
 template <typename Kind>
 class ShmlinkChannel {
 public:
-    explicit ShmlinkChannel(RingApi api, shmlink::WaitOptions wait = {})
+    explicit ShmlinkChannel(RingApi api, shmlink::WaitOptions wait = {}, std::uint32_t lanes = 1)
         : path_(unique_name("/dev/shm/shmlink-ring-bench")),
           api_(api),
           wait_(wait),
-          segment_(shmlink::Segment::create(path_, kSegmentBytes,
-              {.max_size_bytes = kSegmentBytes, .cleanup = shmlink::Cleanup::unlink_on_close})),
+          segment_(shmlink::Segment::create(path_, segment_bytes(lanes),
+              {.max_size_bytes = segment_bytes(lanes), .cleanup = shmlink::Cleanup::unlink_on_close})),
           buffer_(kMaxMessageBytes)
     {
-        Kind::create(segment_, kRingName);
+        Kind::create(segment_, kRingName, lanes);
     }
 
     /// Attaches by path, as a guest does; the ring is opened by name on
@@ -334,11 +399,17 @@ public:
     void attach_in_child() { guest_ = shmlink::Segment::attach(path_); }
     [[nodiscard]] bool in_place() const noexcept { return api_ == RingApi::zero_copy; }
 
+    /// Opens the producer's end now (an MPSC producer takes its lane) rather than at the first send().
+    void open_producer()
+    {
+        if (!producer_.valid())
+            producer_ = Kind::producer(segment(), kRingName);
+    }
+
     bool send(std::span<const std::byte> message)
     {
         using shmlink::RingStatus;
-        if (!producer_.valid())
-            producer_ = Kind::producer(segment(), kRingName);
+        open_producer();
         if (api_ == RingApi::wait)
             return producer_.push(message, kTimeout, wait_) == RingStatus::ok;
         for (;;) { // throughput: spin while full, as the reference ring does
@@ -361,24 +432,37 @@ public:
         }
     }
 
+    /// `handle(bytes)`, or on an MPSC ring `handle(lane, bytes)` to learn
+    /// which lane a message came from (not with RingApi::wait, whose pop()
+    /// does not say: false then).
     template <typename Handle>
     bool receive(Handle&& handle)
     {
         using shmlink::RingStatus;
+        constexpr bool kByLane = std::is_invocable_v<Handle&, std::uint32_t, std::span<const std::byte>>;
         if (!consumer_.valid())
             consumer_ = Kind::consumer(segment(), kRingName);
         if (api_ == RingApi::wait) {
             std::size_t length = 0;
-            if (consumer_.pop(buffer_, length, kTimeout, wait_) != RingStatus::ok)
+            if constexpr (kByLane)
                 return false;
-            handle(std::span<const std::byte>(buffer_.data(), length));
+            else if (consumer_.pop(buffer_, length, kTimeout, wait_) != RingStatus::ok)
+                return false;
+            else
+                handle(std::span<const std::byte>(buffer_.data(), length));
             return true;
         }
-        const auto copy_out = [&](std::span<const std::byte> message) {
+        const auto copied = [&](std::span<const std::byte> message) {
             const std::size_t length = std::min(message.size(), buffer_.size());
             std::memcpy(buffer_.data(), message.data(), length);
-            handle(std::span<const std::byte>(buffer_.data(), length));
+            return std::span<const std::byte>(buffer_.data(), length);
         };
+        const auto copy_out = [&] {
+            if constexpr (kByLane)
+                return [&](std::uint32_t lane, std::span<const std::byte> message) { handle(lane, copied(message)); };
+            else
+                return [&](std::span<const std::byte> message) { handle(copied(message)); };
+        }();
         for (;;) {
             RingStatus status = RingStatus::ok;
             const std::size_t taken = api_ == RingApi::copy ? consumer_.consume(copy_out, kConsumeBatch, &status)
@@ -642,10 +726,12 @@ private:
 
 // ---- measurements ----
 
+/// A multiple of 64, so that kProducers producers share it evenly.
 std::uint64_t message_count(Cost cost, std::size_t size, std::uint64_t divisor)
 {
     const double ns = cost.ns_per_message + static_cast<double>(size) / cost.bytes_per_ns;
-    return std::max<std::uint64_t>(100, static_cast<std::uint64_t>(kTargetSeconds * 1e9 / ns) / divisor);
+    const auto count = static_cast<std::uint64_t>(kTargetSeconds * 1e9 / ns) / divisor;
+    return std::max<std::uint64_t>(128, count) & ~std::uint64_t {63};
 }
 
 double seconds_between(Clock::time_point from, Clock::time_point to)
@@ -686,12 +772,92 @@ std::optional<double> one_way_seconds(Channel& channel, std::size_t size, std::u
     return seconds_between(start, child.done_at());
 }
 
+/// kProducers processes pinned to kParentCpu, all on one CPU (the machine
+/// has two, and the consumer has the other), each sending its share of
+/// `count` messages on a lane of its own of a kProducers-lane MPSC ring to
+/// one consumer, which checks each lane's order. Seconds from opening the
+/// gate the producers wait at to the consumer's last receive.
+std::optional<double> many_producers_seconds(std::size_t size, std::uint64_t count)
+{
+    MpscChannel channel(RingApi::copy, {}, kProducers);
+    const std::uint64_t each = count / kProducers;
+    Shared<Gate> gate;
+    Child consumer([&](Handshake& handshake) {
+        channel.attach_in_child();
+        // One receipt a lane: every lane must carry one producer's messages, all of them, in order.
+        std::vector<Receipt> lanes(kProducers, Receipt(size, false));
+        std::uint64_t received = 0;
+        const auto check = [&](std::uint32_t lane, std::span<const std::byte> message) {
+            ++received;
+            lanes[lane](message); // MpscRing::consume() names lanes below lane_count() only
+        };
+        handshake.set_ready();
+        while (received < each * kProducers) {
+            if (!channel.receive(check))
+                return false;
+        }
+        handshake.set_done();
+        bool complete = true;
+        for (std::size_t lane = 0; lane < lanes.size(); ++lane) {
+            if (!lanes[lane].complete(each)) {
+                std::fprintf(stderr, "lane %zu: ", lane);
+                lanes[lane].explain(each);
+                complete = false;
+            }
+        }
+        return complete;
+    });
+    if (!consumer.wait_ready())
+        return std::nullopt;
+    std::vector<std::unique_ptr<Child>> producers;
+    for (std::uint32_t i = 0; i < kProducers; ++i) {
+        producers.push_back(std::make_unique<Child>(kParentCpu, [&](Handshake& handshake) {
+            channel.attach_in_child();
+            channel.open_producer(); // takes a lane before the gate opens
+            handshake.set_ready();
+            gate->wait();
+            std::vector<std::byte> message(size, kFill);
+            for (std::uint64_t seq = 0; seq < each; ++seq) {
+                stamp(message, seq);
+                if (!channel.send(message))
+                    return false;
+            }
+            return true;
+        }));
+    }
+    for (const auto& producer : producers)
+        if (!producer->wait_ready())
+            return std::nullopt;
+    const auto start = Clock::now();
+    gate->open();
+    for (const auto& producer : producers)
+        if (!producer->join())
+            return std::nullopt; // the consumer would wait for its messages forever
+    if (!consumer.join())
+        return std::nullopt;
+    return seconds_between(start, consumer.done_at());
+}
+
+/// `bytes` bytes from the start of a page inside `storage`.
+std::span<std::byte> page_aligned(std::vector<std::byte>& storage, std::size_t bytes)
+{
+    constexpr std::size_t kPage = 4096;
+    storage.assign(bytes + kPage, kFill);
+    const auto address = reinterpret_cast<std::uintptr_t>(storage.data());
+    return std::span(storage).subspan((kPage - address % kPage) % kPage, bytes);
+}
+
 /// The bandwidth floor: one process copying each message into a ring-sized
 /// buffer, cycling through it as a ring does, so the working set matches.
+/// Both start a page: where the destination lies a few bytes past the
+/// source modulo 4096, this machine's memcpy (AMD EPYC under KVM) copies
+/// 64 KiB some 17x slower (2.5 against 45 GB/s), and that is no floor.
 double memcpy_seconds(std::size_t size, std::uint64_t count)
 {
-    std::vector<std::byte> message(size, kFill);
-    std::vector<std::byte> ring(kRingBytes);
+    std::vector<std::byte> message_storage;
+    std::vector<std::byte> ring_storage;
+    const std::span<std::byte> message = page_aligned(message_storage, size);
+    const std::span<std::byte> ring = page_aligned(ring_storage, kRingBytes);
     std::size_t at = 0;
     const auto start = Clock::now();
     for (std::uint64_t seq = 0; seq < count; ++seq) {
@@ -704,6 +870,9 @@ double memcpy_seconds(std::size_t size, std::uint64_t count)
     return seconds_between(start, Clock::now());
 }
 
+/// Round-trip times in ns, sorted.
+using Samples = std::vector<std::int64_t>;
+
 struct Latency {
     double median_ns = 0;
     double p90_ns = 0;
@@ -711,39 +880,44 @@ struct Latency {
     double p999_ns = 0;
 };
 
-/// Times `rounds` round trips after a tenth as many untimed ones:
+Latency percentiles(const Samples& ns)
+{
+    const auto at = [&](std::size_t per_mille) { return static_cast<double>(ns[ns.size() * per_mille / 1000]); };
+    return Latency {at(500), at(900), at(990), at(999)};
+}
+
+/// Times `trips` round trips after a tenth as many untimed ones:
 /// `echo(handshake, total)` runs in the child and answers all of them;
 /// `round_trip(seq)` runs here for seq = 1, 2, ... and returns false on error.
 template <typename Echo, typename RoundTrip>
-std::optional<Latency> time_round_trips(std::uint64_t rounds, Echo&& echo, RoundTrip&& round_trip)
+std::optional<Samples> time_round_trips(std::uint64_t trips, Echo&& echo, RoundTrip&& round_trip)
 {
-    const std::uint64_t total = rounds + rounds / 10;
+    const std::uint64_t total = trips + trips / 10;
     Child child([&](Handshake& handshake) { return echo(handshake, total); });
     if (!child.wait_ready())
         return std::nullopt;
-    std::vector<std::int64_t> ns;
-    ns.reserve(rounds);
+    Samples ns;
+    ns.reserve(trips);
     for (std::uint64_t seq = 1; seq <= total; ++seq) {
         const auto start = Clock::now();
         if (!round_trip(seq))
             return std::nullopt;
-        if (seq > total - rounds)
+        if (seq > total - trips)
             ns.push_back(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count());
     }
     if (!child.join())
         return std::nullopt;
     std::sort(ns.begin(), ns.end());
-    const auto at = [&](std::size_t per_mille) { return static_cast<double>(ns[ns.size() * per_mille / 1000]); };
-    return Latency {at(500), at(900), at(990), at(999)};
+    return ns;
 }
 
 /// Ping-pong of one kLatencyMessageBytes message: out on `to_child`, echoed back on `to_parent`.
 template <typename Channel>
-std::optional<Latency> channel_round_trips(Channel& to_child, Channel& to_parent, std::uint64_t rounds)
+std::optional<Samples> channel_round_trips(Channel& to_child, Channel& to_parent, std::uint64_t trips)
 {
     std::vector<std::byte> message(kLatencyMessageBytes, kFill);
     return time_round_trips(
-        rounds,
+        trips,
         [&](Handshake& handshake, std::uint64_t total) {
             to_child.attach_in_child();
             to_parent.attach_in_child();
@@ -776,11 +950,11 @@ struct CacheLines {
     alignas(128) std::atomic<std::uint64_t> pong {0};
 };
 
-std::optional<Latency> cache_line_round_trips(std::uint64_t rounds)
+std::optional<Samples> cache_line_round_trips(std::uint64_t trips)
 {
     Shared<CacheLines> lines;
     return time_round_trips(
-        rounds,
+        trips,
         [&](Handshake& handshake, std::uint64_t total) {
             handshake.set_ready();
             for (std::uint64_t seq = 1; seq <= total; ++seq) {
@@ -806,29 +980,11 @@ struct FutexWords {
     alignas(128) std::uint32_t pong = 0; // atomic (atomic_ref): child -> parent
 };
 
-void futex_post(std::uint32_t& word, std::uint32_t value) noexcept
-{
-    // release: pairs with the acquire load in futex_wait_for(); the waiter sees our writes before.
-    std::atomic_ref(word).store(value, std::memory_order_release);
-    ::syscall(SYS_futex, &word, FUTEX_WAKE, 1, nullptr, nullptr, 0);
-}
-
-void futex_wait_for(std::uint32_t& word, std::uint32_t value) noexcept
-{
-    for (;;) {
-        // acquire: pairs with the release store in futex_post().
-        const std::uint32_t seen = std::atomic_ref(word).load(std::memory_order_acquire);
-        if (seen == value)
-            return;
-        ::syscall(SYS_futex, &word, FUTEX_WAIT, seen, nullptr, nullptr, 0);
-    }
-}
-
-std::optional<Latency> futex_round_trips(std::uint64_t rounds)
+std::optional<Samples> futex_round_trips(std::uint64_t trips)
 {
     Shared<FutexWords> words;
     return time_round_trips(
-        rounds,
+        trips,
         [&](Handshake& handshake, std::uint64_t total) {
             handshake.set_ready();
             for (std::uint64_t seq = 1; seq <= total; ++seq) {
@@ -846,48 +1002,91 @@ std::optional<Latency> futex_round_trips(std::uint64_t rounds)
 
 // ---- results ----
 
+/// The median of some figures (one per round) and their least and greatest.
+struct Summary {
+    double median = 0;
+    double min = 0;
+    double max = 0;
+};
+
+Summary summarize(std::vector<double> values)
+{
+    std::sort(values.begin(), values.end());
+    const std::size_t n = values.size();
+    const double median = n % 2 == 1 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
+    return {median, values.front(), values.back()};
+}
+
+/// `field` of `figures` (times `scale`) as a JSON number, or null without figures.
+template <typename Figures>
+std::string json_field(const std::optional<Figures>& figures, double Figures::*field, double scale = 1)
+{
+    return json_number(figures ? std::optional((*figures).*field * scale) : std::nullopt);
+}
+
+std::string json_numbers(const std::vector<double>& values)
+{
+    std::string out = "[";
+    for (std::size_t i = 0; i < values.size(); ++i)
+        out += (i == 0 ? "" : ", ") + json_number(values[i]);
+    return out + "]";
+}
+
 struct ThroughputResult {
     std::string peer;
     std::size_t size = 0;
-    std::uint64_t messages = 0;
-    std::optional<double> seconds; // the fastest of kRepetitions; empty if any failed
-    double spread = 0;             // slowest / fastest: how much to trust it
+    std::uint64_t messages = 0;       // in each run
+    std::vector<double> per_round;    // messages/s, one per round
+    bool failed = false;              // a run failed: no figure at all
 
-    [[nodiscard]] double messages_per_s() const { return static_cast<double>(messages) / *seconds; }
-    [[nodiscard]] double bytes_per_s() const { return messages_per_s() * static_cast<double>(size); }
+    [[nodiscard]] bool measured() const noexcept { return !failed && !per_round.empty(); }
+    [[nodiscard]] Summary messages_per_s() const { return summarize(per_round); }
 };
 
 struct LatencyResult {
     std::string peer;
-    std::uint64_t rounds = 0;
-    std::optional<Latency> latency;
+    std::uint64_t trips = 0;          // timed in each round
+    std::vector<Latency> per_round;
+    Samples all;                      // every round's round trips, for the tails
+    bool failed = false;
+
+    [[nodiscard]] bool measured() const noexcept { return !failed && !per_round.empty(); }
+    [[nodiscard]] std::vector<double> medians() const
+    {
+        std::vector<double> out;
+        for (const auto& round : per_round)
+            out.push_back(round.median_ns);
+        return out;
+    }
 };
 
-enum class Comparison { at_least, at_most, below };
+enum class Comparison { at_least, at_most, context };
 
+/// A ratio of two peers' figures taken in each round, and the median of those.
 struct Ratio {
     std::string name;
-    std::optional<double> value;
     Comparison comparison;
-    double target;
+    double target;                    // unused for context
+    std::vector<double> per_round;    // empty when a peer is missing
 
+    [[nodiscard]] bool has_target() const noexcept { return comparison != Comparison::context; }
     [[nodiscard]] const char* sign() const
     {
-        return comparison == Comparison::at_least ? ">=" : comparison == Comparison::at_most ? "<=" : "<";
+        return comparison == Comparison::at_least ? ">=" : "<=";
     }
     [[nodiscard]] bool met() const
     {
-        if (!value)
+        if (per_round.empty() || !has_target())
             return false;
-        return comparison == Comparison::at_least ? *value >= target
-            : comparison == Comparison::at_most   ? *value <= target
-                                                  : *value < target;
+        const double value = summarize(per_round).median;
+        return comparison == Comparison::at_least ? value >= target : value <= target;
     }
 };
 
 struct Options {
     bool quick = false;
     bool progress = false; ///< a line "progress DONE TOTAL what" on stderr per measurement
+    std::size_t rounds = 0; ///< 0: kDefaultRounds, or kQuickRounds with --quick
     std::string json_path;
     std::string plot_path;
     std::string only; ///< measure only the peers whose name contains this
@@ -895,9 +1094,18 @@ struct Options {
 
 class Report {
 public:
-    explicit Report(const Options& options) : options_(options) {}
+    explicit Report(const Options& options) : options_(options)
+    {
+        if (options_.rounds == 0)
+            options_.rounds = options_.quick ? kQuickRounds : kDefaultRounds;
+    }
 
     [[nodiscard]] std::uint64_t divisor() const noexcept { return options_.quick ? kQuickDivisor : 1; }
+    [[nodiscard]] std::size_t rounds() const noexcept { return options_.rounds; }
+    [[nodiscard]] bool skipped(std::string_view peer) const noexcept
+    {
+        return !options_.only.empty() && peer.find(options_.only) == std::string_view::npos;
+    }
 
     /// One peer's throughput measurement: `measure(count)` moves `count`
     /// messages through a fresh channel and answers the seconds it took.
@@ -907,11 +1115,11 @@ public:
         std::function<std::optional<double>(std::uint64_t)> measure;
     };
 
-    /// One peer's latency measurement: `measure(rounds)` times that many round trips.
+    /// One peer's latency measurement: `measure(trips)` times that many round trips.
     struct LatencyPeer {
         std::string_view name;
-        std::uint64_t rounds;
-        std::function<std::optional<Latency>(std::uint64_t)> measure;
+        std::uint64_t trips;
+        std::function<std::optional<Samples>(std::uint64_t)> measure;
     };
 
     /// Every throughput measurement at one message size.
@@ -925,56 +1133,55 @@ public:
     {
         for (const auto& s : sizes)
             for (const auto& peer : s.peers)
-                planned_ += skipped(peer.name) ? 0 : kRepetitions;
+                planned_ += skipped(peer.name) ? 0 : rounds();
         for (const auto& peer : latencies)
-            planned_ += skipped(peer.name) ? 0 : kLatencyRepetitions;
+            planned_ += skipped(peer.name) ? 0 : rounds();
     }
 
-    /// Measures every peer at `size` kRepetitions times, interleaved (A B C,
-    /// A B C, ...), and keeps each one's fastest run. Interleaving matters
-    /// here: the machine drifts between a fast and a slow state that lasts
-    /// seconds (two vCPUs whose placement changes), so runs of peers compared
-    /// in a ratio must be taken close together; interference only ever slows
-    /// a run, so the fastest run is the one to keep. The spread column
-    /// (slowest / fastest) shows how much that mattered.
+    /// Measures every peer at `size` in rounds: each round runs every peer
+    /// once, in turn (A B C, A B C, ...). The machine drifts between a fast
+    /// and a slow state that lasts seconds (two vCPUs whose placement
+    /// changes), so only figures taken close together compare: a ratio is
+    /// taken within each round, and what is reported is the median over
+    /// the rounds, with the least and greatest to show how far to trust it.
     void throughputs(std::size_t size, const std::vector<Peer>& peers)
     {
         std::vector<ThroughputResult> results;
-        std::vector<std::vector<double>> seconds(peers.size());
         for (const Peer& peer : peers)
-            results.push_back({std::string(peer.name), size, message_count(peer.cost, size, divisor()), std::nullopt});
-        for (std::size_t repetition = 0; repetition < kRepetitions; ++repetition) {
+            results.push_back({std::string(peer.name), size, message_count(peer.cost, size, divisor()), {}});
+        for (std::size_t round = 0; round < rounds(); ++round) {
             for (std::size_t i = 0; i < peers.size(); ++i) {
                 if (skipped(peers[i].name))
                     continue;
-                progressed(std::string(peers[i].name) + ", " + std::to_string(size) + " bytes");
-                if (seconds[i].size() != repetition)
-                    continue; // an earlier run failed
+                ThroughputResult& result = results[i];
+                progressed(result.peer + ", " + std::to_string(size) + " bytes, round " + std::to_string(round + 1));
+                if (result.failed)
+                    continue;
                 ::alarm(kWatchdogSeconds);
-                std::optional<double> run;
+                std::optional<double> seconds;
                 try {
-                    run = peers[i].measure(results[i].messages);
+                    seconds = peers[i].measure(result.messages);
                 } catch (const std::exception& e) {
-                    std::fprintf(stderr, "%s, %zu bytes: %s\n", results[i].peer.c_str(), size, e.what());
+                    std::fprintf(stderr, "%s, %zu bytes: %s\n", result.peer.c_str(), size, e.what());
                 }
                 ::alarm(0);
-                if (run)
-                    seconds[i].push_back(*run);
+                if (seconds && *seconds > 0)
+                    result.per_round.push_back(static_cast<double>(result.messages) / *seconds);
+                else
+                    result.failed = true;
             }
         }
         for (std::size_t i = 0; i < peers.size(); ++i) {
             if (skipped(peers[i].name))
                 continue;
             ThroughputResult& result = results[i];
-            if (seconds[i].size() == kRepetitions) {
-                const auto [fastest, slowest] = std::minmax_element(seconds[i].begin(), seconds[i].end());
-                result.seconds = *fastest;
-                result.spread = *slowest / *fastest;
-                std::printf("  %-28s %7zu %12llu %14.3f %12.1f %9.3f %7.2f\n", result.peer.c_str(), size,
-                    static_cast<unsigned long long>(result.messages), result.messages_per_s() / 1e6,
-                    result.bytes_per_s() / 1e6, *result.seconds, result.spread);
+            if (result.measured()) {
+                const Summary rate = result.messages_per_s();
+                std::printf("  %-28s %7zu %13llu %13.3f  [%8.3f .. %8.3f] %11.1f\n", result.peer.c_str(), size,
+                    static_cast<unsigned long long>(result.messages), rate.median / 1e6, rate.min / 1e6,
+                    rate.max / 1e6, rate.median * static_cast<double>(size) / 1e6);
             } else {
-                std::printf("  %-28s %7zu %12llu %14s\n", result.peer.c_str(), size,
+                std::printf("  %-28s %7zu %13llu %13s\n", result.peer.c_str(), size,
                     static_cast<unsigned long long>(result.messages), "FAILED");
             }
             throughputs_.push_back(std::move(result));
@@ -982,79 +1189,81 @@ public:
         std::fflush(stdout);
     }
 
-    void latency(const LatencyPeer& peer)
+    /// Every latency peer in rounds, as throughputs() does.
+    void latencies(const std::vector<LatencyPeer>& peers)
     {
-        if (skipped(peer.name))
-            return;
-        LatencyResult result {std::string(peer.name), std::max<std::uint64_t>(100, peer.rounds / divisor()), std::nullopt};
-        // The run with the lowest median of kLatencyRepetitions, for the same
-        // reason throughputs() keeps the fastest: the machine's slow spells.
-        bool failed = false;
-        for (std::size_t repetition = 0; repetition < kLatencyRepetitions; ++repetition) {
-            progressed(result.peer + ", round trips");
-            if (failed)
-                continue;
-            ::alarm(kWatchdogSeconds);
-            std::optional<Latency> run;
-            try {
-                run = peer.measure(result.rounds);
-            } catch (const std::exception& e) {
-                std::fprintf(stderr, "%s: %s\n", result.peer.c_str(), e.what());
+        std::vector<LatencyResult> results;
+        for (const LatencyPeer& peer : peers)
+            results.push_back({std::string(peer.name), std::max<std::uint64_t>(100, peer.trips / divisor()), {}, {}});
+        for (std::size_t round = 0; round < rounds(); ++round) {
+            for (std::size_t i = 0; i < peers.size(); ++i) {
+                if (skipped(peers[i].name))
+                    continue;
+                LatencyResult& result = results[i];
+                progressed(result.peer + ", round trips, round " + std::to_string(round + 1));
+                if (result.failed)
+                    continue;
+                ::alarm(kWatchdogSeconds);
+                std::optional<Samples> samples;
+                try {
+                    samples = peers[i].measure(result.trips);
+                } catch (const std::exception& e) {
+                    std::fprintf(stderr, "%s: %s\n", result.peer.c_str(), e.what());
+                }
+                ::alarm(0);
+                if (!samples || samples->empty()) {
+                    result.failed = true;
+                    continue;
+                }
+                result.per_round.push_back(percentiles(*samples));
+                result.all.insert(result.all.end(), samples->begin(), samples->end());
             }
-            ::alarm(0);
-            if (!run) {
-                result.latency.reset();
-                failed = true;
-                continue;
-            }
-            if (!result.latency || run->median_ns < result.latency->median_ns)
-                result.latency = run;
         }
-        if (result.latency)
-            std::printf("  %-28s %10llu %12.0f %12.0f %12.0f %12.0f\n", result.peer.c_str(),
-                static_cast<unsigned long long>(result.rounds), result.latency->median_ns, result.latency->p90_ns,
-                result.latency->p99_ns, result.latency->p999_ns);
-        else
-            std::printf("  %-28s %10llu %12s\n", result.peer.c_str(), static_cast<unsigned long long>(result.rounds),
-                "FAILED");
+        for (std::size_t i = 0; i < peers.size(); ++i) {
+            if (skipped(peers[i].name))
+                continue;
+            LatencyResult& result = results[i];
+            if (result.measured()) {
+                std::sort(result.all.begin(), result.all.end());
+                const Summary median = summarize(result.medians());
+                const Latency tails = percentiles(result.all);
+                std::printf("  %-28s %11llu %12.0f  [%8.0f .. %8.0f] %12.0f %12.0f %12.0f\n", result.peer.c_str(),
+                    static_cast<unsigned long long>(result.trips), median.median, median.min, median.max,
+                    tails.p90_ns, tails.p99_ns, tails.p999_ns);
+            } else {
+                std::printf("  %-28s %11llu %12s\n", result.peer.c_str(), static_cast<unsigned long long>(result.trips),
+                    "FAILED");
+            }
+            latencies_.push_back(std::move(result));
+        }
         std::fflush(stdout);
-        latencies_.push_back(std::move(result));
     }
 
-    [[nodiscard]] std::optional<double> bytes_per_s(std::string_view peer, std::size_t size) const
+    /// `numerator` over `denominator` at message size `size` (messages/s), round by round.
+    void throughput_ratio(std::string name, std::string_view numerator, std::string_view denominator,
+        std::size_t size, Comparison comparison, double target = 0)
     {
-        for (const auto& r : throughputs_)
-            if (r.peer == peer && r.size == size && r.seconds)
-                return r.bytes_per_s();
-        return std::nullopt;
-    }
-    [[nodiscard]] std::optional<double> median_ns(std::string_view peer) const
-    {
-        for (const auto& r : latencies_)
-            if (r.peer == peer && r.latency)
-                return r.latency->median_ns;
-        return std::nullopt;
+        const ThroughputResult* top = throughput(numerator, size);
+        const ThroughputResult* bottom = throughput(denominator, size);
+        ratio({std::move(name), comparison, target, {}}, top ? top->per_round : std::vector<double>(),
+            bottom ? bottom->per_round : std::vector<double>());
     }
 
-    void ratio(std::string name, std::optional<double> numerator, std::optional<double> denominator,
-        Comparison comparison, double target)
+    /// `numerator`'s median round trip over `denominator`'s, round by round.
+    void latency_ratio(std::string name, std::string_view numerator, std::string_view denominator,
+        Comparison comparison, double target = 0)
     {
-        Ratio r {std::move(name), std::nullopt, comparison, target};
-        if (numerator && denominator && *denominator > 0)
-            r.value = *numerator / *denominator;
-        if (r.value)
-            std::printf("  %-52s = %8.2fx  (target %s %gx)  %s\n", r.name.c_str(), *r.value, r.sign(), r.target,
-                r.met() ? "met" : "MISSED");
-        else
-            std::printf("  %-52s = %8s   (target %s %gx)\n", r.name.c_str(), "n/a", r.sign(), r.target);
-        ratios_.push_back(std::move(r));
+        const LatencyResult* top = latency(numerator);
+        const LatencyResult* bottom = latency(denominator);
+        ratio({std::move(name), comparison, target, {}}, top ? top->medians() : std::vector<double>(),
+            bottom ? bottom->medians() : std::vector<double>());
     }
 
     /// True if every measurement ran and verified (targets aside).
     [[nodiscard]] bool complete() const
     {
-        return std::all_of(throughputs_.begin(), throughputs_.end(), [](const auto& r) { return r.seconds.has_value(); })
-            && std::all_of(latencies_.begin(), latencies_.end(), [](const auto& r) { return r.latency.has_value(); });
+        return std::all_of(throughputs_.begin(), throughputs_.end(), [](const auto& r) { return r.measured(); })
+            && std::all_of(latencies_.begin(), latencies_.end(), [](const auto& r) { return r.measured(); });
     }
 
     bool write_json() const;
@@ -1070,9 +1279,38 @@ private:
         }
     }
 
-    [[nodiscard]] bool skipped(std::string_view peer) const noexcept
+    [[nodiscard]] const ThroughputResult* throughput(std::string_view peer, std::size_t size) const
     {
-        return !options_.only.empty() && peer.find(options_.only) == std::string_view::npos;
+        for (const auto& r : throughputs_)
+            if (r.peer == peer && r.size == size && r.measured())
+                return &r;
+        return nullptr;
+    }
+    [[nodiscard]] const LatencyResult* latency(std::string_view peer) const
+    {
+        for (const auto& r : latencies_)
+            if (r.peer == peer && r.measured())
+                return &r;
+        return nullptr;
+    }
+
+    /// Divides round by round (both peers ran in every round, or the ratio has none) and prints the result.
+    void ratio(Ratio r, const std::vector<double>& top, const std::vector<double>& bottom)
+    {
+        if (!top.empty() && top.size() == bottom.size())
+            for (std::size_t i = 0; i < top.size(); ++i)
+                r.per_round.push_back(top[i] / bottom[i]);
+        char target[48] = "context";
+        if (r.has_target())
+            std::snprintf(target, sizeof(target), "target %s %gx", r.sign(), r.target);
+        if (r.per_round.empty()) {
+            std::printf("  %-52s = %6s                    (%s)\n", r.name.c_str(), "n/a", target);
+        } else {
+            const Summary value = summarize(r.per_round);
+            std::printf("  %-52s = %6.2fx [%5.2f .. %5.2f]  (%s)%s\n", r.name.c_str(), value.median, value.min,
+                value.max, target, !r.has_target() ? "" : r.met() ? "  met" : "  MISSED");
+        }
+        ratios_.push_back(std::move(r));
     }
 
     Options options_;
@@ -1090,38 +1328,72 @@ bool Report::write_json() const
         std::fprintf(stderr, "%s: %s\n", options_.json_path.c_str(), std::strerror(errno));
         return false;
     }
-    std::fprintf(out, "{\n  \"quick\": %s,\n  \"cpus\": [%d, %d],\n  \"repetitions\": %zu,\n  \"throughput\": [",
-        options_.quick ? "true" : "false", kParentCpu, kChildCpu, kRepetitions);
+    // Every figure is the median over the rounds, with its min and max and the rounds' own values.
+    std::fprintf(out, "{\n  \"quick\": %s,\n  \"cpus\": [%d, %d],\n  \"rounds\": %zu,\n  \"throughput\": [",
+        options_.quick ? "true" : "false", kParentCpu, kChildCpu, rounds());
     const char* separator = "\n";
     for (const auto& r : throughputs_) {
+        std::optional<Summary> rate;
+        if (r.measured())
+            rate = r.messages_per_s();
         std::fprintf(out,
-            "%s    {\"peer\": %s, \"message_bytes\": %zu, \"messages\": %llu, \"seconds\": %s, "
-            "\"spread\": %s, \"messages_per_second\": %s, \"bytes_per_second\": %s}",
+            "%s    {\"peer\": %s, \"message_bytes\": %zu, \"messages\": %llu, \"messages_per_second\": %s, "
+            "\"min_messages_per_second\": %s, \"max_messages_per_second\": %s, \"bytes_per_second\": %s, "
+            "\"rounds_messages_per_second\": %s}",
             separator, json_string(r.peer).c_str(), r.size, static_cast<unsigned long long>(r.messages),
-            json_number(r.seconds).c_str(), json_number(r.seconds ? std::optional(r.spread) : std::nullopt).c_str(),
-            json_number(r.seconds ? std::optional(r.messages_per_s()) : std::nullopt).c_str(),
-            json_number(r.seconds ? std::optional(r.bytes_per_s()) : std::nullopt).c_str());
+            json_field(rate, &Summary::median).c_str(), json_field(rate, &Summary::min).c_str(),
+            json_field(rate, &Summary::max).c_str(),
+            json_field(rate, &Summary::median, static_cast<double>(r.size)).c_str(),
+            r.measured() ? json_numbers(r.per_round).c_str() : "null");
         separator = ",\n";
     }
     std::fprintf(out, "\n  ],\n  \"latency\": [");
     separator = "\n";
     for (const auto& r : latencies_) {
+        // median_ns: the median over the rounds of each round's median; the
+        // other percentiles: of every round trip of every round.
+        std::optional<Summary> median;
+        std::optional<Latency> tails;
+        std::string per_round = "null";
+        if (r.measured()) {
+            median = summarize(r.medians());
+            tails = percentiles(r.all);
+            per_round = "[";
+            for (std::size_t i = 0; i < r.per_round.size(); ++i) {
+                const Latency& l = r.per_round[i];
+                per_round += std::string(i == 0 ? "" : ", ") + "{\"median_ns\": " + json_number(l.median_ns)
+                    + ", \"p90_ns\": " + json_number(l.p90_ns) + ", \"p99_ns\": " + json_number(l.p99_ns)
+                    + ", \"p999_ns\": " + json_number(l.p999_ns) + "}";
+            }
+            per_round += "]";
+        }
         std::fprintf(out,
-            "%s    {\"peer\": %s, \"message_bytes\": %zu, \"round_trips\": %llu, \"median_ns\": %s, \"p90_ns\": %s, "
-            "\"p99_ns\": %s, \"p999_ns\": %s}",
-            separator, json_string(r.peer).c_str(), kLatencyMessageBytes, static_cast<unsigned long long>(r.rounds),
-            json_number(r.latency ? std::optional(r.latency->median_ns) : std::nullopt).c_str(),
-            json_number(r.latency ? std::optional(r.latency->p90_ns) : std::nullopt).c_str(),
-            json_number(r.latency ? std::optional(r.latency->p99_ns) : std::nullopt).c_str(),
-            json_number(r.latency ? std::optional(r.latency->p999_ns) : std::nullopt).c_str());
+            "%s    {\"peer\": %s, \"message_bytes\": %zu, \"round_trips\": %llu, \"median_ns\": %s, "
+            "\"min_median_ns\": %s, \"max_median_ns\": %s, \"p90_ns\": %s, \"p99_ns\": %s, \"p999_ns\": %s, "
+            "\"rounds\": %s}",
+            separator, json_string(r.peer).c_str(), kLatencyMessageBytes, static_cast<unsigned long long>(r.trips),
+            json_field(median, &Summary::median).c_str(), json_field(median, &Summary::min).c_str(),
+            json_field(median, &Summary::max).c_str(), json_field(tails, &Latency::p90_ns).c_str(),
+            json_field(tails, &Latency::p99_ns).c_str(), json_field(tails, &Latency::p999_ns).c_str(),
+            per_round.c_str());
         separator = ",\n";
     }
     std::fprintf(out, "\n  ],\n  \"ratios\": [");
     separator = "\n";
     for (const auto& r : ratios_) {
-        std::fprintf(out, "%s    {\"name\": %s, \"value\": %s, \"comparison\": %s, \"target\": %s, \"met\": %s}",
-            separator, json_string(r.name).c_str(), json_number(r.value).c_str(), json_string(r.sign()).c_str(),
-            json_number(r.target).c_str(), r.met() ? "true" : "false");
+        std::optional<Summary> value;
+        if (!r.per_round.empty())
+            value = summarize(r.per_round);
+        // "value" is the median, as "median" is; a context ratio has no comparison, target or met.
+        std::fprintf(out,
+            "%s    {\"name\": %s, \"value\": %s, \"median\": %s, \"min\": %s, \"max\": %s, \"rounds\": %s, "
+            "\"context\": %s, \"comparison\": %s, \"target\": %s, \"met\": %s}",
+            separator, json_string(r.name).c_str(), json_field(value, &Summary::median).c_str(),
+            json_field(value, &Summary::median).c_str(), json_field(value, &Summary::min).c_str(),
+            json_field(value, &Summary::max).c_str(), json_numbers(r.per_round).c_str(),
+            r.has_target() ? "false" : "true", r.has_target() ? json_string(r.sign()).c_str() : "null",
+            r.has_target() ? json_number(r.target).c_str() : "null",
+            r.has_target() ? (r.met() ? "true" : "false") : "null");
         separator = ",\n";
     }
     std::fprintf(out, "\n  ]\n}\n");
@@ -1133,21 +1405,25 @@ bool Report::write_plot() const
     shmlink::bench::Chart chart;
     chart.title = "shmlink rings beside their peers";
     chart.subtitle = "producer and consumer processes pinned to CPUs " + std::to_string(kParentCpu) + " and "
-        + std::to_string(kChildCpu) + "; throughput best of " + std::to_string(kRepetitions) + ", latency of "
+        + std::to_string(kChildCpu) + "; medians of " + std::to_string(rounds()) + " rounds; latency of "
         + std::to_string(kLatencyMessageBytes) + "-byte messages" + (options_.quick ? "; --quick run" : "");
     for (const auto& r : throughputs_) {
-        if (!r.seconds)
+        if (!r.measured())
             continue;
         auto series = std::find_if(chart.throughput.begin(), chart.throughput.end(),
             [&](const auto& s) { return s.peer == r.peer; });
         if (series == chart.throughput.end())
             series = chart.throughput.insert(chart.throughput.end(), {r.peer, {}});
-        series->points.emplace_back(static_cast<double>(r.size), r.bytes_per_s());
+        const double bytes = static_cast<double>(r.size);
+        series->points.emplace_back(bytes, r.messages_per_s().median * bytes);
     }
     chart.percentiles = {"p50", "p90", "p99", "p99.9"};
-    for (const auto& r : latencies_)
-        if (r.latency)
-            chart.latency.push_back({r.peer, {r.latency->median_ns, r.latency->p90_ns, r.latency->p99_ns, r.latency->p999_ns}});
+    for (const auto& r : latencies_) {
+        if (!r.measured())
+            continue;
+        const Latency tails = percentiles(r.all);
+        chart.latency.push_back({r.peer, {summarize(r.medians()).median, tails.p90_ns, tails.p99_ns, tails.p999_ns}});
+    }
     std::FILE* out = std::fopen(options_.plot_path.c_str(), "w");
     if (out == nullptr) {
         std::fprintf(stderr, "%s: %s\n", options_.plot_path.c_str(), std::strerror(errno));
@@ -1161,7 +1437,10 @@ bool Report::write_plot() const
 // Peer names: the table rows, the JSON "peer" fields, and how ratios find them.
 constexpr std::string_view kShmlinkCopy = "shmlink try_push/consume";
 constexpr std::string_view kShmlinkZeroCopy = "shmlink reserve/commit";
-constexpr std::string_view kMpscCopy = "shmlink MPSC try_push/consume";
+constexpr std::string_view kMpsc1Lane = "shmlink MPSC 1 lane";
+constexpr std::string_view kMpsc8Lanes = "shmlink MPSC 8 lanes";
+constexpr std::string_view kMpsc64Lanes = "shmlink MPSC 64 lanes";
+constexpr std::string_view kMpscProducers = "shmlink MPSC 8 producers";
 constexpr std::string_view kMpscSpin = "shmlink MPSC spin";
 constexpr std::string_view kMpscBlock = "shmlink MPSC block";
 constexpr std::string_view kReference = "reference ring (floor)";
@@ -1176,7 +1455,7 @@ constexpr std::string_view kCacheLine = "cache-line ping-pong (floor)";
 constexpr std::string_view kFutex = "futex ping-pong (floor)";
 
 /// One throughput measurement of a `Channel` made from `args`: a fresh one
-/// per repetition, so every run starts from an empty channel.
+/// per run, so every run starts from an empty channel.
 template <typename Channel, typename... Args>
 auto one_way(std::size_t size, Args... args)
 {
@@ -1190,58 +1469,86 @@ auto one_way(std::size_t size, Args... args)
 template <typename Channel, typename... Args>
 auto round_trips(Args... args)
 {
-    return [=](std::uint64_t rounds) {
+    return [=](std::uint64_t trips) {
         Channel to_child(args...);
         Channel to_parent(args...);
-        return channel_round_trips(to_child, to_parent, rounds);
+        return channel_round_trips(to_child, to_parent, trips);
     };
 }
 
+/// Each size's peers, in the order they run in a round: the two peers of a
+/// ratio close together (the SPSC rows beside the reference ring, the MPSC
+/// rows divided by the 1-lane ring on either side of it).
 std::vector<Report::SizePlan> throughput_plan()
 {
     std::vector<Report::SizePlan> plan;
     for (const std::size_t size : kMessageSizes) {
+        const bool small = size <= 64;
         std::vector<Report::Peer> peers {
             {kShmlinkCopy, kRingCost, one_way<SpscChannel>(size, RingApi::copy)},
-            {kMpscCopy, kRingCost, one_way<MpscChannel>(size, RingApi::copy)},
             {kReference, kRingCost, one_way<ReferenceChannel>(size)},
-            {kPipe, kPipeCost, one_way<PipeChannel>(size, size)},
-            {kSocket, kSocketCost, one_way<SocketChannel>(size, size)},
-            {kBoost, kBoostCost, one_way<BoostQueueChannel>(size, size)},
-            {kMemcpy, kMemcpyCost, [size](std::uint64_t count) { return std::optional(memcpy_seconds(size, count)); }},
         };
-        if (size == kZeroCopyBytes)
-            peers.insert(peers.begin() + 1, {kShmlinkZeroCopy, kRingCost, one_way<SpscChannel>(size, RingApi::zero_copy)});
+        if (small || size == kZeroCopyBytes)
+            peers.push_back({kShmlinkZeroCopy, kRingCost, one_way<SpscChannel>(size, RingApi::zero_copy)});
+        const auto mpsc = [size](std::uint32_t lanes) {
+            return one_way<MpscChannel>(size, RingApi::copy, shmlink::WaitOptions {}, lanes);
+        };
+        if (small) {
+            peers.push_back({kMpsc8Lanes, kRingCost, mpsc(8)});
+            peers.push_back({kMpsc64Lanes, kRingCost, mpsc(kMaxLanes)});
+        }
+        peers.push_back({kMpsc1Lane, kRingCost, mpsc(1)});
+        if (size == 64)
+            peers.push_back({kMpscProducers, kRingCost,
+                [size](std::uint64_t count) { return many_producers_seconds(size, count); }});
+        peers.push_back({kPipe, kPipeCost, one_way<PipeChannel>(size, size)});
+        peers.push_back({kSocket, kSocketCost, one_way<SocketChannel>(size, size)});
+        peers.push_back({kBoost, kBoostCost, one_way<BoostQueueChannel>(size, size)});
+        peers.push_back({kMemcpy, kMemcpyCost,
+            [size](std::uint64_t count) { return std::optional(memcpy_seconds(size, count)); }});
         plan.push_back({size, std::move(peers)});
     }
     return plan;
 }
 
+/// In the order they run in a round: each floor just before the peers divided by it.
 std::vector<Report::LatencyPeer> latency_plan()
 {
     using shmlink::WaitMode;
     using shmlink::WaitOptions;
     return {
-        {kSpin, kSpinRounds, round_trips<SpscChannel>(RingApi::wait, WaitOptions {.mode = WaitMode::spin})},
-        {kBlock, kSleepRounds, round_trips<SpscChannel>(RingApi::wait, WaitOptions {.mode = WaitMode::block})},
-        {kMpscSpin, kSpinRounds, round_trips<MpscChannel>(RingApi::wait, WaitOptions {.mode = WaitMode::spin})},
-        {kMpscBlock, kSleepRounds, round_trips<MpscChannel>(RingApi::wait, WaitOptions {.mode = WaitMode::block})},
+        {kCacheLine, kSpinTrips, cache_line_round_trips},
+        {kSpin, kSpinTrips, round_trips<SpscChannel>(RingApi::wait, WaitOptions {.mode = WaitMode::spin})},
+        {kMpscSpin, kSpinTrips,
+            round_trips<MpscChannel>(RingApi::wait, WaitOptions {.mode = WaitMode::spin}, kLatencyMpscLanes)},
         // The default options: spin_then_block.
-        {kSpinThenBlock, kSpinRounds, round_trips<SpscChannel>(RingApi::wait, WaitOptions {})},
-        {kPipe, kSleepRounds, round_trips<PipeChannel>(kLatencyMessageBytes)},
-        {kSocket, kSleepRounds, round_trips<SocketChannel>(kLatencyMessageBytes)},
-        {kBoost, kSleepRounds, round_trips<BoostQueueChannel>(kLatencyMessageBytes)},
-        {kCacheLine, kSpinRounds, cache_line_round_trips},
-        {kFutex, kSleepRounds, futex_round_trips},
+        {kSpinThenBlock, kSpinTrips, round_trips<SpscChannel>(RingApi::wait, WaitOptions {})},
+        {kFutex, kSleepTrips, futex_round_trips},
+        {kBlock, kSleepTrips, round_trips<SpscChannel>(RingApi::wait, WaitOptions {.mode = WaitMode::block})},
+        {kMpscBlock, kSleepTrips,
+            round_trips<MpscChannel>(RingApi::wait, WaitOptions {.mode = WaitMode::block}, kLatencyMpscLanes)},
+        {kPipe, kSleepTrips, round_trips<PipeChannel>(kLatencyMessageBytes)},
+        {kSocket, kSleepTrips, round_trips<SocketChannel>(kLatencyMessageBytes)},
+        {kBoost, kSleepTrips, round_trips<BoostQueueChannel>(kLatencyMessageBytes)},
     };
 }
 
 void measure_throughput(Report& report, const std::vector<Report::SizePlan>& plan)
 {
-    std::printf("one-way throughput, producer on CPU %d -> consumer process on CPU %d, best of %zu\n", kParentCpu,
-        kChildCpu, kRepetitions);
-    std::printf("  %-28s %7s %12s %14s %12s %9s %7s\n", "peer", "bytes", "messages", "M messages/s", "MB/s", "seconds",
-        "spread");
+    std::printf("one-way throughput, producer on CPU %d -> consumer process on CPU %d\n", kParentCpu, kChildCpu);
+    std::printf("%zu rounds at each size, every peer once a round in turn; M messages/s: median of the rounds "
+                "[min .. max]\n",
+        report.rounds());
+    if (!report.skipped(kMpsc1Lane) || !report.skipped(kMpsc8Lanes) || !report.skipped(kMpsc64Lanes))
+        std::printf("MPSC N lanes: one producer on a ring of N lanes of %zu KiB each, the other lanes free\n",
+            kRingBytes >> 10);
+    if (!report.skipped(kMpscProducers))
+        std::printf("MPSC %u producers: %u producer processes sharing CPU %d (the machine has 2 CPUs; the consumer "
+                    "has CPU %d),\n  each on a lane of its own of a ring of %u lanes; messages/s of all of them, each "
+                    "one's order checked\n",
+            kProducers, kProducers, kParentCpu, kChildCpu, kProducers);
+    std::printf("  %-28s %7s %13s %13s  %-22s %11s\n", "peer", "bytes", "messages/run", "M messages/s",
+        "[min .. max]", "MB/s");
     std::fflush(stdout);
     for (const auto& size : plan)
         report.throughputs(size.size, size.peers);
@@ -1251,31 +1558,44 @@ void measure_latency(Report& report, const std::vector<Report::LatencyPeer>& pla
 {
     std::printf("\nround trip of a %zu-byte message between two processes (CPU %d <-> CPU %d)\n", kLatencyMessageBytes,
         kParentCpu, kChildCpu);
-    std::printf("  %-28s %10s %12s %12s %12s %12s\n", "peer", "rounds", "median ns", "p90 ns", "p99 ns", "p99.9 ns");
+    std::printf("%zu rounds, every peer once a round in turn; median: of the rounds' medians [min .. max]; "
+                "p90 to p99.9: of all rounds' round trips\n",
+        report.rounds());
+    if (!report.skipped(kMpscSpin) || !report.skipped(kMpscBlock))
+        std::printf("MPSC: one producer each way on a ring of %u lanes, the other lanes free\n", kLatencyMpscLanes);
+    std::printf("  %-28s %11s %12s  %-22s %12s %12s %12s\n", "peer", "trips/round", "median ns", "[min .. max]",
+        "p90 ns", "p99 ns", "p99.9 ns");
     std::fflush(stdout);
-    for (const auto& peer : plan)
-        report.latency(peer);
+    report.latencies(plan);
 }
 
 void print_ratios(Report& report)
 {
-    std::printf("\nratios against the project's targets\n");
-    const auto spsc64 = report.bytes_per_s(kShmlinkCopy, 64);
-    report.ratio("SPSC 64B throughput / pipe", spsc64, report.bytes_per_s(kPipe, 64), Comparison::at_least, 40);
-    report.ratio("SPSC 64B throughput / Boost message_queue", spsc64, report.bytes_per_s(kBoost, 64),
-        Comparison::at_least, 25);
-    report.ratio("SPSC 64B throughput / reference ring", spsc64, report.bytes_per_s(kReference, 64),
-        Comparison::at_least, 0.8);
-    report.ratio("spin round trip / cache-line ping-pong", report.median_ns(kSpin), report.median_ns(kCacheLine),
+    std::printf("\nratios against the project's targets: each taken within a round; median of the rounds "
+                "[min .. max]\n");
+    report.throughput_ratio("SPSC 8B try_push/consume / reference ring", kShmlinkCopy, kReference, 8,
+        Comparison::at_least, 0.9);
+    report.throughput_ratio("SPSC 64B try_push/consume / reference ring", kShmlinkCopy, kReference, 64,
+        Comparison::at_least, 0.9);
+    report.throughput_ratio("SPSC 8B reserve/commit / reference ring", kShmlinkZeroCopy, kReference, 8,
+        Comparison::at_least, 0.9);
+    report.throughput_ratio("SPSC 64B reserve/commit / reference ring", kShmlinkZeroCopy, kReference, 64,
+        Comparison::at_least, 0.9);
+    report.latency_ratio("spin round trip / cache-line ping-pong", kSpin, kCacheLine, Comparison::at_most, 1.3);
+    report.latency_ratio("MPSC spin round trip / cache-line ping-pong", kMpscSpin, kCacheLine, Comparison::at_most,
+        1.3);
+    report.latency_ratio("block round trip / futex ping-pong", kBlock, kFutex, Comparison::at_most, 1.05);
+    report.latency_ratio("spin_then_block round trip / cache-line ping-pong", kSpinThenBlock, kCacheLine,
         Comparison::at_most, 1.5);
-    report.ratio("block round trip / futex ping-pong", report.median_ns(kBlock), report.median_ns(kFutex),
-        Comparison::at_most, 1.2);
-    report.ratio("block round trip / pipe round trip", report.median_ns(kBlock), report.median_ns(kPipe),
-        Comparison::below, 1.0);
-    report.ratio("spin_then_block round trip / cache-line ping-pong", report.median_ns(kSpinThenBlock),
-        report.median_ns(kCacheLine), Comparison::at_most, 3);
-    report.ratio("64 KiB reserve/commit bytes/s / memcpy bytes/s", report.bytes_per_s(kShmlinkZeroCopy, kZeroCopyBytes),
-        report.bytes_per_s(kMemcpy, kZeroCopyBytes), Comparison::at_least, 0.5);
+    report.throughput_ratio("MPSC 64 lanes / MPSC 1 lane (64B)", kMpsc64Lanes, kMpsc1Lane, 64, Comparison::at_least,
+        0.9);
+    report.throughput_ratio("MPSC 8 producers / MPSC 1 lane (64B)", kMpscProducers, kMpsc1Lane, 64,
+        Comparison::at_least, 0.9);
+    // Context, with no target: what the peers outside the floors do.
+    report.throughput_ratio("SPSC 64B / pipe", kShmlinkCopy, kPipe, 64, Comparison::context);
+    report.throughput_ratio("SPSC 64B / Boost message_queue", kShmlinkCopy, kBoost, 64, Comparison::context);
+    report.throughput_ratio("64 KiB reserve/commit / memcpy", kShmlinkZeroCopy, kMemcpy, kZeroCopyBytes,
+        Comparison::context);
 }
 
 void on_watchdog(int) noexcept
@@ -1286,14 +1606,23 @@ void on_watchdog(int) noexcept
     ::_exit(3); // the children die with us (PR_SET_PDEATHSIG)
 }
 
-constexpr char kUsage[] = R"(usage: ring_bench [--quick] [--json FILE] [--plot FILE.svg] [--progress] [--only PEER]
+constexpr char kUsage[] = R"(usage: ring_bench [--quick] [--rounds N] [--json FILE] [--plot FILE.svg] [--progress]
+                  [--only PEER]
 
 Measures shmlink's SPSC and MPSC rings against a pipe, a Unix socket, Boost.Interprocess
 message_queue and the floors, producer and consumer in two processes pinned
 to CPUs 0 and 1, and prints the ratios the project's targets are stated in.
 
-  --quick      every message and round-trip count 20x smaller (a smoke run)
-  --json FILE  also write every figure and ratio to FILE as JSON
+The machine's speed may drift over seconds, so peers are measured in rounds:
+a round runs every peer of a table once, in turn, and each ratio is taken
+between the figures of one round. Every figure and ratio printed is the
+median over the rounds, beside its least and greatest [min .. max].
+
+  --quick      every message and round-trip count 20x smaller, and 3 rounds
+               unless --rounds says otherwise (a smoke run)
+  --rounds N   N rounds of every measurement (default 7)
+  --json FILE  also write every figure and ratio to FILE as JSON: each
+               round's value, the median, min and max
   --plot FILE  also draw throughput by message size and latency percentiles
                as an SVG image in FILE
   --progress   a line "progress DONE TOTAL what" on stderr as each
@@ -1306,6 +1635,16 @@ Exit status: 0 if every measurement ran and verified (targets aside),
 1 if one failed, 2 on bad arguments, 3 if a measurement hung.
 )";
 
+/// `text` as a count from 1 to 1000, or nothing.
+std::optional<std::size_t> parse_rounds(std::string_view text)
+{
+    std::size_t rounds = 0;
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), rounds);
+    if (ec != std::errc() || end != text.data() + text.size() || rounds < 1 || rounds > 1000)
+        return std::nullopt;
+    return rounds;
+}
+
 } // namespace
 
 int main(int argc, char** argv)
@@ -1315,6 +1654,13 @@ int main(int argc, char** argv)
         const std::string_view arg = argv[i];
         if (arg == "--quick") {
             options.quick = true;
+        } else if (arg == "--rounds" && i + 1 < argc) {
+            const auto rounds = parse_rounds(argv[++i]);
+            if (!rounds) {
+                std::fprintf(stderr, "ring_bench: --rounds %s: a count from 1 to 1000\n", argv[i]);
+                return 2;
+            }
+            options.rounds = *rounds;
         } else if (arg == "--json" && i + 1 < argc) {
             options.json_path = argv[++i];
         } else if (arg == "--plot" && i + 1 < argc) {

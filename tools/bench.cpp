@@ -46,10 +46,13 @@ floors, in two processes pinned to CPUs 0 and 1) and segment_bench
 the Python package was built python_bench.py (shmlink from Python beside
 multiprocessing's Queue, Pipe and shared_memory). Shows a
 progress bar on a terminal (plain lines otherwise), then prints the tables
-and the ratios against the project's targets. A full run takes a few
+and the ratios against the project's targets. ring_bench runs its peers
+in rounds and takes each ratio within a round: figures and ratios are
+medians over the rounds, with their [min .. max]. A full run takes a few
 minutes; --quick takes seconds.
 
-  --quick      every count 20x smaller, small segments only (a smoke run)
+  --quick      every count 20x smaller, 3 rounds of the ring peers (7 in a
+               full run), small segments only (a smoke run)
   --json FILE  write every figure, the ratios and the machine to FILE
   --plot FILE  draw throughput by message size and latency percentiles per
                peer; FILE.svg is drawn directly, FILE.png is converted with

@@ -907,6 +907,43 @@ TEST_CASE("bash completes subcommands, their options and segment paths")
     CHECK(complete({"shmlink", "gc", ""}).rfind("/dev/shm\n", 0) == 0);
 }
 
+TEST_CASE("ring_bench runs the rounds --rounds asks for, and refuses a count that is not one")
+{
+    const char* dir = std::getenv("SHMLINK_BENCH_DIR");
+    REQUIRE(dir != nullptr);
+    const std::string program = std::string(dir) + "/ring_bench";
+    for (const char* bad : {"0", "-1", "two", "3x", "1001"}) {
+        CAPTURE(bad);
+        Child child = Child::spawn({program, "--rounds", bad});
+        CHECK(test::read_all(child).second == 2);
+    }
+    Child help = Child::spawn({program, "--help"});
+    const auto [usage, help_exit] = test::read_all(help);
+    CHECK(help_exit == 0);
+    CHECK(usage.find("--rounds N") != std::string::npos);
+
+    // One cheap peer twice: each round's median is kept, and ratios without both peers are n/a.
+    const std::string json = "/tmp/shmlink-test-" + std::to_string(::getpid()) + "-rounds.json";
+    Child bench = Child::spawn({program, "--rounds", "2", "--only", "cache-line", "--json", json});
+    const auto [out, exit_code] = test::read_all(bench);
+    INFO(out);
+    CHECK(exit_code == 0);
+    CHECK(out.find("2 rounds") != std::string::npos);
+    CHECK(out.find("n/a") != std::string::npos);
+    const auto [check, check_exit] = run_python(R"py(
+import json, sys
+rings = json.load(open(sys.argv[1]))
+assert rings["rounds"] == 2 and rings["throughput"] == []
+[latency] = rings["latency"]
+assert latency["peer"] == "cache-line ping-pong (floor)" and len(latency["rounds"]) == 2, latency
+assert all(r["value"] is None and r["rounds"] == [] for r in rings["ratios"])
+print("ok")
+)py", {json});
+    std::filesystem::remove(json);
+    INFO(check);
+    CHECK(check_exit == 0);
+}
+
 TEST_CASE("bench --quick runs every benchmark, writes valid JSON and an SVG plot of every peer")
 {
     const std::string dir = "/tmp/shmlink-test-" + std::to_string(::getpid()) + "-bench";
@@ -922,17 +959,61 @@ TEST_CASE("bench --quick runs every benchmark, writes valid JSON and an SVG plot
     CHECK(exit_code == 0);
     CHECK(out.find("ratios against the project's targets") != std::string::npos);
     CHECK(out.find("segment lifecycle") != std::string::npos);
+    CHECK(out.find("8 producer processes sharing CPU 0") != std::string::npos);
+    // A ratio without a target is context: it can be neither met nor missed.
+    std::istringstream lines(out);
+    std::size_t context = 0;
+    for (std::string line; std::getline(lines, line);) {
+        if (line.find("(context)") == std::string::npos)
+            continue;
+        ++context;
+        CAPTURE(line);
+        CHECK(line.find("MISSED") == std::string::npos);
+        CHECK(line.find("met") == std::string::npos);
+    }
+    CHECK(context == 3);
 
     // Parsed by a real JSON and XML parser; every peer measured is in both.
-    const auto [check, check_exit] = run_python(R"(
+    const auto [check, check_exit] = run_python(R"py(
 import json, sys, xml.etree.ElementTree as ET
 report = json.load(open(sys.argv[1]))
 rings, segments = report["rings"], report["segments"]
 assert report["machine"]["cpus"] >= 1
 peers = {r["peer"] for r in rings["throughput"]} | {r["peer"] for r in rings["latency"]}
+rounds = rings["rounds"]
+assert rounds == 3, rounds  # --quick
 assert all(r["bytes_per_second"] > 0 for r in rings["throughput"]), "a throughput is missing"
-assert all(r["median_ns"] <= r["p90_ns"] <= r["p99_ns"] <= r["p999_ns"] for r in rings["latency"])
-assert len(rings["ratios"]) == 8 and all(r["value"] > 0 for r in rings["ratios"])
+for r in rings["throughput"]:
+    assert len(r["rounds_messages_per_second"]) == rounds, r
+    assert r["min_messages_per_second"] <= r["messages_per_second"] <= r["max_messages_per_second"], r
+    assert sorted(r["rounds_messages_per_second"])[1] == r["messages_per_second"], r
+for r in rings["latency"]:
+    assert r["median_ns"] <= r["p90_ns"] <= r["p99_ns"] <= r["p999_ns"], r
+    assert len(r["rounds"]) == rounds and r["min_median_ns"] <= r["median_ns"] <= r["max_median_ns"], r
+sizes = {(r["peer"], r["message_bytes"]) for r in rings["throughput"]}
+for peer in ["shmlink reserve/commit", "shmlink MPSC 1 lane", "shmlink MPSC 8 lanes", "shmlink MPSC 64 lanes"]:
+    assert (peer, 8) in sizes and (peer, 64) in sizes, peer
+assert ("shmlink MPSC 8 producers", 64) in sizes
+targets = [(r["name"], r["comparison"], r["target"]) for r in rings["ratios"] if not r["context"]]
+assert targets == [
+    ("SPSC 8B try_push/consume / reference ring", ">=", 0.9),
+    ("SPSC 64B try_push/consume / reference ring", ">=", 0.9),
+    ("SPSC 8B reserve/commit / reference ring", ">=", 0.9),
+    ("SPSC 64B reserve/commit / reference ring", ">=", 0.9),
+    ("spin round trip / cache-line ping-pong", "<=", 1.3),
+    ("MPSC spin round trip / cache-line ping-pong", "<=", 1.3),
+    ("block round trip / futex ping-pong", "<=", 1.05),
+    ("spin_then_block round trip / cache-line ping-pong", "<=", 1.5),
+    ("MPSC 64 lanes / MPSC 1 lane (64B)", ">=", 0.9),
+    ("MPSC 8 producers / MPSC 1 lane (64B)", ">=", 0.9),
+], targets
+context = [r for r in rings["ratios"] if r["context"]]
+assert [r["name"] for r in context] == ["SPSC 64B / pipe", "SPSC 64B / Boost message_queue",
+    "64 KiB reserve/commit / memcpy"], context
+assert all(r["target"] is None and r["met"] is None for r in context)
+for r in rings["ratios"]:
+    assert len(r["rounds"]) == rounds and r["min"] <= r["median"] == r["value"] <= r["max"] and r["value"] > 0, r
+    assert sorted(r["rounds"])[1] == r["median"], r
 assert [s["size_bytes"] for s in segments["sizes"]] == [1 << 20, 16 << 20]
 svg = ET.parse(sys.argv[2]).getroot()
 titles = " ".join(t.text for t in svg.iter("{http://www.w3.org/2000/svg}title"))
@@ -941,7 +1022,7 @@ assert not missing, missing
 lines = list(svg.iter("{http://www.w3.org/2000/svg}polyline"))
 assert len(lines) == len({r["peer"] for r in rings["throughput"]})
 print("ok peers=%d" % len(peers))
-)", {json, svg});
+)py", {json, svg});
     INFO(check);
     CHECK(check_exit == 0);
     CHECK(check.find("ok peers=") != std::string::npos);
