@@ -921,6 +921,7 @@ TEST_CASE("bench --quick runs every benchmark, writes valid JSON and an SVG plot
     INFO(out);
     CHECK(exit_code == 0);
     CHECK(out.find("ratios against the project's targets") != std::string::npos);
+    CHECK(out.find("MPMC queue throughput") != std::string::npos);
     CHECK(out.find("segment lifecycle") != std::string::npos);
 
     // Parsed by a real JSON and XML parser; every peer measured is in both.
@@ -934,6 +935,9 @@ assert all(r["bytes_per_second"] > 0 for r in rings["throughput"]), "a throughpu
 assert all(r["median_ns"] <= r["p90_ns"] <= r["p99_ns"] <= r["p999_ns"] for r in rings["latency"])
 assert len(rings["ratios"]) == 8 and all(r["value"] > 0 for r in rings["ratios"])
 assert [s["size_bytes"] for s in segments["sizes"]] == [1 << 20, 16 << 20]
+mpmc = report["mpmc"]
+assert len(mpmc["throughput"]) == 16 and all(r["items_per_second"] > 0 for r in mpmc["throughput"])
+assert len(mpmc["ratios"]) == 8 and all(r["value"] > 0 for r in mpmc["ratios"])
 svg = ET.parse(sys.argv[2]).getroot()
 titles = " ".join(t.text for t in svg.iter("{http://www.w3.org/2000/svg}title"))
 missing = [p for p in peers if p not in titles]
