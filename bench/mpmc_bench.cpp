@@ -3,15 +3,9 @@
 // bench/vyukov_queue.hpp) and Boost.Interprocess message_queue, with 8- and
 // 64-byte items, one producer and one consumer, and two of each.
 // Prints a table and the ratios the project's target is stated in.
-#include <shmlink/core/segment.hpp>
-#include <shmlink/ipc/mpmc_queue.hpp>
-#include <shmlink/ipc/wait.hpp>
-
+#include "bench/mpmc_peers.hpp"
 #include "bench/process.hpp"
 #include "bench/report.hpp"
-#include "bench/vyukov_queue.hpp"
-
-#include <boost/interprocess/ipc/message_queue.hpp>
 
 #include <sched.h>
 #include <signal.h>
@@ -32,18 +26,21 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
-namespace bip = boost::interprocess;
+using shmlink::bench::BoostChannel;
 using shmlink::bench::Child;
 using shmlink::bench::Clock;
 using shmlink::bench::Handshake;
 using shmlink::bench::json_number;
 using shmlink::bench::json_string;
 using shmlink::bench::pin_to_cpu;
+using shmlink::bench::QueueApi;
 using shmlink::bench::Shared;
-using shmlink::bench::unique_name;
+using shmlink::bench::ShmlinkChannel;
+using shmlink::bench::VyukovChannel;
 
 namespace {
 
@@ -52,15 +49,11 @@ namespace {
 // is measured (for every peer alike).
 constexpr int kProducerCpu = 0;
 constexpr int kConsumerCpu = 1;
-constexpr std::size_t kCapacity = 4096;                    // items, in shmlink's queue and the floor
-constexpr std::size_t kSegmentBytes = std::size_t {1} << 20; // the queue of 64-byte items is 300 KiB
+constexpr std::size_t kCapacity = 4096; // items, in every peer's queue
 constexpr std::size_t kRepetitions = 5;
-constexpr double kTargetSeconds = 0.25;                    // per measurement, from the cost estimates below
+constexpr double kTargetSeconds = 0.25; // per measurement, from the cost estimates below
 constexpr std::uint64_t kQuickDivisor = 20;
-constexpr unsigned kSpinsBeforeYield = 256;                // see spin()
-constexpr auto kTimeout = std::chrono::seconds(10);        // no single push or pop waits this long unless a peer died
-constexpr unsigned kWatchdogSeconds = 60;                  // a measurement that takes longer has hung: give up
-constexpr shmlink::WaitOptions kSpinWait {.mode = shmlink::WaitMode::spin};
+constexpr unsigned kWatchdogSeconds = 60; // a measurement that takes longer has hung: give up
 constexpr std::byte kFill {0x5a};
 
 /// Producers and consumers, each a process.
@@ -116,7 +109,8 @@ struct Tally {
     [[nodiscard]] bool complete(Shape shape, std::uint64_t per_producer) const
     {
         // relaxed, here and in Receipt::add_to(): read after waitpid() of every consumer.
-        bool ok = out_of_order.load(std::memory_order_relaxed) == 0;
+        const std::uint32_t disordered = out_of_order.load(std::memory_order_relaxed);
+        bool ok = disordered == 0;
         for (unsigned p = 0; p < shape.producers; ++p) {
             const std::uint64_t items_in = items[p].load(std::memory_order_relaxed);
             const std::uint64_t sum = seq_sums[p].load(std::memory_order_relaxed);
@@ -127,9 +121,9 @@ struct Tally {
                 ok = false;
             }
         }
-        if (out_of_order.load(std::memory_order_relaxed) != 0)
+        if (disordered != 0)
             std::fprintf(stderr, "consumers: %u saw a producer's items out of order or a producer that is not\n",
-                out_of_order.load(std::memory_order_relaxed));
+                disordered);
         return ok;
     }
 };
@@ -167,151 +161,6 @@ private:
     std::array<std::uint64_t, kMaxProducers> items_ {};
     std::array<std::uint64_t, kMaxProducers> seq_sums_ {};
     bool in_order_ = true;
-};
-
-// ---- channels: producers and consumers in processes of their own ----
-//
-// Each is created in the parent before fork(); every child calls
-// attach_in_child() first. push(item) and pop(item) return once the item is
-// in (or out), and false on an error.
-
-enum class Try { done, busy, failed };
-
-/// Calls `attempt()` until it answers done or failed. After
-/// kSpinsBeforeYield busy answers in a row it gives the CPU away once: a
-/// process that shares its CPU (two producers on one) would otherwise spin
-/// out its time slice while the other, which may hold the claim everybody
-/// waits for, cannot run. Alone on a CPU, a yield returns at once.
-template <typename Attempt>
-bool spin(Attempt&& attempt) noexcept
-{
-    for (unsigned busy = 1;; ++busy) {
-        const Try answer = attempt();
-        if (answer != Try::busy)
-            return answer == Try::done;
-        if (busy % kSpinsBeforeYield == 0)
-            ::sched_yield();
-    }
-}
-
-enum class QueueApi {
-    try_ops,   ///< try_push and try_pop in spin()
-    spin_wait, ///< push() and pop() with WaitMode::spin
-};
-
-template <typename T>
-class ShmlinkChannel {
-public:
-    using value_type = T;
-
-    explicit ShmlinkChannel(QueueApi api)
-        : path_(unique_name("/dev/shm/shmlink-mpmc-bench")),
-          api_(api),
-          segment_(shmlink::Segment::create(path_, kSegmentBytes,
-              {.max_size_bytes = kSegmentBytes, .cleanup = shmlink::Cleanup::unlink_on_close})),
-          creator_(shmlink::MpmcQueue<T>::create(segment_, kQueueName, kCapacity))
-    {
-    }
-
-    /// Attaches by path and opens the queue, as a guest does (a handle of its
-    /// own per process). The creator's Segment and handle stay untouched in
-    /// the child's copy of memory.
-    void attach_in_child()
-    {
-        guest_ = shmlink::Segment::attach(path_);
-        queue_ = shmlink::MpmcQueue<T>::open(guest_, kQueueName);
-    }
-
-    bool push(const T& item) noexcept
-    {
-        if (api_ == QueueApi::spin_wait)
-            return queue_.push(item, kTimeout, kSpinWait) == shmlink::RingStatus::ok;
-        return spin([&] { return answer(queue_.try_push(item), shmlink::RingStatus::full); });
-    }
-    bool pop(T& item) noexcept
-    {
-        if (api_ == QueueApi::spin_wait)
-            return queue_.pop(item, kTimeout, kSpinWait) == shmlink::RingStatus::ok;
-        return spin([&] { return answer(queue_.try_pop(item), shmlink::RingStatus::empty); });
-    }
-
-private:
-    static constexpr std::string_view kQueueName = "bench";
-
-    static Try answer(shmlink::RingStatus status, shmlink::RingStatus busy) noexcept
-    {
-        return status == shmlink::RingStatus::ok ? Try::done : status == busy ? Try::busy : Try::failed;
-    }
-
-    std::string path_;
-    QueueApi api_;
-    shmlink::Segment segment_;         // the creator's, in the parent
-    shmlink::MpmcQueue<T> creator_;    // the parent's handle, held for the run
-    shmlink::Segment guest_;           // attached by path, in a child
-    shmlink::MpmcQueue<T> queue_;      // the child's handle
-};
-
-/// The floor, in an anonymous MAP_SHARED mapping made before fork().
-template <typename T>
-class VyukovChannel {
-public:
-    using value_type = T;
-
-    void attach_in_child() noexcept {}
-    bool push(const T& item) noexcept
-    {
-        return spin([&] { return queue_->try_push(item) ? Try::done : Try::busy; });
-    }
-    bool pop(T& item) noexcept
-    {
-        return spin([&] { return queue_->try_pop(item) ? Try::done : Try::busy; });
-    }
-
-private:
-    Shared<shmlink::bench::VyukovQueue<T, kCapacity>> queue_;
-};
-
-/// Boost.Interprocess message_queue of kCapacity items under a unique name,
-/// send() and receive() blocking as Boost does (a mutex and two condition
-/// variables in the shared memory); removed when the channel goes.
-template <typename T>
-class BoostChannel {
-public:
-    using value_type = T;
-
-    BoostChannel() : name_(unique_name("shmlink-mpmc-bench-mq"))
-    {
-        bip::message_queue::remove(name_.c_str());
-        created_.emplace(bip::create_only, name_.c_str(), kCapacity, sizeof(T));
-        queue_ = &*created_;
-    }
-    BoostChannel(const BoostChannel&) = delete;
-    BoostChannel& operator=(const BoostChannel&) = delete;
-    ~BoostChannel() { bip::message_queue::remove(name_.c_str()); }
-
-    void attach_in_child()
-    {
-        opened_.emplace(bip::open_only, name_.c_str());
-        queue_ = &*opened_;
-    }
-    bool push(const T& item)
-    {
-        queue_->send(&item, sizeof(T), 0);
-        return true;
-    }
-    bool pop(T& item)
-    {
-        bip::message_queue::size_type length = 0;
-        unsigned priority = 0;
-        queue_->receive(&item, sizeof(T), length, priority);
-        return length == sizeof(T);
-    }
-
-private:
-    std::string name_;
-    std::optional<bip::message_queue> created_; // in the parent
-    std::optional<bip::message_queue> opened_;  // in a child, by name
-    bip::message_queue* queue_ = nullptr;
 };
 
 // ---- measurements ----
@@ -412,7 +261,8 @@ struct Result {
     std::optional<double> median_seconds;
     double spread = 0;                     // slowest / fastest: how much to trust it
 
-    [[nodiscard]] static double rate(std::uint64_t items, double seconds) { return static_cast<double>(items) / seconds; }
+    [[nodiscard]] double items_per_s() const { return static_cast<double>(items) / *seconds; }
+    [[nodiscard]] double median_items_per_s() const { return static_cast<double>(items) / *median_seconds; }
 };
 
 struct Options {
@@ -508,8 +358,7 @@ public:
                 result.spread = seconds[i].back() / seconds[i].front();
                 std::printf("  %-30s %5zu %4s %11llu %11.3f %11.3f %9.3f %7.2f\n", result.peer.c_str(), result.item_bytes,
                     result.shape.name().c_str(), static_cast<unsigned long long>(result.items),
-                    Result::rate(result.items, *result.seconds) / 1e6,
-                    Result::rate(result.items, *result.median_seconds) / 1e6, *result.seconds, result.spread);
+                    result.items_per_s() / 1e6, result.median_items_per_s() / 1e6, *result.seconds, result.spread);
             } else {
                 std::printf("  %-30s %5zu %4s %11llu %11s\n", result.peer.c_str(), result.item_bytes,
                     result.shape.name().c_str(), static_cast<unsigned long long>(result.items), "FAILED");
@@ -527,12 +376,12 @@ public:
         const Result* bottom = find(denominator, item_bytes, shape);
         Ratio r {std::move(name), std::nullopt, std::nullopt, target};
         if (top != nullptr && bottom != nullptr) {
-            r.value = *bottom->seconds / *top->seconds * static_cast<double>(top->items) / static_cast<double>(bottom->items);
-            r.median_value = *bottom->median_seconds / *top->median_seconds * static_cast<double>(top->items)
-                / static_cast<double>(bottom->items);
+            r.value = top->items_per_s() / bottom->items_per_s();
+            r.median_value = top->median_items_per_s() / bottom->median_items_per_s();
         }
-        const std::string goal = target ? "(target >= " + json_number(target) + "x)  " + (r.met() ? "met" : "MISSED")
-                                        : std::string("(context, no target)");
+        std::string goal = target ? "(target >= " + json_number(target) + "x)" : "(context, no target)";
+        if (target && r.value)
+            goal += r.met() ? "  met" : "  MISSED";
         if (r.value)
             std::printf("  %-44s = %6.2fx  median %6.2fx  %s\n", r.name.c_str(), *r.value, *r.median_value, goal.c_str());
         else
@@ -590,9 +439,6 @@ bool Report::write_json() const
         options_.quick ? "true" : "false", kProducerCpu, kConsumerCpu, kCapacity, kRepetitions);
     const char* separator = "\n";
     for (const auto& r : results_) {
-        const auto rate = [&](const std::optional<double>& seconds) {
-            return json_number(seconds ? std::optional(Result::rate(r.items, *seconds)) : std::nullopt);
-        };
         std::fprintf(out,
             "%s    {\"peer\": %s, \"item_bytes\": %zu, \"producers\": %u, \"consumers\": %u, \"items\": %llu, "
             "\"seconds\": %s, \"median_seconds\": %s, \"spread\": %s, \"items_per_second\": %s, "
@@ -600,7 +446,8 @@ bool Report::write_json() const
             separator, json_string(r.peer).c_str(), r.item_bytes, r.shape.producers, r.shape.consumers,
             static_cast<unsigned long long>(r.items), json_number(r.seconds).c_str(),
             json_number(r.median_seconds).c_str(), json_number(r.seconds ? std::optional(r.spread) : std::nullopt).c_str(),
-            rate(r.seconds).c_str(), rate(r.median_seconds).c_str());
+            json_number(r.seconds ? std::optional(r.items_per_s()) : std::nullopt).c_str(),
+            json_number(r.seconds ? std::optional(r.median_items_per_s()) : std::nullopt).c_str());
         separator = ",\n";
     }
     std::fprintf(out, "\n  ],\n  \"ratios\": [");
@@ -638,10 +485,10 @@ Report::Group group(Shape shape)
 {
     return {sizeof(T), shape,
         {
-            {kShmlinkTry, kQueueCost, through<ShmlinkChannel<T>>(shape, QueueApi::try_ops)},
-            {kShmlinkSpin, kQueueCost, through<ShmlinkChannel<T>>(shape, QueueApi::spin_wait)},
-            {kVyukov, kQueueCost, through<VyukovChannel<T>>(shape)},
-            {kBoost, kBoostCost, through<BoostChannel<T>>(shape)},
+            {kShmlinkTry, kQueueCost, through<ShmlinkChannel<T, kCapacity>>(shape, QueueApi::try_ops)},
+            {kShmlinkSpin, kQueueCost, through<ShmlinkChannel<T, kCapacity>>(shape, QueueApi::spin_wait)},
+            {kVyukov, kQueueCost, through<VyukovChannel<T, kCapacity>>(shape)},
+            {kBoost, kBoostCost, through<BoostChannel<T, kCapacity>>(shape)},
         }};
 }
 
