@@ -38,6 +38,7 @@ using shmlink::bench::json_number;
 using shmlink::bench::json_string;
 using shmlink::bench::pin_to_cpu;
 using shmlink::bench::QueueApi;
+using shmlink::bench::seconds_between;
 using shmlink::bench::Shared;
 using shmlink::bench::ShmlinkChannel;
 using shmlink::bench::VyukovChannel;
@@ -164,11 +165,6 @@ private:
 };
 
 // ---- measurements ----
-
-double seconds_between(Clock::time_point from, Clock::time_point to)
-{
-    return std::chrono::duration<double>(to - from).count();
-}
 
 /// Runs shape.producers producer processes that push `per_producer` items
 /// each and shape.consumers consumer processes that take them all, and

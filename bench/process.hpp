@@ -28,6 +28,11 @@ namespace shmlink::bench {
 
 using Clock = std::chrono::steady_clock;
 
+inline double seconds_between(Clock::time_point from, Clock::time_point to)
+{
+    return std::chrono::duration<double>(to - from).count();
+}
+
 inline void pin_to_cpu(int cpu)
 {
     cpu_set_t set;

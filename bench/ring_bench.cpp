@@ -47,6 +47,7 @@ using shmlink::bench::Handshake;
 using shmlink::bench::json_number;
 using shmlink::bench::json_string;
 using shmlink::bench::pin_to_cpu;
+using shmlink::bench::seconds_between;
 using shmlink::bench::Shared;
 using shmlink::bench::unique_name;
 
@@ -523,11 +524,6 @@ std::uint64_t message_count(Cost cost, std::size_t size, std::uint64_t divisor)
 {
     const double ns = cost.ns_per_message + static_cast<double>(size) / cost.bytes_per_ns;
     return std::max<std::uint64_t>(100, static_cast<std::uint64_t>(kTargetSeconds * 1e9 / ns) / divisor);
-}
-
-double seconds_between(Clock::time_point from, Clock::time_point to)
-{
-    return std::chrono::duration<double>(to - from).count();
 }
 
 /// Sends `count` messages of `size` bytes from this process to a child,
