@@ -15,18 +15,16 @@
 #include <shmlink/ipc/spsc_ring.hpp>
 #include <shmlink/ipc/wait.hpp>
 
+#include "bench/process.hpp"
 #include "bench/report.hpp"
 
 #include <boost/interprocess/ipc/message_queue.hpp>
 
 #include <fcntl.h>
 #include <linux/futex.h>
-#include <sched.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -53,9 +51,15 @@
 #include <vector>
 
 namespace bip = boost::interprocess;
+using shmlink::bench::Child;
+using shmlink::bench::Clock;
+using shmlink::bench::Handshake;
 using shmlink::bench::json_number;
 using shmlink::bench::json_string;
-using Clock = std::chrono::steady_clock;
+using shmlink::bench::pin_to_cpu;
+using shmlink::bench::seconds_between;
+using shmlink::bench::Shared;
+using shmlink::bench::unique_name;
 
 namespace {
 
@@ -165,136 +169,6 @@ private:
     std::uint64_t messages_ = 0;
     std::uint64_t bytes_ = 0;
     bool in_order_ = true;
-};
-
-// ---- processes ----
-
-void pin_to_cpu(int cpu)
-{
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(cpu, &set);
-    if (::sched_setaffinity(0, sizeof(set), &set) != 0)
-        throw std::system_error(errno, std::generic_category(), "sched_setaffinity to CPU " + std::to_string(cpu));
-}
-
-std::string unique_name(std::string_view prefix)
-{
-    static int counter = 0;
-    return std::string(prefix) + "-" + std::to_string(::getpid()) + "-" + std::to_string(++counter);
-}
-
-/// One T in an anonymous MAP_SHARED mapping: made before fork(), it is the
-/// same object in both processes.
-template <typename T>
-class Shared {
-public:
-    Shared()
-    {
-        std::error_code ec;
-        mapping_ = shmlink::map(sizeof(T), shmlink::Prot::read | shmlink::Prot::write,
-            shmlink::Map::shared | shmlink::Map::anonymous, shmlink::UniqueFd(), 0, ec);
-        if (ec)
-            throw std::system_error(ec, "mmap shared state");
-        object_ = new (mapping_.data()) T();
-    }
-    Shared(const Shared&) = delete;
-    Shared& operator=(const Shared&) = delete;
-    ~Shared() { object_->~T(); }
-
-    T& operator*() const noexcept { return *object_; }
-    T* operator->() const noexcept { return object_; }
-
-private:
-    shmlink::Mapping mapping_;
-    T* object_ = nullptr;
-};
-
-/// What the child tells the parent: that it is set up, and when it was done.
-struct Handshake {
-    std::atomic<std::uint32_t> ready {0};
-    std::atomic<std::int64_t> done_ns {0}; // steady_clock is CLOCK_MONOTONIC: one clock for both processes
-
-    void set_ready() noexcept { ready.store(1, std::memory_order_release); } // release: pairs with wait_ready()
-    // relaxed: the parent reads it after waitpid(), which orders everything the child did before.
-    void set_done() noexcept { done_ns.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed); }
-};
-
-/// A child process pinned to `cpu` (kChildCpu unless told) that runs
-/// `body(Handshake&)` and exits 0 if it returned true. The destructor kills
-/// a child not joined.
-class Child {
-public:
-    template <typename Body>
-    explicit Child(Body&& body) : Child(kChildCpu, std::forward<Body>(body))
-    {
-    }
-    template <typename Body>
-    Child(int cpu, Body&& body)
-    {
-        pid_ = ::fork();
-        if (pid_ < 0)
-            throw std::system_error(errno, std::generic_category(), "fork");
-        if (pid_ == 0)
-            run(cpu, body);
-    }
-    Child(const Child&) = delete;
-    Child& operator=(const Child&) = delete;
-    ~Child()
-    {
-        if (pid_ > 0) {
-            ::kill(pid_, SIGKILL);
-            ::waitpid(pid_, nullptr, 0);
-        }
-    }
-
-    /// Spins until the child is set up; false if it exited first.
-    bool wait_ready()
-    {
-        // acquire: pairs with the release store in Handshake::set_ready().
-        while (handshake_->ready.load(std::memory_order_acquire) == 0) {
-            if (::waitpid(pid_, nullptr, WNOHANG) == pid_) {
-                pid_ = -1;
-                return false;
-            }
-            ::sched_yield(); // the child may be setting up on this CPU
-        }
-        return true;
-    }
-    /// Waits for the child to exit; true if its body succeeded.
-    bool join()
-    {
-        int status = 0;
-        const pid_t pid = std::exchange(pid_, -1);
-        return pid > 0 && ::waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0;
-    }
-    /// When the child called set_done(); valid after join().
-    [[nodiscard]] Clock::time_point done_at() const noexcept
-    {
-        // relaxed: pairs with Handshake::set_done(); join() has waited for the child to exit.
-        return Clock::time_point(Clock::duration(handshake_->done_ns.load(std::memory_order_relaxed)));
-    }
-
-private:
-    template <typename Body>
-    [[noreturn]] void run(int cpu, Body& body) noexcept
-    {
-        ::prctl(PR_SET_PDEATHSIG, SIGKILL); // a parent that gives up must not leave a spinning child
-        bool ok = false;
-        try {
-            pin_to_cpu(cpu);
-            ok = body(*handshake_);
-        } catch (const std::exception& e) {
-            std::fprintf(stderr, "child: %s\n", e.what());
-        }
-        // _exit, not exit: the parent's objects in this copy of its memory must
-        // not run destructors (the creator's Segment would unlink its file) and
-        // the parent's pending stdout must not be flushed twice.
-        ::_exit(ok ? 0 : 1);
-    }
-
-    Shared<Handshake> handshake_; // mapped before fork(), in the constructor's member initialisation
-    pid_t pid_ = -1;
 };
 
 // ---- futex words: shared 32-bit words (no FUTEX_PRIVATE_FLAG) one process sleeps on ----
@@ -734,18 +608,13 @@ std::uint64_t message_count(Cost cost, std::size_t size, std::uint64_t divisor)
     return std::max<std::uint64_t>(128, count) & ~std::uint64_t {63};
 }
 
-double seconds_between(Clock::time_point from, Clock::time_point to)
-{
-    return std::chrono::duration<double>(to - from).count();
-}
-
 /// Sends `count` messages of `size` bytes from this process to a child,
 /// which checks every one. Seconds from the first send to the child's last
 /// receive, or nothing if anything failed.
 template <typename Channel>
 std::optional<double> one_way_seconds(Channel& channel, std::size_t size, std::uint64_t count)
 {
-    Child child([&](Handshake& handshake) {
+    Child child(kChildCpu, [&](Handshake& handshake) {
         channel.attach_in_child();
         Receipt receipt(size, channel.in_place());
         handshake.set_ready();
@@ -782,7 +651,7 @@ std::optional<double> many_producers_seconds(std::size_t size, std::uint64_t cou
     MpscChannel channel(RingApi::copy, {}, kProducers);
     const std::uint64_t each = count / kProducers;
     Shared<Gate> gate;
-    Child consumer([&](Handshake& handshake) {
+    Child consumer(kChildCpu, [&](Handshake& handshake) {
         channel.attach_in_child();
         // One receipt a lane: every lane must carry one producer's messages, all of them, in order.
         std::vector<Receipt> lanes(kProducers, Receipt(size, false));
@@ -893,7 +762,7 @@ template <typename Echo, typename RoundTrip>
 std::optional<Samples> time_round_trips(std::uint64_t trips, Echo&& echo, RoundTrip&& round_trip)
 {
     const std::uint64_t total = trips + trips / 10;
-    Child child([&](Handshake& handshake) { return echo(handshake, total); });
+    Child child(kChildCpu, [&](Handshake& handshake) { return echo(handshake, total); });
     if (!child.wait_ready())
         return std::nullopt;
     Samples ns;

@@ -1,6 +1,7 @@
-// shmlink bench: runs bench/ring_bench and bench/segment_bench, shows their
-// progress, prints their tables and ratios, and writes one JSON report and
-// a plot. The measuring is theirs; this file only runs them and collects.
+// shmlink bench: runs bench/ring_bench, bench/mpmc_bench and
+// bench/segment_bench, shows their progress, prints their tables and ratios,
+// and writes one JSON report and a plot. The measuring is theirs; this file
+// only runs them and collects.
 #include <shmlink/core/unique_fd.hpp>
 
 #include "bench/report.hpp"
@@ -23,6 +24,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -41,7 +43,9 @@ constexpr char kUsage[] = R"(usage: shmlink bench [--quick] [--json FILE] [--plo
 
 Runs the benchmarks of bench/: ring_bench (shmlink's SPSC and MPSC rings
 beside a pipe, a Unix socket, Boost.Interprocess message_queue and the
-floors, in two processes pinned to CPUs 0 and 1) and segment_bench
+floors, in two processes pinned to CPUs 0 and 1), mpmc_bench (shmlink's
+MPMC queue beside a bare Vyukov queue and Boost.Interprocess
+message_queue, one and two producer and consumer processes), segment_bench
 (create, attach, grow and refresh beside Boost.Interprocess), and where
 the Python package was built python_bench.py (shmlink from Python beside
 multiprocessing's Queue, Pipe and shared_memory). Shows a
@@ -57,7 +61,8 @@ minutes; --quick takes seconds.
   --plot FILE  draw throughput by message size and latency percentiles per
                peer; FILE.svg is drawn directly, FILE.png is converted with
                rsvg-convert (Debian package librsvg2-bin)
-  --only PEER  only the ring peers whose name contains PEER; no segment_bench
+  --only PEER  only the ring and MPMC peers whose name contains PEER; no
+               segment_bench
 
 The benchmark programs are looked for in $SHMLINK_BENCH_DIR, beside this
 program's build tree, then where they are installed.
@@ -76,6 +81,9 @@ void on_interrupt(int signal) noexcept
         ::kill(g_child, signal); // Ctrl-C reaches it anyway (one process group); SIGTERM may not
 }
 
+/// The benchmark programs, all in one directory.
+constexpr const char* kPrograms[] = {"ring_bench", "mpmc_bench", "segment_bench"};
+
 struct Options {
     bool quick = false;
     std::string json_path;
@@ -83,7 +91,7 @@ struct Options {
     std::string only;
 };
 
-/// Where ring_bench and segment_bench are, or empty.
+/// Where the benchmark programs are, or empty.
 fs::path find_bench_dir()
 {
     std::vector<fs::path> candidates;
@@ -95,9 +103,22 @@ fs::path find_bench_dir()
         candidates.push_back(self.parent_path().parent_path() / "bench"); // the build tree: build/tools/shmlink
     candidates.emplace_back(SHMLINK_INSTALLED_BENCH_DIR);
     for (const auto& dir : candidates)
-        if (::access((dir / "ring_bench").c_str(), X_OK) == 0 && ::access((dir / "segment_bench").c_str(), X_OK) == 0)
+        if (std::all_of(std::begin(kPrograms), std::end(kPrograms),
+                [&](const char* program) { return ::access((dir / program).c_str(), X_OK) == 0; }))
             return dir;
     return {};
+}
+
+/// The command line of ring_bench or mpmc_bench: progress lines, a JSON
+/// report to `json`, and the options passed on, --quick and --only.
+std::vector<std::string> peer_bench_args(const fs::path& program, const fs::path& json, const Options& options)
+{
+    std::vector<std::string> args {program.string(), "--progress", "--json", json.string()};
+    if (options.quick)
+        args.emplace_back("--quick");
+    if (!options.only.empty())
+        args.insert(args.end(), {"--only", options.only});
+    return args;
 }
 
 /// `program` as found in $PATH, or empty.
@@ -325,8 +346,8 @@ int bench(int argc, char** argv)
     }
     const fs::path dir = find_bench_dir();
     if (dir.empty()) {
-        std::fprintf(stderr, "shmlink bench: ring_bench and segment_bench not found (set SHMLINK_BENCH_DIR to "
-                             "their directory)\n");
+        std::fprintf(stderr, "shmlink bench: ring_bench, mpmc_bench and segment_bench not found (set "
+                             "SHMLINK_BENCH_DIR to their directory)\n");
         return kFailed;
     }
     ScratchDir scratch;
@@ -341,19 +362,16 @@ int bench(int argc, char** argv)
 
     const bool terminal = ::isatty(STDERR_FILENO) == 1;
     const fs::path ring_json = scratch.path / "rings.json";
+    const fs::path mpmc_json = scratch.path / "mpmc.json";
     const fs::path segment_json = scratch.path / "segments.json";
     const fs::path python_json = scratch.path / "python.json";
     const fs::path svg = scratch.path / "plot.svg";
     int result = kDone;
     std::string out;
 
-    std::vector<std::string> ring_args {(dir / "ring_bench").string(), "--progress", "--json", ring_json.string()};
+    std::vector<std::string> ring_args = peer_bench_args(dir / "ring_bench", ring_json, options);
     if (!options.plot_path.empty())
         ring_args.insert(ring_args.end(), {"--plot", svg.string()});
-    if (options.quick)
-        ring_args.emplace_back("--quick");
-    if (!options.only.empty())
-        ring_args.insert(ring_args.end(), {"--only", options.only});
     Progress ring_progress("rings", terminal);
     const int ring_status = run_program(ring_args, ring_progress, out);
     std::fputs(out.c_str(), stdout);
@@ -362,10 +380,22 @@ int bench(int argc, char** argv)
         result = kFailed;
     }
 
-    int segment_status = 0;
     if (g_interrupted) {
         std::fprintf(stderr, "shmlink bench: interrupted\n");
         return 128 + SIGINT; // the scratch directory goes with `scratch`
+    }
+    Progress mpmc_progress("mpmc", terminal);
+    const int mpmc_status = run_program(peer_bench_args(dir / "mpmc_bench", mpmc_json, options), mpmc_progress, out);
+    std::printf("\n%s", out.c_str());
+    if (mpmc_status != 0) {
+        std::fprintf(stderr, "shmlink bench: mpmc_bench exited with status %d\n", mpmc_status);
+        result = kFailed;
+    }
+
+    int segment_status = 0;
+    if (g_interrupted) {
+        std::fprintf(stderr, "shmlink bench: interrupted\n");
+        return 128 + SIGINT;
     }
     if (options.only.empty()) {
         std::vector<std::string> segment_args {(dir / "segment_bench").string(), "--progress", "--json", segment_json.string()};
@@ -404,11 +434,12 @@ int bench(int argc, char** argv)
 
     if (!options.json_path.empty()) {
         const auto rings = read_file(ring_json);
+        const auto mpmc = read_file(mpmc_json);
         const auto segments = read_file(segment_json);
         const auto python = read_file(python_json);
         const std::string report = "{\n\"machine\": " + machine_json() + ",\n\"rings\": " + rings.value_or("null\n")
-            + ",\n\"segments\": " + segments.value_or("null\n") + ",\n\"python\": " + python.value_or("null\n")
-            + "}\n";
+            + ",\n\"mpmc\": " + mpmc.value_or("null\n") + ",\n\"segments\": " + segments.value_or("null\n")
+            + ",\n\"python\": " + python.value_or("null\n") + "}\n";
         if (!write_file(options.json_path, report))
             result = kFailed;
     }

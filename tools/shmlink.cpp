@@ -32,7 +32,7 @@ constexpr char kUsage[] = R"(usage: shmlink COMMAND [ARGS...]
       --quick                    every count 20x smaller (a smoke run)
       --json FILE                every figure as JSON
       --plot FILE                throughput and latency plot, .svg or .png
-      --only PEER                only the ring peers whose name contains PEER
+      --only PEER                only the ring and MPMC peers whose name contains PEER
 
   --version                      the version of the shmlink libraries it runs with
   --help                         this text

@@ -958,6 +958,7 @@ TEST_CASE("bench --quick runs every benchmark, writes valid JSON and an SVG plot
     INFO(out);
     CHECK(exit_code == 0);
     CHECK(out.find("ratios against the project's targets") != std::string::npos);
+    CHECK(out.find("MPMC queue throughput") != std::string::npos);
     CHECK(out.find("segment lifecycle") != std::string::npos);
     CHECK(out.find("8 producer processes sharing CPU 0") != std::string::npos);
     // A ratio without a target is context: it can be neither met nor missed.
@@ -1015,6 +1016,9 @@ for r in rings["ratios"]:
     assert len(r["rounds"]) == rounds and r["min"] <= r["median"] == r["value"] <= r["max"] and r["value"] > 0, r
     assert sorted(r["rounds"])[1] == r["median"], r
 assert [s["size_bytes"] for s in segments["sizes"]] == [1 << 20, 16 << 20]
+mpmc = report["mpmc"]
+assert len(mpmc["throughput"]) == 16 and all(r["items_per_second"] > 0 for r in mpmc["throughput"])
+assert len(mpmc["ratios"]) == 8 and all(r["value"] > 0 for r in mpmc["ratios"])
 svg = ET.parse(sys.argv[2]).getroot()
 titles = " ".join(t.text for t in svg.iter("{http://www.w3.org/2000/svg}title"))
 missing = [p for p in peers if p not in titles]
