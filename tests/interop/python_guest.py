@@ -71,6 +71,8 @@ MESSAGE, PADDING = 1, 2
 
 # Linux x86-64
 SYS_FUTEX = 202
+SYS_MEMBARRIER = 324                 # x86-64, as SYS_FUTEX
+MEMBARRIER_CMD_GLOBAL_EXPEDITED = 2
 FUTEX_WAKE, FUTEX_WAKE_OP, FUTEX_WAIT_BITSET = 1, 5, 9
 FUTEX_BITSET_MATCH_ANY = 0xFFFFFFFF
 INT_MAX = 0x7FFFFFFF
@@ -142,6 +144,15 @@ def kernel_add(address, operation):
         raise OSError(error, f"futex FUTEX_WAKE_OP: {os.strerror(error)}")
 
 
+def sleeper_fence():
+    """docs/layout.md, "Waiting words": the sleeper's half of the fence.
+    A registered waker (the host) reads our count with a plain load after
+    its store; membarrier makes that load see our increment, or our check
+    see its store. Without it, sleep in short slices (as the library does)."""
+    return libc.syscall(ctypes.c_long(SYS_MEMBARRIER), ctypes.c_long(MEMBARRIER_CMD_GLOBAL_EXPEDITED),
+                        ctypes.c_long(0), ctypes.c_long(0)) == 0
+
+
 def wake_all(address):
     futex(address, FUTEX_WAKE, INT_MAX, None, 0, 0)
 
@@ -160,10 +171,12 @@ def wait_on(seq, sleepers, ready, deadline):
             return False
         seen = load32(seq)
         kernel_add(sleepers, ADD_ONE)  # a read-modify-write: ordered before the check below
+        fenced = sleeper_fence()
         if ready():
             kernel_add(sleepers, SUBTRACT_ONE)
             return True
-        at = Timespec(int(deadline), int((deadline - int(deadline)) * 1e9))
+        until = deadline if fenced else min(deadline, monotonic() + 0.001)
+        at = Timespec(int(until), int((until - int(until)) * 1e9))
         Waits.slept += 1
         rc = futex(seq, FUTEX_WAIT_BITSET, seen, ctypes.byref(at), 0, FUTEX_BITSET_MATCH_ANY)
         Waits.woken += rc == 0
