@@ -324,11 +324,17 @@ int mpmc_die(Segment& segment, const char* name, const std::string& side, std::u
     std::printf("dying\n");
     std::fflush(stdout);
     g_die_at = point;
-    if (side == "push")
-        (void)queue.try_push(test::make_item(9, count));
-    else
-        (void)queue.try_pop(item);
-    std::printf("error fault point %s not reached\n", point);
+    // The other side may not have made room (or pushed an item) yet: a full
+    // (or empty) answer claims nothing, so try until an attempt claims and
+    // dies at the point, as long as the other side's pops (pushes) take.
+    const auto until = std::chrono::steady_clock::now() + 10s;
+    RingStatus status = RingStatus::full;
+    while ((status == RingStatus::full || status == RingStatus::empty) && std::chrono::steady_clock::now() < until) {
+        status = side == "push" ? queue.try_push(test::make_item(9, count)) : queue.try_pop(item);
+        if (status == RingStatus::full || status == RingStatus::empty)
+            std::this_thread::sleep_for(1ms);
+    }
+    std::printf("error fault point %s not reached (%s)\n", point, to_string(status));
     return 1;
 }
 
