@@ -509,14 +509,6 @@ void print_ratios(Report& report)
         }
 }
 
-void on_watchdog(int) noexcept
-{
-    static constexpr char kMessage[] = "mpmc_bench: a measurement hung; giving up\n";
-    if (::write(STDERR_FILENO, kMessage, sizeof(kMessage) - 1) < 0) {
-    }
-    ::_exit(3); // the children die with us (PR_SET_PDEATHSIG)
-}
-
 constexpr char kUsage[] = R"(usage: mpmc_bench [--quick] [--json FILE] [--progress] [--only PEER]
 
 Measures shmlink's MPMC queue (try_push/try_pop spinning, and push/pop
@@ -563,16 +555,9 @@ int main(int argc, char** argv)
         }
     }
 
-    struct sigaction watchdog {};
-    watchdog.sa_handler = on_watchdog;
-    ::sigaction(SIGALRM, &watchdog, nullptr);
-    try {
-        // The parent only starts and collects (it sleeps in waitpid() while a run goes).
-        pin_to_cpu(kProducerCpu);
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "mpmc_bench: %s (needs CPUs %d and %d)\n", e.what(), kProducerCpu, kConsumerCpu);
+    // The parent only starts and collects (it sleeps in waitpid() while a run goes).
+    if (!shmlink::bench::start_benchmark("mpmc_bench", kProducerCpu, kConsumerCpu))
         return 1;
-    }
 
     const auto start = Clock::now();
     Report report(options);

@@ -17,6 +17,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <exception>
 #include <new>
 #include <string>
@@ -156,5 +157,31 @@ private:
     Shared<Handshake> handshake_; // mapped before fork(), in the constructor's member initialisation
     pid_t pid_ = -1;
 };
+
+/// A benchmark's parent, before it measures: SIGALRM (armed around each
+/// measurement with alarm()) ends the run with status 3, naming `program`,
+/// and this process is pinned to `cpu`. False, with the reason on stderr,
+/// when the CPU cannot be had (`other_cpu` is named there too).
+inline bool start_benchmark(const char* program, int cpu, int other_cpu)
+{
+    static const char* name = nullptr; // for the handler, which can capture nothing
+    name = program;
+    struct sigaction watchdog {};
+    watchdog.sa_handler = [](int) {
+        const char* const text = ": a measurement hung; giving up\n";
+        // write() only: async-signal-safe. Nothing to do if stderr is gone.
+        if (::write(STDERR_FILENO, name, std::strlen(name)) < 0 || ::write(STDERR_FILENO, text, std::strlen(text)) < 0) {
+        }
+        ::_exit(3); // the children die with us (PR_SET_PDEATHSIG)
+    };
+    ::sigaction(SIGALRM, &watchdog, nullptr);
+    try {
+        pin_to_cpu(cpu);
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "%s: %s (needs CPUs %d and %d)\n", program, e.what(), cpu, other_cpu);
+        return false;
+    }
+    return true;
+}
 
 } // namespace shmlink::bench

@@ -1467,14 +1467,6 @@ void print_ratios(Report& report)
         Comparison::context);
 }
 
-void on_watchdog(int) noexcept
-{
-    static constexpr char kMessage[] = "ring_bench: a measurement hung; giving up\n";
-    if (::write(STDERR_FILENO, kMessage, sizeof(kMessage) - 1) < 0) {
-    }
-    ::_exit(3); // the children die with us (PR_SET_PDEATHSIG)
-}
-
 constexpr char kUsage[] = R"(usage: ring_bench [--quick] [--rounds N] [--json FILE] [--plot FILE.svg] [--progress]
                   [--only PEER]
 
@@ -1547,15 +1539,8 @@ int main(int argc, char** argv)
         }
     }
 
-    struct sigaction watchdog {};
-    watchdog.sa_handler = on_watchdog;
-    ::sigaction(SIGALRM, &watchdog, nullptr);
-    try {
-        pin_to_cpu(kParentCpu);
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "ring_bench: %s (needs CPUs %d and %d)\n", e.what(), kParentCpu, kChildCpu);
+    if (!shmlink::bench::start_benchmark("ring_bench", kParentCpu, kChildCpu))
         return 1;
-    }
 
     const auto start = Clock::now();
     Report report(options);
