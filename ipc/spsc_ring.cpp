@@ -20,7 +20,8 @@ const char* to_string(RingStatus status) noexcept
 
 SpscRing::SpscRing(ipc::SpscRingControl* control, std::byte* data, std::uint64_t capacity,
     std::uint32_t* wake_seq) noexcept
-    : control_(control), wake_seq_(wake_seq), data_(data), capacity_(capacity)
+    : control_(control), wake_seq_(wake_seq), data_(data), capacity_(capacity),
+      max_message_(capacity / 2 - sizeof(ipc::RecordHeader))
 {
     detail::register_waker(); // before this process's first notify() (ipc/wait.hpp)
     // Each side starts where the shared positions are; a side that finds
@@ -60,6 +61,71 @@ void SpscRing::skip_published() noexcept
             return;
         write_ += bytes;
     }
+}
+
+RingSpan<const std::byte> SpscRing::peek_checked() noexcept
+{
+    if (broken_)
+        return {RingStatus::corrupt, {}};
+    std::uint64_t at = read_;
+    // Where published records end, as far as we know: the tail, or, right
+    // after a wait saw a header published (header_seen_), as far as the
+    // producer could have written.
+    std::uint64_t published = cached_tail_;
+    if (at == cached_tail_) {
+        if (header_seen_) {
+            published = at + capacity_ - sizeof(ipc::RecordHeader);
+        } else {
+            // acquire: pairs with the release store of tail in publish().
+            const std::uint64_t tail = std::atomic_ref(control_->tail).load(std::memory_order_acquire);
+            if (tail > at && tail - at > capacity_)
+                return {fail(), {}};
+            if (tail <= at) // not published yet, or a tail lagging the headers a wait followed
+                return {RingStatus::empty, {}};
+            published = cached_tail_ = tail;
+        }
+    }
+    header_seen_ = false;
+    for (int records = 0; records < 2; ++records) { // at most one padding record, then a message
+        const std::uint64_t index = at & (capacity_ - 1);
+        const std::uint64_t available = published - at;
+        if (available < sizeof(ipc::RecordHeader))
+            return {fail(), {}};
+        // acquire: pairs with the release store of a header in publish(). A
+        // private copy, checked: the peer may rewrite it.
+        const std::uint64_t word = std::atomic_ref(*header_word(at)).load(std::memory_order_acquire);
+        if (word == 0 && published != cached_tail_ && records == 0) // a wait's header, gone: not published after all
+            return {RingStatus::empty, {}};
+        const auto header = std::bit_cast<ipc::RecordHeader>(word);
+        if (header.type == static_cast<std::uint32_t>(ipc::RecordType::padding)) {
+            const std::uint64_t to_end = capacity_ - index;
+            if (records != 0 || header.length != to_end - sizeof(header) || to_end >= available)
+                return {fail(), {}};
+            at += to_end;
+            continue;
+        }
+        if (header.type != static_cast<std::uint32_t>(ipc::RecordType::message) || header.length > max_message_bytes())
+            return {fail(), {}};
+        const std::uint64_t bytes = record_bytes(header.length);
+        if (bytes > available || index + bytes > capacity_)
+            return {fail(), {}};
+        peeked_end_ = at + bytes;
+        if (published != cached_tail_) // beyond the tail we know: the record's end is published too
+            cached_tail_ = peeked_end_;
+        return {RingStatus::ok, {data_ + index + sizeof(header), header.length}};
+    }
+    return {fail(), {}};
+}
+
+RingStatus SpscRing::push_reserved(std::span<const std::byte> message) noexcept
+{
+    auto slot = reserve(message.size());
+    if (!slot)
+        return slot.status;
+    if (!message.empty())
+        std::memcpy(slot.bytes.data(), message.data(), message.size());
+    commit();
+    return RingStatus::ok;
 }
 
 SpscRing SpscRing::create(Segment& segment, std::string_view name, std::size_t capacity_bytes)

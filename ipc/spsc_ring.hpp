@@ -155,10 +155,7 @@ public:
     /// A ring that is not valid() (default, moved-from, or a failed open) answers corrupt to every call.
     [[nodiscard]] bool valid() const noexcept { return control_ != nullptr; }
     [[nodiscard]] std::size_t capacity_bytes() const noexcept { return capacity_; }
-    [[nodiscard]] std::size_t max_message_bytes() const noexcept
-    {
-        return capacity_ == 0 ? 0 : capacity_ / 2 - sizeof(ipc::RecordHeader);
-    }
+    [[nodiscard]] std::size_t max_message_bytes() const noexcept { return max_message_; }
     /// Bytes committed and not yet released (records and padding), as of now.
     [[nodiscard]] std::size_t size_bytes() const noexcept;
 
@@ -197,15 +194,7 @@ public:
         if (!batch_)
             return;
         batch_ = false;
-        // release: pairs with the acquire load of a header in peek(); the
-        // batch's records, their other headers and the zeroed word after
-        // the last are written before.
-        std::atomic_ref(*header_word(batch_at_)).store(batch_header_, std::memory_order_release);
-        // relaxed: a count for inspection; nothing is read through it.
-        std::atomic_ref(control_->committed_messages).store(committed_messages_, std::memory_order_relaxed);
-        // release: pairs with the acquire load of tail in peek() (and when a producer opens the ring).
-        std::atomic_ref(control_->tail).store(write_, std::memory_order_release);
-        notify(control_->readable.sleepers, *wake_seq_, wake_fd_);
+        publish_records(batch_at_, batch_header_);
     }
     RingStatus try_push(std::span<const std::byte> message) noexcept;
     /// Pushes as many of `messages` as fit, in order, and publishes them with
@@ -282,6 +271,36 @@ private:
     }
     /// False (and nothing done) without a reservation, or past its length.
     bool commit_unpublished(std::size_t length) noexcept;
+    /// Publishes the records up to write_ by storing `header` at `first`,
+    /// the first of them, and then the tail; wakes the consumer if it sleeps.
+    void publish_records(std::uint64_t first, std::uint64_t header) noexcept
+    {
+        // release: pairs with the acquire load of a header in peek(); the
+        // records, their other headers and the zeroed word after the last
+        // are written before.
+        std::atomic_ref(*header_word(first)).store(header, std::memory_order_release);
+        // relaxed: a count for inspection; nothing is read through it.
+        std::atomic_ref(control_->committed_messages).store(committed_messages_, std::memory_order_relaxed);
+        // release: pairs with the acquire load of tail in peek() (and when a producer opens the ring).
+        std::atomic_ref(control_->tail).store(write_, std::memory_order_release);
+        notify(control_->readable.sleepers, *wake_seq_, wake_fd_);
+    }
+    /// The room check of a record ending at `end` (its zero word included)
+    /// once the cached head says full: reloads the head; full, or corrupt
+    /// when the head is not one the producer at `at` can have.
+    RingStatus reload_head(std::uint64_t at, std::uint64_t end) noexcept
+    {
+        // acquire: pairs with the release store of head in publish_head().
+        cached_head_ = std::atomic_ref(control_->head).load(std::memory_order_acquire);
+        if (cached_head_ > at || at - cached_head_ > capacity_)
+            return fail();
+        return end - cached_head_ > capacity_ ? RingStatus::full : RingStatus::ok;
+    }
+    /// try_push() through reserve() and commit(): whatever the inline path
+    /// leaves (a reservation or batch open, padding, a ring broken).
+    RingStatus push_reserved(std::span<const std::byte> message) noexcept;
+    /// peek() of every case but a message record below the tail already seen.
+    RingSpan<const std::byte> peek_checked() noexcept;
     /// The 8-byte record header word at `position`; headers are 8-byte aligned.
     std::uint64_t* header_word(std::uint64_t position) const noexcept
     {
@@ -327,6 +346,7 @@ private:
     std::uint32_t* wake_seq_ = nullptr;
     std::byte* data_ = nullptr;
     std::uint64_t capacity_ = 0; // read once at open; never re-read from shared memory
+    std::uint64_t max_message_ = 0; // from capacity_
     bool broken_ = true; // also while not valid(): every call then answers corrupt
     bool armed_ = false; // the consumer is registered as a sleeper by arm_readable()
     // Producer side (process-local).
@@ -365,12 +385,9 @@ inline RingSpan<std::byte> SpscRing::reserve(std::size_t length) noexcept
     // consumer stops there until the next record is published.
     const std::uint64_t end = at + pad + need + sizeof(ipc::RecordHeader);
     if (end - cached_head_ > capacity_) {
-        // acquire: pairs with the release store of head in publish_head().
-        cached_head_ = std::atomic_ref(control_->head).load(std::memory_order_acquire);
-        if (cached_head_ > at || at - cached_head_ > capacity_)
-            return {fail(), {}};
-        if (end - cached_head_ > capacity_)
-            return {RingStatus::full, {}};
+        const RingStatus room = reload_head(at, end);
+        if (room != RingStatus::ok)
+            return {room, {}};
     }
     // Nothing is written before commit: the padding header would publish the
     // record after it, and an abandoned reservation leaves no trace.
@@ -417,67 +434,50 @@ inline bool SpscRing::commit_unpublished(std::size_t length) noexcept
 
 inline RingStatus SpscRing::try_push(std::span<const std::byte> message) noexcept
 {
-    auto slot = reserve(message.size());
-    if (!slot)
-        return slot.status;
+    // Inline, the common case: nothing reserved or deferred, and the record
+    // fits before the end of the buffer. It marks no claim: nothing of the
+    // caller's runs between its first store and its header's.
+    const std::uint64_t at = write_;
+    const std::uint64_t index = at & (capacity_ - 1);
+    const std::uint64_t need = record_bytes(message.size());
+    if ((broken_ | reserved_ | batch_) || message.size() > max_message_ || need > capacity_ - index)
+        return push_reserved(message);
+    const std::uint64_t end = at + need;
+    if (end + sizeof(ipc::RecordHeader) - cached_head_ > capacity_) {
+        const RingStatus room = reload_head(at, end + sizeof(ipc::RecordHeader));
+        if (room != RingStatus::ok)
+            return room;
+    }
+    // relaxed: the release store of the header orders it. The word after the
+    // record first, so that the consumer, once it sees this record, stops after it.
+    std::atomic_ref(*header_word(end)).store(0, std::memory_order_relaxed);
     if (!message.empty())
-        std::memcpy(slot.bytes.data(), message.data(), message.size());
-    commit();
+        std::memcpy(data_ + index + sizeof(ipc::RecordHeader), message.data(), message.size());
+    write_ = end;
+    ++committed_messages_;
+    publish_records(at, header_bits(static_cast<std::uint32_t>(message.size()), ipc::RecordType::message));
     return RingStatus::ok;
 }
 
 inline RingSpan<const std::byte> SpscRing::peek() noexcept
 {
-    if (broken_)
-        return {RingStatus::corrupt, {}};
-    std::uint64_t at = read_;
-    // Where published records end, as far as we know: the tail, or, right
-    // after a wait saw a header published (header_seen_), as far as the
-    // producer could have written.
-    std::uint64_t published = cached_tail_;
-    if (at == cached_tail_) {
-        if (header_seen_) {
-            published = at + capacity_ - sizeof(ipc::RecordHeader);
-        } else {
-            // acquire: pairs with the release store of tail in publish().
-            const std::uint64_t tail = std::atomic_ref(control_->tail).load(std::memory_order_acquire);
-            if (tail > at && tail - at > capacity_)
-                return {fail(), {}};
-            if (tail <= at) // not published yet, or a tail lagging the headers a wait followed
-                return {RingStatus::empty, {}};
-            published = cached_tail_ = tail;
-        }
-    }
-    header_seen_ = false;
-    for (int records = 0; records < 2; ++records) { // at most one padding record, then a message
+    // Inline, the common case: a message record below the tail already seen
+    // (checked as peek_checked() checks it); everything else out of line.
+    const std::uint64_t at = read_;
+    if (at != cached_tail_ && !broken_) {
         const std::uint64_t index = at & (capacity_ - 1);
-        const std::uint64_t available = published - at;
-        if (available < sizeof(ipc::RecordHeader))
-            return {fail(), {}};
         // acquire: pairs with the release store of a header in publish(). A
         // private copy, checked: the peer may rewrite it.
-        const std::uint64_t word = std::atomic_ref(*header_word(at)).load(std::memory_order_acquire);
-        if (word == 0 && published != cached_tail_ && records == 0) // a wait's header, gone: not published after all
-            return {RingStatus::empty, {}};
-        const auto header = std::bit_cast<ipc::RecordHeader>(word);
-        if (header.type == static_cast<std::uint32_t>(ipc::RecordType::padding)) {
-            const std::uint64_t to_end = capacity_ - index;
-            if (records != 0 || header.length != to_end - sizeof(header) || to_end >= available)
-                return {fail(), {}};
-            at += to_end;
-            continue;
-        }
-        if (header.type != static_cast<std::uint32_t>(ipc::RecordType::message) || header.length > max_message_bytes())
-            return {fail(), {}};
+        const auto header = std::bit_cast<ipc::RecordHeader>(
+            std::atomic_ref(*header_word(at)).load(std::memory_order_acquire));
         const std::uint64_t bytes = record_bytes(header.length);
-        if (bytes > available || index + bytes > capacity_)
-            return {fail(), {}};
-        peeked_end_ = at + bytes;
-        if (published != cached_tail_) // beyond the tail we know: the record's end is published too
-            cached_tail_ = peeked_end_;
-        return {RingStatus::ok, {data_ + index + sizeof(header), header.length}};
+        if (header.type == static_cast<std::uint32_t>(ipc::RecordType::message) && header.length <= max_message_
+            && bytes <= cached_tail_ - at && index + bytes <= capacity_) {
+            peeked_end_ = at + bytes;
+            return {RingStatus::ok, {data_ + index + sizeof(header), header.length}};
+        }
     }
-    return {fail(), {}};
+    return peek_checked();
 }
 
 inline RingStatus SpscRing::try_pop(std::span<std::byte> buffer, std::size_t& length) noexcept

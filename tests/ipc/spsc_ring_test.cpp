@@ -168,6 +168,26 @@ TEST_CASE("zero-copy reserve/commit (also shortened) and peek/release")
     CHECK(ring.reserve(ring.max_message_bytes() + 1).status == RingStatus::too_large);
 }
 
+TEST_CASE("try_push beside zero copy: it drops an open reservation, and publishes after a deferred batch, in order")
+{
+    Segment segment = Segment::create_anonymous(1 << 20);
+    SpscRing ring = SpscRing::create(segment, "ring", 4096);
+    auto dropped = ring.reserve(16);
+    REQUIRE(dropped);
+    std::memcpy(dropped.bytes.data(), "never-committed!", 16);
+    REQUIRE(ring.try_push(bytes_of("first")) == RingStatus::ok);
+    ring.commit(); // the reservation went with the try_push: nothing more is published
+    auto slot = ring.reserve(6);
+    REQUIRE(slot);
+    std::memcpy(slot.bytes.data(), "second", 6);
+    ring.commit_deferred();
+    REQUIRE(ring.try_push(bytes_of("third")) == RingStatus::ok); // publishes "second" with it
+    CHECK(pop_text(ring) == "first");
+    CHECK(pop_text(ring) == "second");
+    CHECK(pop_text(ring) == "third");
+    CHECK(ring.peek().status == RingStatus::empty);
+}
+
 TEST_CASE("batches: many messages published with one store, consumed with one")
 {
     Segment segment = Segment::create_anonymous(1 << 20);
