@@ -358,6 +358,7 @@ private:
     std::size_t reserved_length_ = 0;
     bool reserved_ = false;
     bool batch_ = false;             // committed records wait for publish()
+    bool claim_stale_ = true;        // no commit yet: a dead producer's claim may still show
     std::uint64_t batch_at_ = 0;     // the header whose store publishes them: the first one's
     std::uint64_t batch_header_ = 0; // and its value
     std::uint64_t committed_messages_ = 0; // committed_messages once published
@@ -426,6 +427,7 @@ inline bool SpscRing::commit_unpublished(std::size_t length) noexcept
     }
     write_ = end;
     reserved_ = false;
+    claim_stale_ = false;
     ++committed_messages_;
     // relaxed: the release store of tail that follows publishes it with the record.
     std::atomic_ref(control_->claim).store(0, std::memory_order_relaxed);
@@ -436,11 +438,13 @@ inline RingStatus SpscRing::try_push(std::span<const std::byte> message) noexcep
 {
     // Inline, the common case: nothing reserved or deferred, and the record
     // fits before the end of the buffer. It marks no claim: nothing of the
-    // caller's runs between its first store and its header's.
+    // caller's runs between its first store and its header's. A handle's
+    // first push goes through commit(), which clears the claim a producer
+    // that died mid-reservation may have left.
     const std::uint64_t at = write_;
     const std::uint64_t index = at & (capacity_ - 1);
     const std::uint64_t need = record_bytes(message.size());
-    if ((broken_ | reserved_ | batch_) || message.size() > max_message_ || need > capacity_ - index)
+    if ((broken_ | reserved_ | batch_ | claim_stale_) || message.size() > max_message_ || need > capacity_ - index)
         return push_reserved(message);
     const std::uint64_t end = at + need;
     if (end + sizeof(ipc::RecordHeader) - cached_head_ > capacity_) {

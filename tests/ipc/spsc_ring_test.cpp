@@ -168,6 +168,28 @@ TEST_CASE("zero-copy reserve/commit (also shortened) and peek/release")
     CHECK(ring.reserve(ring.max_message_bytes() + 1).status == RingStatus::too_large);
 }
 
+TEST_CASE("a producer's first try_push clears the claim a producer that left mid-reservation showed")
+{
+    Segment segment = Segment::create_anonymous(1 << 20);
+    SpscRing ring = SpscRing::create(segment, "ring", 1024);
+    const auto* control = reinterpret_cast<const ipc::SpscRingControl*>(segment.base() + segment.find("ring").offset);
+    {
+        SpscRing gone = SpscRing::open(segment, "ring");
+        REQUIRE(gone.reserve(100));
+        CHECK(control->claim == ((std::uint64_t {100} << 32) | 1));
+    } // left without committing, as a producer killed mid-reservation leaves it
+    SpscRing next = SpscRing::open(segment, "ring");
+    REQUIRE(next.try_push(bytes_of("first")) == RingStatus::ok);
+    CHECK(control->claim == 0);
+    // Its later pushes take the inline path, which leaves the claim alone.
+    REQUIRE(next.try_push(bytes_of("second")) == RingStatus::ok);
+    CHECK(control->claim == 0);
+    std::byte buffer[64];
+    std::size_t length = 0;
+    REQUIRE(ring.try_pop(buffer, length) == RingStatus::ok);
+    CHECK(std::string(reinterpret_cast<const char*>(buffer), length) == "first");
+}
+
 TEST_CASE("try_push beside zero copy: it drops an open reservation, and publishes after a deferred batch, in order")
 {
     Segment segment = Segment::create_anonymous(1 << 20);
