@@ -1,11 +1,21 @@
 #include "bench/report.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <set>
 
 namespace shmlink::bench {
+
+std::optional<std::size_t> parse_rounds(std::string_view text)
+{
+    std::size_t rounds = 0;
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), rounds);
+    if (ec != std::errc() || end != text.data() + text.size() || rounds < 1 || rounds > 1000)
+        return std::nullopt;
+    return rounds;
+}
 
 std::string json_string(std::string_view text)
 {

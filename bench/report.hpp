@@ -3,6 +3,7 @@
 // percentiles, one line or row per peer. Plain text out, no dependencies.
 #pragma once
 
+#include <cstddef>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -15,6 +16,9 @@ std::string json_string(std::string_view text);
 
 /// `value` as a JSON number, or `null` when empty or not finite.
 std::string json_number(std::optional<double> value);
+
+/// `text` as a count of rounds, from 1 to 1000 (--rounds), or nothing.
+std::optional<std::size_t> parse_rounds(std::string_view text);
 
 /// One peer's throughput: (message bytes, bytes per second), by size.
 struct ThroughputSeries {

@@ -3,9 +3,9 @@
 // beside a pipe, a Unix socket and Boost.Interprocess message_queue, and
 // beside the floors (a bare reference ring, cache-line and futex ping-pong,
 // memcpy).
-// Peers run in rounds, each once a round in turn; prints tables of the
-// medians over the rounds and the ratios the project's targets are stated
-// in, each divided within a round.
+// Peers run in short trials, each once a trial in turn; prints tables of
+// the medians over the trials and the ratios the project's targets are
+// stated in, each divided within a trial.
 #include <shmlink/core/layout.hpp>
 #include <shmlink/core/mmap.hpp>
 #include <shmlink/core/segment.hpp>
@@ -30,7 +30,6 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
-#include <charconv>
 #include <chrono>
 #include <climits>
 #include <cstddef>
@@ -56,6 +55,7 @@ using shmlink::bench::Clock;
 using shmlink::bench::Handshake;
 using shmlink::bench::json_number;
 using shmlink::bench::json_string;
+using shmlink::bench::parse_rounds;
 using shmlink::bench::pin_to_cpu;
 using shmlink::bench::seconds_between;
 using shmlink::bench::Shared;
@@ -91,13 +91,18 @@ static_assert(sizeof(shmlink::ipc::MpscLane) <= 4096 && sizeof(shmlink::ipc::Sps
 static_assert(sizeof(shmlink::ipc::MpscRingControl) + shmlink::layout::kHeaderBytes <= (std::size_t {64} << 10),
     "segment_bytes() leaves 64 KiB for the header and the ring's control block");
 constexpr std::size_t kConsumeBatch = 64;         // messages a ring consumer frees with one store
-// Rounds: every peer of a table runs once per round, in turn, and ratios are
-// taken within a round (see Report::throughputs()).
+// Rounds of trials: a trial runs every peer of a table once, in turn, and
+// ratios are taken within a trial (see Report::throughputs()). The time
+// one CPU takes to see the other's store flips between about 50, 110 and
+// 550 ns within tenths of a second on a VM (two vCPUs whose placement
+// changes), so a trial is short: two peers compared in one trial met the
+// same machine.
 constexpr std::size_t kDefaultRounds = 7;
 constexpr std::size_t kQuickRounds = 3;
-constexpr double kTargetSeconds = 0.25;           // per throughput measurement, from the cost estimates below
-// Round trips a round: for peers that answer in well under a microsecond,
-// and for those that go through the scheduler.
+constexpr std::size_t kTrialsPerRound = 8;
+constexpr double kTargetSeconds = 0.25 / kTrialsPerRound; // per throughput trial, from the cost estimates below
+// Round trips a round, split among its trials: for peers that answer in
+// well under a microsecond, and for those that go through the scheduler.
 constexpr std::uint64_t kSpinTrips = 50'000;
 constexpr std::uint64_t kSleepTrips = 8'000;
 constexpr std::uint64_t kQuickDivisor = 20;
@@ -871,11 +876,14 @@ std::optional<Samples> futex_round_trips(std::uint64_t trips)
 
 // ---- results ----
 
-/// The median of some figures (one per round) and their least and greatest.
+/// The trials' values: the median, the 10th and 90th percentiles (the
+/// spread printed), and the extremes.
 struct Summary {
     double median = 0;
     double min = 0;
     double max = 0;
+    double p10 = 0;
+    double p90 = 0;
 };
 
 Summary summarize(std::vector<double> values)
@@ -883,7 +891,8 @@ Summary summarize(std::vector<double> values)
     std::sort(values.begin(), values.end());
     const std::size_t n = values.size();
     const double median = n % 2 == 1 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
-    return {median, values.front(), values.back()};
+    const auto rank = [&](std::size_t percent) { return values[(n - 1) * percent / 100]; };
+    return {median, values.front(), values.back(), rank(10), rank(90)};
 }
 
 /// `field` of `figures` (times `scale`) as a JSON number, or null without figures.
@@ -905,25 +914,25 @@ struct ThroughputResult {
     std::string peer;
     std::size_t size = 0;
     std::uint64_t messages = 0;       // in each run
-    std::vector<double> per_round;    // messages/s, one per round
+    std::vector<double> per_trial;    // messages/s, one per trial
     bool failed = false;              // a run failed: no figure at all
 
-    [[nodiscard]] bool measured() const noexcept { return !failed && !per_round.empty(); }
-    [[nodiscard]] Summary messages_per_s() const { return summarize(per_round); }
+    [[nodiscard]] bool measured() const noexcept { return !failed && !per_trial.empty(); }
+    [[nodiscard]] Summary messages_per_s() const { return summarize(per_trial); }
 };
 
 struct LatencyResult {
     std::string peer;
-    std::uint64_t trips = 0;          // timed in each round
-    std::vector<Latency> per_round;
-    Samples all;                      // every round's round trips, for the tails
+    std::uint64_t trips = 0;          // timed in each trial
+    std::vector<Latency> per_trial;
+    Samples all;                      // every trial's round trips, for the tails
     bool failed = false;
 
-    [[nodiscard]] bool measured() const noexcept { return !failed && !per_round.empty(); }
+    [[nodiscard]] bool measured() const noexcept { return !failed && !per_trial.empty(); }
     [[nodiscard]] std::vector<double> medians() const
     {
         std::vector<double> out;
-        for (const auto& round : per_round)
+        for (const auto& round : per_trial)
             out.push_back(round.median_ns);
         return out;
     }
@@ -931,12 +940,12 @@ struct LatencyResult {
 
 enum class Comparison { at_least, at_most, context };
 
-/// A ratio of two peers' figures taken in each round, and the median of those.
+/// A ratio of two peers' figures taken in each trial, and the median of those.
 struct Ratio {
     std::string name;
     Comparison comparison;
     double target;                    // unused for context
-    std::vector<double> per_round;    // empty when a peer is missing
+    std::vector<double> per_trial;    // empty when a peer is missing
 
     [[nodiscard]] bool has_target() const noexcept { return comparison != Comparison::context; }
     [[nodiscard]] const char* sign() const
@@ -945,9 +954,9 @@ struct Ratio {
     }
     [[nodiscard]] bool met() const
     {
-        if (per_round.empty() || !has_target())
+        if (per_trial.empty() || !has_target())
             return false;
-        const double value = summarize(per_round).median;
+        const double value = summarize(per_trial).median;
         return comparison == Comparison::at_least ? value >= target : value <= target;
     }
 };
@@ -971,9 +980,20 @@ public:
 
     [[nodiscard]] std::uint64_t divisor() const noexcept { return options_.quick ? kQuickDivisor : 1; }
     [[nodiscard]] std::size_t rounds() const noexcept { return options_.rounds; }
+    [[nodiscard]] std::size_t trials() const noexcept { return options_.rounds * kTrialsPerRound; }
     [[nodiscard]] bool skipped(std::string_view peer) const noexcept
     {
-        return !options_.only.empty() && peer.find(options_.only) == std::string_view::npos;
+        if (options_.only.empty())
+            return false;
+        std::string_view alternatives = options_.only;
+        for (;;) { // "a|b": a peer whose name contains a or b
+            const std::size_t bar = alternatives.find('|');
+            if (peer.find(alternatives.substr(0, bar)) != std::string_view::npos)
+                return false;
+            if (bar == std::string_view::npos)
+                return true;
+            alternatives.remove_prefix(bar + 1);
+        }
     }
 
     /// One peer's throughput measurement: `measure(count)` moves `count`
@@ -1002,28 +1022,29 @@ public:
     {
         for (const auto& s : sizes)
             for (const auto& peer : s.peers)
-                planned_ += skipped(peer.name) ? 0 : rounds();
+                planned_ += skipped(peer.name) ? 0 : trials();
         for (const auto& peer : latencies)
-            planned_ += skipped(peer.name) ? 0 : rounds();
+            planned_ += skipped(peer.name) ? 0 : trials();
     }
 
-    /// Measures every peer at `size` in rounds: each round runs every peer
-    /// once, in turn (A B C, A B C, ...). The machine drifts between a fast
-    /// and a slow state that lasts seconds (two vCPUs whose placement
-    /// changes), so only figures taken close together compare: a ratio is
-    /// taken within each round, and what is reported is the median over
-    /// the rounds, with the least and greatest to show how far to trust it.
+    /// Measures every peer at `size` in trials: each trial runs every peer
+    /// once, in turn (A B C, A B C, ...), kTrialsPerRound trials a round.
+    /// The machine flips between fast and slow states within tenths of a
+    /// second (two vCPUs whose placement changes), so only figures taken
+    /// close together compare: a ratio is taken within each trial, and what
+    /// is reported is the median over the trials, with the 10th and 90th
+    /// percentiles to show how far to trust it.
     void throughputs(std::size_t size, const std::vector<Peer>& peers)
     {
         std::vector<ThroughputResult> results;
         for (const Peer& peer : peers)
             results.push_back({std::string(peer.name), size, message_count(peer.cost, size, divisor()), {}});
-        for (std::size_t round = 0; round < rounds(); ++round) {
+        for (std::size_t trial = 0; trial < trials(); ++trial) {
             for (std::size_t i = 0; i < peers.size(); ++i) {
                 if (skipped(peers[i].name))
                     continue;
                 ThroughputResult& result = results[i];
-                progressed(result.peer + ", " + std::to_string(size) + " bytes, round " + std::to_string(round + 1));
+                progressed(result.peer + ", " + std::to_string(size) + " bytes, trial " + std::to_string(trial + 1));
                 if (result.failed)
                     continue;
                 ::alarm(kWatchdogSeconds);
@@ -1035,7 +1056,7 @@ public:
                 }
                 ::alarm(0);
                 if (seconds && *seconds > 0)
-                    result.per_round.push_back(static_cast<double>(result.messages) / *seconds);
+                    result.per_trial.push_back(static_cast<double>(result.messages) / *seconds);
                 else
                     result.failed = true;
             }
@@ -1047,8 +1068,8 @@ public:
             if (result.measured()) {
                 const Summary rate = result.messages_per_s();
                 std::printf("  %-28s %7zu %13llu %13.3f  [%8.3f .. %8.3f] %11.1f\n", result.peer.c_str(), size,
-                    static_cast<unsigned long long>(result.messages), rate.median / 1e6, rate.min / 1e6,
-                    rate.max / 1e6, rate.median * static_cast<double>(size) / 1e6);
+                    static_cast<unsigned long long>(result.messages), rate.median / 1e6, rate.p10 / 1e6,
+                    rate.p90 / 1e6, rate.median * static_cast<double>(size) / 1e6);
             } else {
                 std::printf("  %-28s %7zu %13llu %13s\n", result.peer.c_str(), size,
                     static_cast<unsigned long long>(result.messages), "FAILED");
@@ -1058,18 +1079,19 @@ public:
         std::fflush(stdout);
     }
 
-    /// Every latency peer in rounds, as throughputs() does.
+    /// Every latency peer in trials, as throughputs() does.
     void latencies(const std::vector<LatencyPeer>& peers)
     {
         std::vector<LatencyResult> results;
         for (const LatencyPeer& peer : peers)
-            results.push_back({std::string(peer.name), std::max<std::uint64_t>(100, peer.trips / divisor()), {}, {}});
-        for (std::size_t round = 0; round < rounds(); ++round) {
+            results.push_back({std::string(peer.name),
+                std::max<std::uint64_t>(100, peer.trips / divisor() / kTrialsPerRound), {}, {}});
+        for (std::size_t trial = 0; trial < trials(); ++trial) {
             for (std::size_t i = 0; i < peers.size(); ++i) {
                 if (skipped(peers[i].name))
                     continue;
                 LatencyResult& result = results[i];
-                progressed(result.peer + ", round trips, round " + std::to_string(round + 1));
+                progressed(result.peer + ", round trips, trial " + std::to_string(trial + 1));
                 if (result.failed)
                     continue;
                 ::alarm(kWatchdogSeconds);
@@ -1084,7 +1106,7 @@ public:
                     result.failed = true;
                     continue;
                 }
-                result.per_round.push_back(percentiles(*samples));
+                result.per_trial.push_back(percentiles(*samples));
                 result.all.insert(result.all.end(), samples->begin(), samples->end());
             }
         }
@@ -1097,7 +1119,7 @@ public:
                 const Summary median = summarize(result.medians());
                 const Latency tails = percentiles(result.all);
                 std::printf("  %-28s %11llu %12.0f  [%8.0f .. %8.0f] %12.0f %12.0f %12.0f\n", result.peer.c_str(),
-                    static_cast<unsigned long long>(result.trips), median.median, median.min, median.max,
+                    static_cast<unsigned long long>(result.trips), median.median, median.p10, median.p90,
                     tails.p90_ns, tails.p99_ns, tails.p999_ns);
             } else {
                 std::printf("  %-28s %11llu %12s\n", result.peer.c_str(), static_cast<unsigned long long>(result.trips),
@@ -1108,17 +1130,17 @@ public:
         std::fflush(stdout);
     }
 
-    /// `numerator` over `denominator` at message size `size` (messages/s), round by round.
+    /// `numerator` over `denominator` at message size `size` (messages/s), trial by trial.
     void throughput_ratio(std::string name, std::string_view numerator, std::string_view denominator,
         std::size_t size, Comparison comparison, double target = 0)
     {
         const ThroughputResult* top = throughput(numerator, size);
         const ThroughputResult* bottom = throughput(denominator, size);
-        ratio({std::move(name), comparison, target, {}}, top ? top->per_round : std::vector<double>(),
-            bottom ? bottom->per_round : std::vector<double>());
+        ratio({std::move(name), comparison, target, {}}, top ? top->per_trial : std::vector<double>(),
+            bottom ? bottom->per_trial : std::vector<double>());
     }
 
-    /// `numerator`'s median round trip over `denominator`'s, round by round.
+    /// `numerator`'s median round trip over `denominator`'s, trial by trial.
     void latency_ratio(std::string name, std::string_view numerator, std::string_view denominator,
         Comparison comparison, double target = 0)
     {
@@ -1163,21 +1185,21 @@ private:
         return nullptr;
     }
 
-    /// Divides round by round (both peers ran in every round, or the ratio has none) and prints the result.
+    /// Divides trial by trial (both peers ran in every trial, or the ratio has none) and prints the result.
     void ratio(Ratio r, const std::vector<double>& top, const std::vector<double>& bottom)
     {
         if (!top.empty() && top.size() == bottom.size())
             for (std::size_t i = 0; i < top.size(); ++i)
-                r.per_round.push_back(top[i] / bottom[i]);
+                r.per_trial.push_back(top[i] / bottom[i]);
         char target[48] = "context";
         if (r.has_target())
             std::snprintf(target, sizeof(target), "target %s %gx", r.sign(), r.target);
-        if (r.per_round.empty()) {
+        if (r.per_trial.empty()) {
             std::printf("  %-52s = %6s                    (%s)\n", r.name.c_str(), "n/a", target);
         } else {
-            const Summary value = summarize(r.per_round);
-            std::printf("  %-52s = %6.2fx [%5.2f .. %5.2f]  (%s)%s\n", r.name.c_str(), value.median, value.min,
-                value.max, target, !r.has_target() ? "" : r.met() ? "  met" : "  MISSED");
+            const Summary value = summarize(r.per_trial);
+            std::printf("  %-52s = %6.2fx [%5.2f .. %5.2f]  (%s)%s\n", r.name.c_str(), value.median, value.p10,
+                value.p90, target, !r.has_target() ? "" : r.met() ? "  met" : "  MISSED");
         }
         ratios_.push_back(std::move(r));
     }
@@ -1197,9 +1219,12 @@ bool Report::write_json() const
         std::fprintf(stderr, "%s: %s\n", options_.json_path.c_str(), std::strerror(errno));
         return false;
     }
-    // Every figure is the median over the rounds, with its min and max and the rounds' own values.
-    std::fprintf(out, "{\n  \"quick\": %s,\n  \"cpus\": [%d, %d],\n  \"rounds\": %zu,\n  \"throughput\": [",
-        options_.quick ? "true" : "false", kParentCpu, kChildCpu, rounds());
+    // Every figure is the median over the trials, with its 10th and 90th
+    // percentiles, min and max, and the trials' own values.
+    std::fprintf(out,
+        "{\n  \"quick\": %s,\n  \"cpus\": [%d, %d],\n  \"rounds\": %zu,\n  \"trials_per_round\": %zu,\n"
+        "  \"throughput\": [",
+        options_.quick ? "true" : "false", kParentCpu, kChildCpu, rounds(), kTrialsPerRound);
     const char* separator = "\n";
     for (const auto& r : throughputs_) {
         std::optional<Summary> rate;
@@ -1207,59 +1232,63 @@ bool Report::write_json() const
             rate = r.messages_per_s();
         std::fprintf(out,
             "%s    {\"peer\": %s, \"message_bytes\": %zu, \"messages\": %llu, \"messages_per_second\": %s, "
+            "\"p10_messages_per_second\": %s, \"p90_messages_per_second\": %s, "
             "\"min_messages_per_second\": %s, \"max_messages_per_second\": %s, \"bytes_per_second\": %s, "
-            "\"rounds_messages_per_second\": %s}",
+            "\"trials_messages_per_second\": %s}",
             separator, json_string(r.peer).c_str(), r.size, static_cast<unsigned long long>(r.messages),
-            json_field(rate, &Summary::median).c_str(), json_field(rate, &Summary::min).c_str(),
+            json_field(rate, &Summary::median).c_str(), json_field(rate, &Summary::p10).c_str(),
+            json_field(rate, &Summary::p90).c_str(), json_field(rate, &Summary::min).c_str(),
             json_field(rate, &Summary::max).c_str(),
             json_field(rate, &Summary::median, static_cast<double>(r.size)).c_str(),
-            r.measured() ? json_numbers(r.per_round).c_str() : "null");
+            r.measured() ? json_numbers(r.per_trial).c_str() : "null");
         separator = ",\n";
     }
     std::fprintf(out, "\n  ],\n  \"latency\": [");
     separator = "\n";
     for (const auto& r : latencies_) {
-        // median_ns: the median over the rounds of each round's median; the
-        // other percentiles: of every round trip of every round.
+        // median_ns: the median over the trials of each trial's median; the
+        // other percentiles: of every round trip of every trial.
         std::optional<Summary> median;
         std::optional<Latency> tails;
-        std::string per_round = "null";
+        std::string per_trial = "null";
         if (r.measured()) {
             median = summarize(r.medians());
             tails = percentiles(r.all);
-            per_round = "[";
-            for (std::size_t i = 0; i < r.per_round.size(); ++i) {
-                const Latency& l = r.per_round[i];
-                per_round += std::string(i == 0 ? "" : ", ") + "{\"median_ns\": " + json_number(l.median_ns)
+            per_trial = "[";
+            for (std::size_t i = 0; i < r.per_trial.size(); ++i) {
+                const Latency& l = r.per_trial[i];
+                per_trial += std::string(i == 0 ? "" : ", ") + "{\"median_ns\": " + json_number(l.median_ns)
                     + ", \"p90_ns\": " + json_number(l.p90_ns) + ", \"p99_ns\": " + json_number(l.p99_ns)
                     + ", \"p999_ns\": " + json_number(l.p999_ns) + "}";
             }
-            per_round += "]";
+            per_trial += "]";
         }
         std::fprintf(out,
             "%s    {\"peer\": %s, \"message_bytes\": %zu, \"round_trips\": %llu, \"median_ns\": %s, "
-            "\"min_median_ns\": %s, \"max_median_ns\": %s, \"p90_ns\": %s, \"p99_ns\": %s, \"p999_ns\": %s, "
-            "\"rounds\": %s}",
+            "\"p10_median_ns\": %s, \"p90_median_ns\": %s, \"min_median_ns\": %s, \"max_median_ns\": %s, "
+            "\"p90_ns\": %s, \"p99_ns\": %s, \"p999_ns\": %s, \"trials\": %s}",
             separator, json_string(r.peer).c_str(), kLatencyMessageBytes, static_cast<unsigned long long>(r.trips),
-            json_field(median, &Summary::median).c_str(), json_field(median, &Summary::min).c_str(),
+            json_field(median, &Summary::median).c_str(), json_field(median, &Summary::p10).c_str(),
+            json_field(median, &Summary::p90).c_str(), json_field(median, &Summary::min).c_str(),
             json_field(median, &Summary::max).c_str(), json_field(tails, &Latency::p90_ns).c_str(),
             json_field(tails, &Latency::p99_ns).c_str(), json_field(tails, &Latency::p999_ns).c_str(),
-            per_round.c_str());
+            per_trial.c_str());
         separator = ",\n";
     }
     std::fprintf(out, "\n  ],\n  \"ratios\": [");
     separator = "\n";
     for (const auto& r : ratios_) {
         std::optional<Summary> value;
-        if (!r.per_round.empty())
-            value = summarize(r.per_round);
+        if (!r.per_trial.empty())
+            value = summarize(r.per_trial);
         // "value" is the median, as "median" is; a context ratio has no comparison, target or met.
         std::fprintf(out,
-            "%s    {\"name\": %s, \"value\": %s, \"median\": %s, \"min\": %s, \"max\": %s, \"rounds\": %s, "
-            "\"context\": %s, \"comparison\": %s, \"target\": %s, \"met\": %s}",
+            "%s    {\"name\": %s, \"value\": %s, \"median\": %s, \"p10\": %s, \"p90\": %s, \"min\": %s, "
+            "\"max\": %s, \"trials\": %s, \"context\": %s, \"comparison\": %s, \"target\": %s, \"met\": %s}",
             separator, json_string(r.name).c_str(), json_field(value, &Summary::median).c_str(),
-            json_field(value, &Summary::median).c_str(), json_field(value, &Summary::min).c_str(),
-            json_field(value, &Summary::max).c_str(), json_numbers(r.per_round).c_str(),
+            json_field(value, &Summary::median).c_str(), json_field(value, &Summary::p10).c_str(),
+            json_field(value, &Summary::p90).c_str(), json_field(value, &Summary::min).c_str(),
+            json_field(value, &Summary::max).c_str(), json_numbers(r.per_trial).c_str(),
             r.has_target() ? "false" : "true", r.has_target() ? json_string(r.sign()).c_str() : "null",
             r.has_target() ? json_number(r.target).c_str() : "null",
             r.has_target() ? (r.met() ? "true" : "false") : "null");
@@ -1274,7 +1303,7 @@ bool Report::write_plot() const
     shmlink::bench::Chart chart;
     chart.title = "shmlink rings beside their peers";
     chart.subtitle = "producer and consumer processes pinned to CPUs " + std::to_string(kParentCpu) + " and "
-        + std::to_string(kChildCpu) + "; medians of " + std::to_string(rounds()) + " rounds; latency of "
+        + std::to_string(kChildCpu) + "; medians of " + std::to_string(trials()) + " trials; latency of "
         + std::to_string(kLatencyMessageBytes) + "-byte messages" + (options_.quick ? "; --quick run" : "");
     for (const auto& r : throughputs_) {
         if (!r.measured())
@@ -1405,9 +1434,9 @@ std::vector<Report::LatencyPeer> latency_plan()
 void measure_throughput(Report& report, const std::vector<Report::SizePlan>& plan)
 {
     std::printf("one-way throughput, producer on CPU %d -> consumer process on CPU %d\n", kParentCpu, kChildCpu);
-    std::printf("%zu rounds at each size, every peer once a round in turn; M messages/s: median of the rounds "
-                "[min .. max]\n",
-        report.rounds());
+    std::printf("%zu trials (%zu round%s of %zu) at each size, every peer once a trial in turn; M messages/s: "
+                "median of the trials [p10 .. p90]\n",
+        report.trials(), report.rounds(), report.rounds() == 1 ? "" : "s", kTrialsPerRound);
     if (!report.skipped(kMpsc1Lane) || !report.skipped(kMpsc8Lanes) || !report.skipped(kMpsc64Lanes))
         std::printf("MPSC N lanes: one producer on a ring of N lanes of %zu KiB each, the other lanes free\n",
             kRingBytes >> 10);
@@ -1417,7 +1446,7 @@ void measure_throughput(Report& report, const std::vector<Report::SizePlan>& pla
                     "one's order checked\n",
             kProducers, kProducers, kParentCpu, kChildCpu, kProducers);
     std::printf("  %-28s %7s %13s %13s  %-22s %11s\n", "peer", "bytes", "messages/run", "M messages/s",
-        "[min .. max]", "MB/s");
+        "[p10 .. p90]", "MB/s");
     std::fflush(stdout);
     for (const auto& size : plan)
         report.throughputs(size.size, size.peers);
@@ -1427,12 +1456,12 @@ void measure_latency(Report& report, const std::vector<Report::LatencyPeer>& pla
 {
     std::printf("\nround trip of a %zu-byte message between two processes (CPU %d <-> CPU %d)\n", kLatencyMessageBytes,
         kParentCpu, kChildCpu);
-    std::printf("%zu rounds, every peer once a round in turn; median: of the rounds' medians [min .. max]; "
-                "p90 to p99.9: of all rounds' round trips\n",
-        report.rounds());
+    std::printf("%zu trials (%zu round%s of %zu), every peer once a trial in turn; median: of the trials' medians "
+                "[p10 .. p90]; p90 to p99.9: of all trials' round trips\n",
+        report.trials(), report.rounds(), report.rounds() == 1 ? "" : "s", kTrialsPerRound);
     if (!report.skipped(kMpscSpin) || !report.skipped(kMpscBlock))
         std::printf("MPSC: one producer each way on a ring of %u lanes, the other lanes free\n", kLatencyMpscLanes);
-    std::printf("  %-28s %11s %12s  %-22s %12s %12s %12s\n", "peer", "trips/round", "median ns", "[min .. max]",
+    std::printf("  %-28s %11s %12s  %-22s %12s %12s %12s\n", "peer", "trips/trial", "median ns", "[p10 .. p90]",
         "p90 ns", "p99 ns", "p99.9 ns");
     std::fflush(stdout);
     report.latencies(plan);
@@ -1440,8 +1469,8 @@ void measure_latency(Report& report, const std::vector<Report::LatencyPeer>& pla
 
 void print_ratios(Report& report)
 {
-    std::printf("\nratios against the project's targets: each taken within a round; median of the rounds "
-                "[min .. max]\n");
+    std::printf("\nratios against the project's targets: each taken within a trial; median of the trials "
+                "[p10 .. p90]\n");
     report.throughput_ratio("SPSC 8B try_push/consume / reference ring", kShmlinkCopy, kReference, 8,
         Comparison::at_least, 0.9);
     report.throughput_ratio("SPSC 64B try_push/consume / reference ring", kShmlinkCopy, kReference, 64,
@@ -1467,6 +1496,7 @@ void print_ratios(Report& report)
         Comparison::context);
 }
 
+static_assert(kTrialsPerRound == 8, "the usage text says 8 trials a round");
 constexpr char kUsage[] = R"(usage: ring_bench [--quick] [--rounds N] [--json FILE] [--plot FILE.svg] [--progress]
                   [--only PEER]
 
@@ -1474,37 +1504,31 @@ Measures shmlink's SPSC and MPSC rings against a pipe, a Unix socket, Boost.Inte
 message_queue and the floors, producer and consumer in two processes pinned
 to CPUs 0 and 1, and prints the ratios the project's targets are stated in.
 
-The machine's speed may drift over seconds, so peers are measured in rounds:
-a round runs every peer of a table once, in turn, and each ratio is taken
-between the figures of one round. Every figure and ratio printed is the
-median over the rounds, beside its least and greatest [min .. max].
+The machine's speed flips within tenths of a second (the time one CPU takes
+to see another's store changes several-fold as vCPUs move), so peers are
+measured in short trials: a trial runs every peer of a table once, in
+turn, and each ratio is taken between the figures of one trial; a round is
+8 trials. Every figure and ratio printed is the median over the trials,
+beside its 10th and 90th percentiles [p10 .. p90]; the JSON report also
+has the least and greatest.
 
   --quick      every message and round-trip count 20x smaller, and 3 rounds
                unless --rounds says otherwise (a smoke run)
-  --rounds N   N rounds of every measurement (default 7)
+  --rounds N   N rounds of 8 trials of every measurement (default 7)
   --json FILE  also write every figure and ratio to FILE as JSON: each
                round's value, the median, min and max
   --plot FILE  also draw throughput by message size and latency percentiles
                as an SVG image in FILE
   --progress   a line "progress DONE TOTAL what" on stderr as each
                measurement starts (the shmlink tool draws its bar from them)
-  --only PEER  measure only the peers whose name contains PEER (ratios of
-               peers not measured print as n/a)
+  --only PEER  measure only the peers whose name contains PEER, or one of
+               the alternatives of "A|B" (ratios of peers not measured
+               print as n/a)
   --help       this text
 
 Exit status: 0 if every measurement ran and verified (targets aside),
 1 if one failed, 2 on bad arguments, 3 if a measurement hung.
 )";
-
-/// `text` as a count from 1 to 1000, or nothing.
-std::optional<std::size_t> parse_rounds(std::string_view text)
-{
-    std::size_t rounds = 0;
-    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), rounds);
-    if (ec != std::errc() || end != text.data() + text.size() || rounds < 1 || rounds > 1000)
-        return std::nullopt;
-    return rounds;
-}
 
 } // namespace
 

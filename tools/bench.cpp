@@ -39,7 +39,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-constexpr char kUsage[] = R"(usage: shmlink bench [--quick] [--json FILE] [--plot FILE.svg|FILE.png] [--only PEER]
+constexpr char kUsage[] = R"(usage: shmlink bench [--quick] [--rounds N] [--json FILE] [--plot FILE.svg|FILE.png]
+                     [--only PEER]
 
 Runs the benchmarks of bench/: ring_bench (shmlink's SPSC and MPSC rings
 beside a pipe, a Unix socket, Boost.Interprocess message_queue and the
@@ -51,12 +52,13 @@ the Python package was built python_bench.py (shmlink from Python beside
 multiprocessing's Queue, Pipe and shared_memory). Shows a
 progress bar on a terminal (plain lines otherwise), then prints the tables
 and the ratios against the project's targets. ring_bench runs its peers
-in rounds and takes each ratio within a round: figures and ratios are
-medians over the rounds, with their [min .. max]. A full run takes a few
-minutes; --quick takes seconds.
+in short trials (8 a round) and takes each ratio within a trial: figures
+and ratios are medians over the trials, with their [p10 .. p90]. A full
+run takes a few minutes; --quick takes seconds.
 
   --quick      every count 20x smaller, 3 rounds of the ring peers (7 in a
                full run), small segments only (a smoke run)
+  --rounds N   N rounds of the ring peers (1 to 1000)
   --json FILE  write every figure, the ratios and the machine to FILE
   --plot FILE  draw throughput by message size and latency percentiles per
                peer; FILE.svg is drawn directly, FILE.png is converted with
@@ -86,6 +88,7 @@ constexpr const char* kPrograms[] = {"ring_bench", "mpmc_bench", "segment_bench"
 
 struct Options {
     bool quick = false;
+    std::string rounds; ///< passed on to ring_bench as it is, which checks it
     std::string json_path;
     std::string plot_path;
     std::string only;
@@ -319,6 +322,12 @@ int bench(int argc, char** argv)
         const std::string_view arg = argv[i];
         if (arg == "--quick") {
             options.quick = true;
+        } else if (arg == "--rounds" && i + 1 < argc) {
+            options.rounds = argv[++i];
+            if (!bench::parse_rounds(options.rounds)) {
+                std::fprintf(stderr, "shmlink bench: --rounds %s: a count from 1 to 1000\n", options.rounds.c_str());
+                return kBadUsage;
+            }
         } else if (arg == "--json" && i + 1 < argc) {
             options.json_path = argv[++i];
         } else if (arg == "--plot" && i + 1 < argc) {
@@ -372,6 +381,8 @@ int bench(int argc, char** argv)
     std::vector<std::string> ring_args = peer_bench_args(dir / "ring_bench", ring_json, options);
     if (!options.plot_path.empty())
         ring_args.insert(ring_args.end(), {"--plot", svg.string()});
+    if (!options.rounds.empty())
+        ring_args.insert(ring_args.end(), {"--rounds", options.rounds});
     Progress ring_progress("rings", terminal);
     const int ring_status = run_program(ring_args, ring_progress, out);
     std::fputs(out.c_str(), stdout);

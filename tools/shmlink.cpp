@@ -27,9 +27,10 @@ constexpr char kUsage[] = R"(usage: shmlink COMMAND [ARGS...]
                                  refreshed until Ctrl-C
       --interval S               seconds between refreshes (default 1)
       --count N                  stop after N refreshes
-  bench [--quick] [--json FILE] [--plot FILE.svg|FILE.png] [--only PEER]
+  bench [--quick] [--rounds N] [--json FILE] [--plot FILE.svg|FILE.png] [--only PEER]
                                  the benchmarks of bench/, with ratios and a plot
       --quick                    every count 20x smaller (a smoke run)
+      --rounds N                 rounds of 8 trials of the ring peers (default 7)
       --json FILE                every figure as JSON
       --plot FILE                throughput and latency plot, .svg or .png
       --only PEER                only the ring and MPMC peers whose name contains PEER

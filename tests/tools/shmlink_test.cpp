@@ -922,21 +922,21 @@ TEST_CASE("ring_bench runs the rounds --rounds asks for, and refuses a count tha
     CHECK(help_exit == 0);
     CHECK(usage.find("--rounds N") != std::string::npos);
 
-    // One cheap peer twice: each round's median is kept, and ratios without both peers are n/a.
+    // One cheap peer in 2 rounds of 8 trials: each trial's median is kept, and ratios without both peers are n/a.
     const std::string json = "/tmp/shmlink-test-" + std::to_string(::getpid()) + "-rounds.json";
     Child bench = Child::spawn({program, "--rounds", "2", "--only", "cache-line", "--json", json});
     const auto [out, exit_code] = test::read_all(bench);
     INFO(out);
     CHECK(exit_code == 0);
-    CHECK(out.find("2 rounds") != std::string::npos);
+    CHECK(out.find("16 trials (2 rounds of 8)") != std::string::npos);
     CHECK(out.find("n/a") != std::string::npos);
     const auto [check, check_exit] = run_python(R"py(
 import json, sys
 rings = json.load(open(sys.argv[1]))
-assert rings["rounds"] == 2 and rings["throughput"] == []
+assert rings["rounds"] == 2 and rings["trials_per_round"] == 8 and rings["throughput"] == []
 [latency] = rings["latency"]
-assert latency["peer"] == "cache-line ping-pong (floor)" and len(latency["rounds"]) == 2, latency
-assert all(r["value"] is None and r["rounds"] == [] for r in rings["ratios"])
+assert latency["peer"] == "cache-line ping-pong (floor)" and len(latency["trials"]) == 16, latency
+assert all(r["value"] is None and r["trials"] == [] for r in rings["ratios"])
 print("ok")
 )py", {json});
     std::filesystem::remove(json);
@@ -981,16 +981,21 @@ report = json.load(open(sys.argv[1]))
 rings, segments = report["rings"], report["segments"]
 assert report["machine"]["cpus"] >= 1
 peers = {r["peer"] for r in rings["throughput"]} | {r["peer"] for r in rings["latency"]}
-rounds = rings["rounds"]
-assert rounds == 3, rounds  # --quick
+assert rings["rounds"] == 3, rings["rounds"]  # --quick
+trials = rings["rounds"] * rings["trials_per_round"]
 assert all(r["bytes_per_second"] > 0 for r in rings["throughput"]), "a throughput is missing"
 for r in rings["throughput"]:
-    assert len(r["rounds_messages_per_second"]) == rounds, r
-    assert r["min_messages_per_second"] <= r["messages_per_second"] <= r["max_messages_per_second"], r
-    assert sorted(r["rounds_messages_per_second"])[1] == r["messages_per_second"], r
+    values = sorted(r["trials_messages_per_second"])
+    assert len(values) == trials, r
+    assert values[0] == r["min_messages_per_second"] and values[-1] == r["max_messages_per_second"], r
+    assert r["min_messages_per_second"] <= r["p10_messages_per_second"] <= r["messages_per_second"], r
+    assert r["messages_per_second"] <= r["p90_messages_per_second"] <= r["max_messages_per_second"], r
+    middle = (values[trials // 2 - 1] + values[trials // 2]) / 2  # 6 digits in the JSON
+    assert abs(middle - r["messages_per_second"]) <= 1e-5 * middle, r
 for r in rings["latency"]:
     assert r["median_ns"] <= r["p90_ns"] <= r["p99_ns"] <= r["p999_ns"], r
-    assert len(r["rounds"]) == rounds and r["min_median_ns"] <= r["median_ns"] <= r["max_median_ns"], r
+    assert len(r["trials"]) == trials, r
+    assert r["min_median_ns"] <= r["p10_median_ns"] <= r["median_ns"] <= r["p90_median_ns"] <= r["max_median_ns"], r
 sizes = {(r["peer"], r["message_bytes"]) for r in rings["throughput"]}
 for peer in ["shmlink reserve/commit", "shmlink MPSC 1 lane", "shmlink MPSC 8 lanes", "shmlink MPSC 64 lanes"]:
     assert (peer, 8) in sizes and (peer, 64) in sizes, peer
@@ -1013,8 +1018,8 @@ assert [r["name"] for r in context] == ["SPSC 64B / pipe", "SPSC 64B / Boost mes
     "64 KiB reserve/commit / memcpy"], context
 assert all(r["target"] is None and r["met"] is None for r in context)
 for r in rings["ratios"]:
-    assert len(r["rounds"]) == rounds and r["min"] <= r["median"] == r["value"] <= r["max"] and r["value"] > 0, r
-    assert sorted(r["rounds"])[1] == r["median"], r
+    assert len(r["trials"]) == trials and r["median"] == r["value"] > 0, r
+    assert r["min"] <= r["p10"] <= r["median"] <= r["p90"] <= r["max"], r
 assert [s["size_bytes"] for s in segments["sizes"]] == [1 << 20, 16 << 20]
 mpmc = report["mpmc"]
 assert len(mpmc["throughput"]) == 16 and all(r["items_per_second"] > 0 for r in mpmc["throughput"])
@@ -1033,6 +1038,16 @@ print("ok peers=%d" % len(peers))
 
     const auto [bad, bad_exit] = run_tool({"bench", "--plot", dir + "/plot.gif"});
     CHECK(bad_exit == 2);
+    for (const char* rounds : {"0", "1001", "two"}) {
+        CAPTURE(rounds);
+        CHECK(run_tool({"bench", "--rounds", rounds}).second == 2);
+    }
+    // --rounds reaches ring_bench: one round of one cheap peer.
+    const std::string one_round = dir + "/one-round.json";
+    const auto [round_out, round_exit] = run_tool({"bench", "--rounds", "1", "--only", "cache-line", "--json", one_round});
+    INFO(round_out);
+    CHECK(round_exit == 0);
+    CHECK(round_out.find("8 trials (1 round of 8)") != std::string::npos);
 
     // PNG goes through rsvg-convert when it is installed, and is a clear error when not.
     const std::string png = dir + "/plot.png";
