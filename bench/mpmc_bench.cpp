@@ -34,12 +34,16 @@ using shmlink::bench::BoostChannel;
 using shmlink::bench::Child;
 using shmlink::bench::Clock;
 using shmlink::bench::Handshake;
+using shmlink::bench::json_field;
 using shmlink::bench::json_number;
+using shmlink::bench::json_numbers;
 using shmlink::bench::json_string;
 using shmlink::bench::pin_to_cpu;
 using shmlink::bench::QueueApi;
 using shmlink::bench::seconds_between;
 using shmlink::bench::Shared;
+using shmlink::bench::Summary;
+using shmlink::bench::summarize;
 using shmlink::bench::ShmlinkChannel;
 using shmlink::bench::VyukovChannel;
 
@@ -51,8 +55,11 @@ namespace {
 constexpr int kProducerCpu = 0;
 constexpr int kConsumerCpu = 1;
 constexpr std::size_t kCapacity = 4096; // items, in every peer's queue
-constexpr std::size_t kRepetitions = 5;
-constexpr double kTargetSeconds = 0.25; // per measurement, from the cost estimates below
+// Short trials, every peer once a trial in turn, each ratio taken within a
+// trial: the machine flips between fast and slow states within tenths of a
+// second (see ring_bench).
+constexpr std::size_t kTrials = 40;
+constexpr double kTargetSeconds = 0.03; // per trial, from the cost estimates below
 constexpr std::uint64_t kQuickDivisor = 20;
 constexpr unsigned kWatchdogSeconds = 60; // a measurement that takes longer has hung: give up
 constexpr std::byte kFill {0x5a};
@@ -252,13 +259,11 @@ struct Result {
     std::string peer;
     std::size_t item_bytes = 0;
     Shape shape {};
-    std::uint64_t items = 0;               // across all producers
-    std::optional<double> seconds;         // the fastest of kRepetitions; empty if any failed
-    std::optional<double> median_seconds;
-    double spread = 0;                     // slowest / fastest: how much to trust it
+    std::uint64_t items = 0;               // across all producers, in each trial
+    std::vector<double> per_trial;         // items/s; empty if any trial failed
 
-    [[nodiscard]] double items_per_s() const { return static_cast<double>(items) / *seconds; }
-    [[nodiscard]] double median_items_per_s() const { return static_cast<double>(items) / *median_seconds; }
+    [[nodiscard]] bool measured() const noexcept { return !per_trial.empty(); }
+    [[nodiscard]] Summary items_per_s() const { return summarize(per_trial); }
 };
 
 struct Options {
@@ -268,15 +273,18 @@ struct Options {
     std::string only; ///< measure only the peers whose name contains this
 };
 
-/// A ratio of the fastest runs' items/s, with the median runs' ratio beside
-/// it; with a target, or (context) without one.
+/// A ratio of two peers' items/s taken in each trial, summarized; with a
+/// target, or (context) without one.
 struct Ratio {
     std::string name;
-    std::optional<double> value;
-    std::optional<double> median_value;
-    std::optional<double> target; // at least this; none for context
+    std::vector<double> per_trial; // empty when a peer is missing
+    std::optional<double> target;  // at least this; none for context
 
-    [[nodiscard]] bool met() const { return value && target && *value >= *target; }
+    [[nodiscard]] std::optional<Summary> value() const
+    {
+        return per_trial.empty() ? std::nullopt : std::optional(summarize(per_trial));
+    }
+    [[nodiscard]] bool met() const { return value() && target && value()->median >= *target; }
 };
 
 class Report {
@@ -302,14 +310,13 @@ public:
     {
         for (const auto& group : groups)
             for (const auto& peer : group.peers)
-                planned_ += skipped(peer.name) ? 0 : kRepetitions;
+                planned_ += skipped(peer.name) ? 0 : kTrials;
     }
 
-    /// Measures every peer of `group` kRepetitions times, interleaved (A B C,
-    /// A B C, ...), and keeps each one's fastest and median run: the machine
-    /// drifts between a fast and a slow state that lasts seconds, so peers
-    /// compared in a ratio must run close together, and interference only
-    /// ever slows a run (see ring_bench).
+    /// Measures every peer of `group` in kTrials short trials, interleaved
+    /// (A B C, A B C, ...), and keeps every trial's items/s: peers compared
+    /// in a ratio must run close together, as the machine's state flips
+    /// within tenths of a second (see ring_bench).
     void measure(const Group& group)
     {
         const std::vector<Peer>& peers = group.peers;
@@ -322,14 +329,14 @@ public:
             const auto total = static_cast<std::uint64_t>(kTargetSeconds * 1e9 / ns) / divisor;
             const std::uint64_t per_producer = std::max<std::uint64_t>(100, total / group.shape.producers);
             results.push_back({std::string(peer.name), group.item_bytes, group.shape, per_producer * group.shape.producers,
-                std::nullopt, std::nullopt});
+                {}});
         }
-        for (std::size_t repetition = 0; repetition < kRepetitions; ++repetition) {
+        for (std::size_t trial = 0; trial < kTrials; ++trial) {
             for (std::size_t i = 0; i < peers.size(); ++i) {
                 if (skipped(peers[i].name))
                     continue;
                 progressed(results[i].peer + where);
-                if (seconds[i].size() != repetition)
+                if (seconds[i].size() != trial)
                     continue; // an earlier run failed
                 ::alarm(kWatchdogSeconds);
                 std::optional<double> run;
@@ -347,14 +354,13 @@ public:
             if (skipped(peers[i].name))
                 continue;
             Result& result = results[i];
-            if (seconds[i].size() == kRepetitions) {
-                std::sort(seconds[i].begin(), seconds[i].end());
-                result.seconds = seconds[i].front();
-                result.median_seconds = seconds[i][kRepetitions / 2];
-                result.spread = seconds[i].back() / seconds[i].front();
-                std::printf("  %-30s %5zu %4s %11llu %11.3f %11.3f %9.3f %7.2f\n", result.peer.c_str(), result.item_bytes,
-                    result.shape.name().c_str(), static_cast<unsigned long long>(result.items),
-                    result.items_per_s() / 1e6, result.median_items_per_s() / 1e6, *result.seconds, result.spread);
+            if (seconds[i].size() == kTrials) {
+                for (const double s : seconds[i])
+                    result.per_trial.push_back(static_cast<double>(result.items) / s);
+                const Summary rate = result.items_per_s();
+                std::printf("  %-30s %5zu %4s %11llu %11.3f  [%8.3f .. %8.3f]\n", result.peer.c_str(),
+                    result.item_bytes, result.shape.name().c_str(), static_cast<unsigned long long>(result.items),
+                    rate.median / 1e6, rate.p10 / 1e6, rate.p90 / 1e6);
             } else {
                 std::printf("  %-30s %5zu %4s %11llu %11s\n", result.peer.c_str(), result.item_bytes,
                     result.shape.name().c_str(), static_cast<unsigned long long>(result.items), "FAILED");
@@ -370,25 +376,26 @@ public:
     {
         const Result* top = find(numerator, item_bytes, shape);
         const Result* bottom = find(denominator, item_bytes, shape);
-        Ratio r {std::move(name), std::nullopt, std::nullopt, target};
-        if (top != nullptr && bottom != nullptr) {
-            r.value = top->items_per_s() / bottom->items_per_s();
-            r.median_value = top->median_items_per_s() / bottom->median_items_per_s();
-        }
+        Ratio r {std::move(name), {}, target};
+        if (top != nullptr && bottom != nullptr)
+            for (std::size_t i = 0; i < kTrials; ++i)
+                r.per_trial.push_back(top->per_trial[i] / bottom->per_trial[i]);
         std::string goal = target ? "(target >= " + json_number(target) + "x)" : "(context, no target)";
-        if (target && r.value)
+        const std::optional<Summary> value = r.value();
+        if (target && value)
             goal += r.met() ? "  met" : "  MISSED";
-        if (r.value)
-            std::printf("  %-44s = %6.2fx  median %6.2fx  %s\n", r.name.c_str(), *r.value, *r.median_value, goal.c_str());
+        if (value)
+            std::printf("  %-44s = %6.2fx [%5.2f .. %5.2f]  %s\n", r.name.c_str(), value->median, value->p10,
+                value->p90, goal.c_str());
         else
-            std::printf("  %-44s = %6s   median %6s   %s\n", r.name.c_str(), "n/a", "n/a", goal.c_str());
+            std::printf("  %-44s = %6s                    %s\n", r.name.c_str(), "n/a", goal.c_str());
         ratios_.push_back(std::move(r));
     }
 
     /// True if every measurement ran and verified (targets aside).
     [[nodiscard]] bool complete() const
     {
-        return std::all_of(results_.begin(), results_.end(), [](const Result& r) { return r.seconds.has_value(); });
+        return std::all_of(results_.begin(), results_.end(), [](const Result& r) { return r.measured(); });
     }
 
     bool write_json() const;
@@ -398,7 +405,7 @@ private:
     {
         for (const auto& r : results_)
             if (r.peer == peer && r.item_bytes == item_bytes && r.shape.producers == shape.producers
-                && r.shape.consumers == shape.consumers && r.seconds)
+                && r.shape.consumers == shape.consumers && r.measured())
                 return &r;
         return nullptr;
     }
@@ -412,7 +419,7 @@ private:
     }
     [[nodiscard]] bool skipped(std::string_view peer) const noexcept
     {
-        return !options_.only.empty() && peer.find(options_.only) == std::string_view::npos;
+        return !shmlink::bench::selected(peer, options_.only);
     }
 
     Options options_;
@@ -431,28 +438,32 @@ bool Report::write_json() const
     }
     std::fprintf(out,
         "{\n  \"quick\": %s,\n  \"producer_cpu\": %d,\n  \"consumer_cpu\": %d,\n  \"capacity\": %zu,\n"
-        "  \"repetitions\": %zu,\n  \"throughput\": [",
-        options_.quick ? "true" : "false", kProducerCpu, kConsumerCpu, kCapacity, kRepetitions);
+        "  \"trials\": %zu,\n  \"throughput\": [",
+        options_.quick ? "true" : "false", kProducerCpu, kConsumerCpu, kCapacity, kTrials);
     const char* separator = "\n";
     for (const auto& r : results_) {
+        const std::optional<Summary> summary = r.measured() ? std::optional(r.items_per_s()) : std::nullopt;
         std::fprintf(out,
             "%s    {\"peer\": %s, \"item_bytes\": %zu, \"producers\": %u, \"consumers\": %u, \"items\": %llu, "
-            "\"seconds\": %s, \"median_seconds\": %s, \"spread\": %s, \"items_per_second\": %s, "
-            "\"median_items_per_second\": %s}",
+            "\"items_per_second\": %s, \"p10_items_per_second\": %s, \"p90_items_per_second\": %s, "
+            "\"min_items_per_second\": %s, \"max_items_per_second\": %s, \"trials_items_per_second\": %s}",
             separator, json_string(r.peer).c_str(), r.item_bytes, r.shape.producers, r.shape.consumers,
-            static_cast<unsigned long long>(r.items), json_number(r.seconds).c_str(),
-            json_number(r.median_seconds).c_str(), json_number(r.seconds ? std::optional(r.spread) : std::nullopt).c_str(),
-            json_number(r.seconds ? std::optional(r.items_per_s()) : std::nullopt).c_str(),
-            json_number(r.seconds ? std::optional(r.median_items_per_s()) : std::nullopt).c_str());
+            static_cast<unsigned long long>(r.items), json_field(summary, &Summary::median).c_str(),
+            json_field(summary, &Summary::p10).c_str(), json_field(summary, &Summary::p90).c_str(),
+            json_field(summary, &Summary::min).c_str(), json_field(summary, &Summary::max).c_str(),
+            json_numbers(r.per_trial).c_str());
         separator = ",\n";
     }
     std::fprintf(out, "\n  ],\n  \"ratios\": [");
     separator = "\n";
     for (const auto& r : ratios_) {
+        const std::optional<Summary> summary = r.value();
         std::fprintf(out,
-            "%s    {\"name\": %s, \"value\": %s, \"median_value\": %s, \"comparison\": %s, \"target\": %s, \"met\": %s}",
-            separator, json_string(r.name).c_str(), json_number(r.value).c_str(), json_number(r.median_value).c_str(),
-            r.target ? "\">=\"" : "null", json_number(r.target).c_str(), r.target ? (r.met() ? "true" : "false") : "null");
+            "%s    {\"name\": %s, \"value\": %s, \"p10\": %s, \"p90\": %s, \"trials\": %s, \"comparison\": %s, "
+            "\"target\": %s, \"met\": %s}",
+            separator, json_string(r.name).c_str(), json_field(summary, &Summary::median).c_str(),
+            json_field(summary, &Summary::p10).c_str(), json_field(summary, &Summary::p90).c_str(),
+            json_numbers(r.per_trial).c_str(), r.target ? "\">=\"" : "null", json_number(r.target).c_str(), r.target ? (r.met() ? "true" : "false") : "null");
         separator = ",\n";
     }
     std::fprintf(out, "\n  ]\n}\n");
@@ -466,7 +477,7 @@ constexpr std::string_view kVyukov = "bare Vyukov queue (floor)";
 constexpr std::string_view kBoost = "boost message_queue";
 
 /// One measurement through a `Channel` made from `args`: a fresh one per
-/// repetition, so every run starts from an empty queue.
+/// trial, so every run starts from an empty queue.
 template <typename Channel, typename... Args>
 auto through(Shape shape, Args... args)
 {
@@ -500,7 +511,7 @@ std::vector<Report::Group> plan()
 
 void print_ratios(Report& report)
 {
-    std::printf("\nratios (items/s of the fastest runs; of the median runs beside)\n");
+    std::printf("\nratios of items/s, each taken within a trial: median of the trials [p10 .. p90]\n");
     for (const std::size_t bytes : {std::size_t {8}, std::size_t {64}})
         for (const Shape shape : kShapes) {
             const std::string what = "MPMC " + std::to_string(bytes) + "B " + shape.name();
@@ -523,8 +534,9 @@ against the project's target.
   --json FILE  also write every figure and ratio to FILE as JSON
   --progress   a line "progress DONE TOTAL what" on stderr as each
                measurement starts (the shmlink tool draws its bar from them)
-  --only PEER  measure only the peers whose name contains PEER (ratios of
-               peers not measured print as n/a)
+  --only PEER  measure only the peers whose name contains PEER, or one of
+               the alternatives of "A|B" (ratios of peers not measured
+               print as n/a)
   --help       this text
 
 Exit status: 0 if every measurement ran and verified (targets aside),
@@ -564,10 +576,10 @@ int main(int argc, char** argv)
     const auto groups = plan();
     report.plan(groups);
     std::printf("MPMC queue throughput, %zu-item queues, producers pinned to CPU %d, consumers to CPU %d "
-                "(2x2: two processes share each CPU), best of %zu\n",
-        kCapacity, kProducerCpu, kConsumerCpu, kRepetitions);
-    std::printf("  %-30s %5s %4s %11s %11s %11s %9s %7s\n", "peer", "bytes", "PxC", "items", "M items/s", "median M/s",
-        "seconds", "spread");
+                "(2x2: two processes share each CPU),\n%zu trials, every peer once a trial in turn; M items/s: median of "
+                "the trials [p10 .. p90]\n",
+        kCapacity, kProducerCpu, kConsumerCpu, kTrials);
+    std::printf("  %-30s %5s %4s %11s %11s  %-22s\n", "peer", "bytes", "PxC", "items", "M items/s", "[p10 .. p90]");
     std::fflush(stdout);
     for (const auto& g : groups)
         report.measure(g);

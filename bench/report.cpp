@@ -8,6 +8,37 @@
 
 namespace shmlink::bench {
 
+std::string json_numbers(const std::vector<double>& values)
+{
+    std::string out = "[";
+    for (std::size_t i = 0; i < values.size(); ++i)
+        out += (i == 0 ? "" : ", ") + json_number(values[i]);
+    return out + "]";
+}
+
+Summary summarize(std::vector<double> values)
+{
+    std::sort(values.begin(), values.end());
+    const std::size_t n = values.size();
+    const double median = n % 2 == 1 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
+    const auto rank = [&](std::size_t percent) { return values[(n - 1) * percent / 100]; };
+    return {median, values.front(), values.back(), rank(10), rank(90)};
+}
+
+bool selected(std::string_view peer, std::string_view only) noexcept
+{
+    if (only.empty())
+        return true;
+    for (;;) {
+        const std::size_t bar = only.find('|');
+        if (peer.find(only.substr(0, bar)) != std::string_view::npos)
+            return true;
+        if (bar == std::string_view::npos)
+            return false;
+        only.remove_prefix(bar + 1);
+    }
+}
+
 std::optional<std::size_t> parse_rounds(std::string_view text)
 {
     std::size_t rounds = 0;

@@ -17,6 +17,33 @@ std::string json_string(std::string_view text);
 /// `value` as a JSON number, or `null` when empty or not finite.
 std::string json_number(std::optional<double> value);
 
+/// `field` of `figures` (times `scale`) as a JSON number, or null without figures.
+template <typename Figures>
+std::string json_field(const std::optional<Figures>& figures, double Figures::*field, double scale = 1)
+{
+    return json_number(figures ? std::optional((*figures).*field * scale) : std::nullopt);
+}
+
+/// `values` as a JSON array of numbers.
+std::string json_numbers(const std::vector<double>& values);
+
+/// Trials' values: the median, the 10th and 90th percentiles (the spread
+/// the benchmarks print), and the extremes.
+struct Summary {
+    double median = 0;
+    double min = 0;
+    double max = 0;
+    double p10 = 0;
+    double p90 = 0;
+};
+
+/// `values` summarized; not empty.
+Summary summarize(std::vector<double> values);
+
+/// Whether --only `only` selects `peer`: every peer when it is empty, else
+/// a peer whose name contains it, or one of the alternatives of "A|B".
+bool selected(std::string_view peer, std::string_view only) noexcept;
+
 /// `text` as a count of rounds, from 1 to 1000 (--rounds), or nothing.
 std::optional<std::size_t> parse_rounds(std::string_view text);
 

@@ -53,12 +53,16 @@ namespace bip = boost::interprocess;
 using shmlink::bench::Child;
 using shmlink::bench::Clock;
 using shmlink::bench::Handshake;
+using shmlink::bench::json_field;
 using shmlink::bench::json_number;
+using shmlink::bench::json_numbers;
 using shmlink::bench::json_string;
 using shmlink::bench::parse_rounds;
 using shmlink::bench::pin_to_cpu;
 using shmlink::bench::seconds_between;
 using shmlink::bench::Shared;
+using shmlink::bench::Summary;
+using shmlink::bench::summarize;
 using shmlink::bench::unique_name;
 
 namespace {
@@ -876,40 +880,6 @@ std::optional<Samples> futex_round_trips(std::uint64_t trips)
 
 // ---- results ----
 
-/// The trials' values: the median, the 10th and 90th percentiles (the
-/// spread printed), and the extremes.
-struct Summary {
-    double median = 0;
-    double min = 0;
-    double max = 0;
-    double p10 = 0;
-    double p90 = 0;
-};
-
-Summary summarize(std::vector<double> values)
-{
-    std::sort(values.begin(), values.end());
-    const std::size_t n = values.size();
-    const double median = n % 2 == 1 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
-    const auto rank = [&](std::size_t percent) { return values[(n - 1) * percent / 100]; };
-    return {median, values.front(), values.back(), rank(10), rank(90)};
-}
-
-/// `field` of `figures` (times `scale`) as a JSON number, or null without figures.
-template <typename Figures>
-std::string json_field(const std::optional<Figures>& figures, double Figures::*field, double scale = 1)
-{
-    return json_number(figures ? std::optional((*figures).*field * scale) : std::nullopt);
-}
-
-std::string json_numbers(const std::vector<double>& values)
-{
-    std::string out = "[";
-    for (std::size_t i = 0; i < values.size(); ++i)
-        out += (i == 0 ? "" : ", ") + json_number(values[i]);
-    return out + "]";
-}
-
 struct ThroughputResult {
     std::string peer;
     std::size_t size = 0;
@@ -983,17 +953,7 @@ public:
     [[nodiscard]] std::size_t trials() const noexcept { return options_.rounds * kTrialsPerRound; }
     [[nodiscard]] bool skipped(std::string_view peer) const noexcept
     {
-        if (options_.only.empty())
-            return false;
-        std::string_view alternatives = options_.only;
-        for (;;) { // "a|b": a peer whose name contains a or b
-            const std::size_t bar = alternatives.find('|');
-            if (peer.find(alternatives.substr(0, bar)) != std::string_view::npos)
-                return false;
-            if (bar == std::string_view::npos)
-                return true;
-            alternatives.remove_prefix(bar + 1);
-        }
+        return !shmlink::bench::selected(peer, options_.only);
     }
 
     /// One peer's throughput measurement: `measure(count)` moves `count`
