@@ -270,7 +270,7 @@ struct Options {
     bool quick = false;
     bool progress = false; ///< a line "progress DONE TOTAL what" on stderr per measurement
     std::string json_path;
-    std::string only; ///< measure only the peers whose name contains this
+    std::string only; ///< measure only the peers it selects (bench::selected(): a name part, or "A|B")
 };
 
 /// A ratio of two peers' items/s taken in each trial, summarized; with a

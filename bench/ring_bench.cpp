@@ -937,7 +937,7 @@ struct Options {
     std::size_t rounds = 0; ///< 0: kDefaultRounds, or kQuickRounds with --quick
     std::string json_path;
     std::string plot_path;
-    std::string only; ///< measure only the peers whose name contains this
+    std::string only; ///< measure only the peers it selects (bench::selected(): a name part, or "A|B")
 };
 
 class Report {
