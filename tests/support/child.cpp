@@ -67,6 +67,7 @@ Child& Child::operator=(Child&& other) noexcept
     std::swap(to_child_, other.to_child_);
     std::swap(from_child_, other.from_child_);
     std::swap(buffered_, other.buffered_);
+    std::swap(ended_, other.ended_);
     return *this;
 }
 
@@ -103,34 +104,75 @@ std::string Child::read_line(std::chrono::milliseconds timeout)
     return line;
 }
 
+std::optional<std::string> Child::take_through(const std::string& marker)
+{
+    const auto at = buffered_.find(marker);
+    if (at == std::string::npos)
+        return std::nullopt;
+    std::string through = buffered_.substr(0, at + marker.size());
+    buffered_.erase(0, at + marker.size());
+    return through;
+}
+
+bool Child::fill(std::chrono::milliseconds timeout)
+{
+    if (ended_)
+        return false;
+    pollfd p {from_child_, POLLIN, 0};
+    const int rc = ::poll(&p, 1, static_cast<int>(std::max<std::chrono::milliseconds::rep>(timeout.count(), 0)));
+    if (rc < 0 && errno == EINTR)
+        return true;
+    if (rc < 0)
+        fail("poll");
+    if (rc == 0)
+        return true;
+    char chunk[4096];
+    const ssize_t n = ::read(from_child_, chunk, sizeof(chunk));
+    if (n < 0 && errno == EINTR)
+        return true;
+    if (n < 0)
+        fail("read from helper");
+    if (n == 0) {
+        ended_ = true;
+        return false;
+    }
+    buffered_.append(chunk, static_cast<std::size_t>(n));
+    return true;
+}
+
+std::string Child::ended_message() const
+{
+    return "helper (pid " + std::to_string(pid_) + ") closed its output (exited?)"
+        + (buffered_.empty() ? std::string() : " after an unfinished line: " + buffered_);
+}
+
 std::string Child::read_through(const std::string& marker, std::chrono::milliseconds timeout)
 {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     for (;;) {
-        if (auto at = buffered_.find(marker); at != std::string::npos) {
-            std::string through = buffered_.substr(0, at + marker.size());
-            buffered_.erase(0, at + marker.size());
-            return through;
-        }
+        if (auto through = take_through(marker))
+            return *through;
         const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-        pollfd p {from_child_, POLLIN, 0};
-        const int rc = ::poll(&p, 1, static_cast<int>(std::max<std::chrono::milliseconds::rep>(left.count(), 0)));
-        if (rc < 0 && errno == EINTR)
-            continue;
-        if (rc < 0)
-            fail("poll");
-        if (rc == 0) {
-            if (std::chrono::steady_clock::now() >= deadline)
-                throw std::runtime_error("helper did not answer in time");
-            continue;
+        if (left.count() <= 0)
+            throw ChildTimeout("helper (pid " + std::to_string(pid_) + ") did not answer within "
+                + std::to_string(timeout.count()) + " ms");
+        if (!fill(left))
+            throw ChildEnded(ended_message());
+    }
+}
+
+std::optional<std::string> Child::poll_line()
+{
+    for (;;) {
+        if (auto line = take_through("\n")) {
+            line->pop_back();
+            return line;
         }
-        char chunk[4096];
-        const ssize_t n = ::read(from_child_, chunk, sizeof(chunk));
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            throw std::runtime_error("helper closed its output (exited?)");
-        buffered_.append(chunk, static_cast<std::size_t>(n));
+        const std::size_t before = buffered_.size();
+        if (!fill(std::chrono::milliseconds(0)))
+            throw ChildEnded(ended_message());
+        if (buffered_.size() == before)
+            return std::nullopt; // nothing more in the pipe yet
     }
 }
 
@@ -151,8 +193,9 @@ int Child::wait(std::chrono::milliseconds timeout)
         if (std::chrono::steady_clock::now() > deadline) {
             ::kill(pid_, SIGKILL);
             ::waitpid(pid_, &status, 0);
-            pid_ = -1;
-            throw std::runtime_error("helper did not exit in time");
+            const pid_t pid = std::exchange(pid_, -1);
+            throw ChildTimeout("helper (pid " + std::to_string(pid) + ") did not exit within "
+                + std::to_string(timeout.count()) + " ms (killed)");
         }
         std::this_thread::sleep_for(std::chrono::milliseconds(2));
     }
@@ -201,20 +244,27 @@ std::pair<std::string, int> finish(Child& child, std::chrono::milliseconds timeo
     std::string line;
     try {
         line = child.read_line(timeout);
-    } catch (const std::runtime_error&) { // it ended (or hung) without a line: its status says which
+    } catch (const ChildEnded&) { // it ended without a line: its status says how
     }
     return {line, exit_code(child.wait())};
 }
 
-std::pair<std::string, int> read_all(Child& child)
+std::pair<std::string, int> read_all(Child& child, std::chrono::milliseconds timeout)
 {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
     std::string out;
     try {
-        for (;;)
-            out += child.read_line() + "\n";
-    } catch (const std::runtime_error&) { // EOF: it is done
+        for (;;) {
+            const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+            out += child.read_line(std::max(left, std::chrono::milliseconds(0))) + "\n";
+        }
+    } catch (const ChildEnded&) { // it closed its output: all of it is read
+    } catch (const ChildTimeout&) {
+        throw ChildTimeout("helper (pid " + std::to_string(child.pid()) + ") still had not closed its output after "
+            + std::to_string(timeout.count()) + " ms; it wrote:\n" + out);
     }
-    return {out, exit_code(child.wait())};
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    return {out, exit_code(child.wait(std::max(left, std::chrono::milliseconds(1000))))};
 }
 
 } // namespace shmlink::test
