@@ -22,10 +22,11 @@ constexpr char kUsage[] = R"(usage: shmlink COMMAND [ARGS...]
   gc [DIR] [--yes]               removes the segments whose creator is gone, and the
                                  stale sockets their hosts left; "nothing to remove"
       --yes                      remove without asking
-  watch PATH [--interval S] [--count N]
+  watch PATH [--interval S | --on-input] [--count N]
                                  fill levels, bytes/s and messages/s per ring and lane,
                                  refreshed until Ctrl-C
       --interval S               seconds between refreshes (default 1)
+      --on-input                 refresh on each line of standard input, until its end
       --count N                  stop after N refreshes
   bench [--quick] [--rounds N] [--json FILE] [--plot FILE.svg|FILE.png] [--only PEER]
                                  the benchmarks of bench/, with ratios and a plot

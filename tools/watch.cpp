@@ -7,9 +7,11 @@
 
 #include "tools/commands.hpp"
 
+#include <poll.h>
 #include <signal.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -24,7 +26,7 @@
 namespace shmlink::tool {
 namespace {
 
-constexpr char kUsage[] = R"(usage: shmlink watch PATH [--interval SECONDS] [--count N]
+constexpr char kUsage[] = R"(usage: shmlink watch PATH [--interval SECONDS | --on-input] [--count N]
 
 Prints each ring's and queue's fill level and the rates at which producers
 write and consumers read it, in bytes and in messages per second, refreshed
@@ -35,6 +37,10 @@ place; otherwise each refresh is a block of plain lines. The header line
 says how long the rates were measured over.
 
   --interval SECONDS  time between refreshes, 0.01 to 3600 (default 1)
+  --on-input          refresh on each line read from standard input instead
+                      of every interval, and stop at its end: a script that
+                      sends a line after each step sees in each refresh
+                      exactly what that step did
   --count N           stop after N refreshes (default: until interrupted)
 
 Byte rates count each message with its 8-byte record header (and padding);
@@ -185,6 +191,30 @@ void on_interrupt(int) noexcept
     g_interrupted = 1;
 }
 
+/// Waits for a line on standard input, in steps of 50 ms so that Ctrl-C
+/// ends it at once; false at the end of input or on an interrupt.
+bool wait_for_line()
+{
+    for (;;) {
+        if (g_interrupted)
+            return false;
+        pollfd in {STDIN_FILENO, POLLIN, 0};
+        const int ready = ::poll(&in, 1, 50);
+        if (ready < 0 && errno != EINTR)
+            return false;
+        if (ready <= 0)
+            continue;
+        char c = 0;
+        const ssize_t n = ::read(STDIN_FILENO, &c, 1);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return false;
+        if (c == '\n')
+            return true;
+    }
+}
+
 } // namespace
 
 int watch(int argc, char** argv)
@@ -192,6 +222,7 @@ int watch(int argc, char** argv)
     std::string path;
     double interval_s = 1.0;
     long count = -1;
+    bool on_input = false;
     for (int i = 2; i < argc; ++i) {
         const std::string_view arg = argv[i];
         if (arg == "--help" || arg == "-h") {
@@ -203,6 +234,8 @@ int watch(int argc, char** argv)
             interval_s = std::strtod(argv[++i], &end);
             if (*end != '\0' || !(interval_s >= 0.01 && interval_s <= 3600))
                 return std::fputs("shmlink watch: --interval takes seconds, 0.01 to 3600\n", stderr), kBadUsage;
+        } else if (arg == "--on-input") {
+            on_input = true;
         } else if (arg == "--count" && i + 1 < argc) {
             count = std::strtol(argv[++i], &end, 10);
             if (*end != '\0' || count < 1)
@@ -230,7 +263,10 @@ int watch(int argc, char** argv)
         std::map<std::string, Counters> previous;
         auto previous_time = std::chrono::steady_clock::now();
         for (long frame = 0; !g_interrupted && (count < 0 || frame < count); ++frame) {
-            if (frame > 0) {
+            if (frame > 0 && on_input) {
+                if (!wait_for_line())
+                    break;
+            } else if (frame > 0) {
                 // In steps of at most 50 ms, so that Ctrl-C ends it at once.
                 const auto wake = previous_time
                     + std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::duration<double>(interval_s));
