@@ -30,6 +30,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 using namespace shmlink;
@@ -414,7 +415,7 @@ std::string read_until(Child& child, const std::string& marker)
 {
     std::string lines;
     for (;;) {
-        const std::string line = child.read_line(std::chrono::seconds(10));
+        const std::string line = child.read_line(std::chrono::seconds(60));
         lines += line + "\n";
         if (line.find(marker) != std::string::npos)
             return lines;
@@ -460,7 +461,9 @@ TEST_CASE("watch shows fill levels and the rates between refreshes, and ends on 
     SpscRing ring = SpscRing::create(segment, "events", 4096);
     auto queue = MpmcQueue<std::uint64_t>::create(segment, "jobs", 8);
 
-    Child watch = test::spawn_helper("SHMLINK_TOOL", {"watch", file.path, "--interval", "0.3", "--count", "3"});
+    // Refreshed on the test's word (a line on its stdin), so that each frame
+    // shows exactly the step before it, however slow the machine.
+    Child watch = test::spawn_helper("SHMLINK_TOOL", {"watch", file.path, "--on-input", "--count", "3"});
     const std::string first = read_until(watch, "jobs");
     INFO(first);
     CHECK(first.find("generation 0") != std::string::npos);
@@ -478,11 +481,12 @@ TEST_CASE("watch shows fill levels and the rates between refreshes, and ends on 
     REQUIRE(ring.try_push(bytes_of(std::string(24, 'k'))) == RingStatus::ok); // stays: 32 bytes filled
     for (std::uint64_t i = 0; i < 3; ++i)
         REQUIRE(queue.try_push(i) == RingStatus::ok);
+    watch.send("");
     const std::string second = read_until(watch, "jobs");
     INFO(second);
     CHECK(second.find("32 B / 4.0 KiB (1%)") != std::string::npos);
     CHECK(second.find("3 items / 8 items (38%)") != std::string::npos);
-    // 1632 bytes written and 1600 read in about 0.3 s: rates, not zero.
+    // 1632 bytes written and 1600 read since the first: rates, not zero.
     const auto moved = rates_of(second, "events");
     REQUIRE(moved.size() == 4);
     for (int i : {0, 1}) {
@@ -499,10 +503,16 @@ TEST_CASE("watch shows fill levels and the rates between refreshes, and ends on 
     CHECK(queued[3] == "0.0 msg/s");
 
     // Nothing moves before the third: every rate is zero.
+    watch.send("");
     const std::string third = read_until(watch, "jobs");
     INFO(third);
     CHECK(rates_of(third, "events") == std::vector<std::string> {"0 B/s", "0 B/s", "0.0 msg/s", "0.0 msg/s"});
     CHECK(watch.wait() == 0);
+
+    // --on-input without --count stops at the end of its input.
+    Child stepped = test::spawn_helper("SHMLINK_TOOL", {"watch", file.path, "--on-input"});
+    read_until(stepped, "jobs");
+    CHECK(stepped.wait() == 0); // closes its stdin
 
     // Without --count it runs until interrupted, and then exits 0.
     Child endless = test::spawn_helper("SHMLINK_TOOL", {"watch", file.path});
@@ -531,11 +541,12 @@ TEST_CASE("watch counts an MPSC ring's rate per lane, also across a lane freed a
             REQUIRE(ring.try_pop(buffer, length) == RingStatus::ok);
         }
     };
-    // A second between refreshes: room for each step below even on a loaded machine.
-    Child watch = test::spawn_helper("SHMLINK_TOOL", {"watch", file.path, "--interval", "1", "--count", "3"});
+    // Refreshed on the test's word, after each step below.
+    Child watch = test::spawn_helper("SHMLINK_TOOL", {"watch", file.path, "--on-input", "--count", "3"});
     read_until(watch, "requests");
     auto first = std::make_optional(MpscProducer::open(segment, "requests"));
     move_bytes(*first, 200); // 25,600 bytes on lane 0, which the second refresh sees
+    watch.send("");
     read_until(watch, "requests");
     first.reset();
     // The consumer's next calls reap: lane 0 is freed, and its positions start again from 0.
@@ -545,6 +556,7 @@ TEST_CASE("watch counts an MPSC ring's rate per lane, also across a lane freed a
     MpscProducer second = MpscProducer::open(segment, "requests");
     REQUIRE(second.lane() == 0);
     move_bytes(second, 10); // 1,280 bytes, on lane 0 again, below where it stood
+    watch.send("");
     const std::string third = read_until(watch, "requests");
     INFO(third);
     const auto rates = rates_of(third, "requests");
@@ -767,7 +779,7 @@ TEST_CASE("watch shows messages/s beside bytes/s, per ring and per lane, from th
     std::atomic_ref(uncounted.head).store(64);
     SpscRing::create(segment, "zz-last", 256); // the last line of each frame
 
-    Child watch = test::spawn_helper("SHMLINK_TOOL", {"watch", file.path, "--interval", "0.5", "--count", "2"});
+    Child watch = test::spawn_helper("SHMLINK_TOOL", {"watch", file.path, "--on-input", "--count", "2"});
     read_until(watch, "zz-last");
     // Between the two refreshes: 40 messages into events, 25 of them read
     // one by one; 30 through a lane of requests, all read in one consume().
@@ -781,6 +793,11 @@ TEST_CASE("watch shows messages/s beside bytes/s, per ring and per lane, from th
     for (int i = 0; i < 30; ++i)
         REQUIRE(producer.try_push(bytes_of("request")) == RingStatus::ok);
     REQUIRE(requests.consume([](std::span<const std::byte>) {}, 64) == 30); // counted as a batch
+    // At least half a second between the refreshes (a lower bound, which no
+    // load can break): tens of messages a second, printed to a tenth, give
+    // the counts back exactly. The second refresh comes on the test's word.
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    watch.send("");
     const std::string second = read_until(watch, "zz-last");
     INFO(second);
     CHECK(watch.wait() == 0);
