@@ -4,7 +4,8 @@
 //   ring_peer produce  PATH RING COUNT SEED MAXLEN
 //   ring_peer consume  PATH RING COUNT SEED MAXLEN
 //   ring_peer block-pop PATH RING TIMEOUT_MS      one blocking pop, with its thread's CPU time and sleeps
-//   ring_peer scribble PATH NAME SEED ROUNDS      random bytes over any ring's or queue's control block and data
+//   ring_peer scribble PATH NAME SEED ROUNDS      random bytes over any ring's or queue's control block and data,
+//                                                 a round on each line of stdin
 //   ring_peer produce-notify PATH RING COUNT      SPSC producer in eventfd mode: the wake fd is fd 3;
 //                                                 a message every millisecond
 //   ring_peer mpsc-produce PATH RING COUNT ID     MPSC producer ID: messages tagged (ID, seq)
@@ -183,7 +184,16 @@ int scribble(Segment& segment, const char* name, std::uint64_t seed, int rounds)
     const auto object = segment.find(name);
     auto area = segment.subspan(object.offset, object.length);
     std::uint64_t state = seed;
+    std::printf("ready\n");
+    std::fflush(stdout);
+    // A round on each line from the test, answered once its bytes are
+    // written: the test's calls run while it writes and after it has.
+    char line[64];
     for (int round = 0; round < rounds; ++round) {
+        if (std::fgets(line, sizeof(line), stdin) == nullptr) {
+            std::printf("error no word for round %d\n", round);
+            return 1;
+        }
         // Half the rounds hit the first 384 bytes (every object's control
         // block, or the most of it), half the rest: records, lanes or cells.
         const std::size_t control = 384;
@@ -192,9 +202,9 @@ int scribble(Segment& segment, const char* name, std::uint64_t seed, int rounds)
             const std::size_t at = (round % 2 == 0) ? state % control : control + state % (area.size() - control);
             area[at] = static_cast<std::byte>(state >> 56);
         }
-        std::this_thread::sleep_for(1ms);
+        std::printf(round + 1 < rounds ? "round %d\n" : "ok scribbled=%d\n", round + 1);
+        std::fflush(stdout);
     }
-    std::printf("ok scribbled=%d\n", rounds);
     return 0;
 }
 

@@ -32,19 +32,29 @@ inline double field(const std::string& answer, const std::string& key)
 }
 
 /// Starts ring_peer's scribbler on object `name` of the segment at `path`
-/// (random bytes, ROUNDS times 64, a millisecond apart) and calls
-/// `exercise()` over and over until it has done; returns its answer.
+/// (ROUNDS rounds of 64 random bytes) and calls `exercise()` while each
+/// round is written and again after it: every round's damage meets the
+/// calls under test, however the two processes are scheduled. Returns the
+/// scribbler's last answer.
 template <typename Exercise>
 std::string while_scribbled(const std::string& path, const std::string& name, std::uint64_t seed, int rounds,
     Exercise&& exercise)
 {
     Child scribbler = start_ring_peer({"scribble", path, name, std::to_string(seed), std::to_string(rounds)});
+    REQUIRE(scribbler.read_line() == "ready");
     std::string answer;
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-    while (answer.empty() && std::chrono::steady_clock::now() < deadline) {
+    for (int round = 0; round < rounds; ++round) {
+        scribbler.send("go");
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+        for (;;) {
+            REQUIRE_MESSAGE(std::chrono::steady_clock::now() < deadline, "the scribbler did not answer round " << round + 1);
+            exercise();
+            if (auto got = scribbler.poll_line()) {
+                answer = *got;
+                break;
+            }
+        }
         exercise();
-        if (auto got = scribbler.poll_line())
-            answer = *got;
     }
     CHECK(scribbler.wait() == 0);
     return answer;
