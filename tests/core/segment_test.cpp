@@ -334,11 +334,13 @@ TEST_CASE("cleanup policies")
     }
     SUBCASE("unlink_now leaves no file but a working segment")
     {
-        const auto entries = [] {
+        // This process's files only: other test programs run beside it.
+        const std::string mine = "shmlink-test-" + std::to_string(::getpid()) + "-";
+        const auto entries = [&] {
             int n = 0;
             DIR* dir = ::opendir("/dev/shm");
             while (const dirent* e = ::readdir(dir))
-                n += std::strncmp(e->d_name, "shmlink-test-", 13) == 0;
+                n += std::strncmp(e->d_name, mine.c_str(), mine.size()) == 0;
             ::closedir(dir);
             return n;
         };
