@@ -380,6 +380,10 @@ struct Host::State : std::enable_shared_from_this<Host::State> {
             keep_nudging();
             return;
         }
+        // Rebuilt here too, not only when its last guest left: the ring of a
+        // free lane is in a file others may write to, and the guest given it
+        // must find what the host made, not what was written over it since.
+        outboxes[static_cast<std::size_t>(lane)].reinitialize();
         c->info.lane = static_cast<std::uint32_t>(lane);
         c->token = token;
         c->stage = Stage::joining;

@@ -10,6 +10,7 @@
 
 #include "tests/support/child.hpp"
 #include "tests/support/leaks.hpp"
+#include "tests/support/ring_peer.hpp"
 
 #include <doctest/doctest.h>
 
@@ -237,6 +238,28 @@ TEST_CASE("a guest SIGKILLed mid-stream: the host notices, frees its lane, serve
     Child last = start_endpoint({"guest", sock, "last", "500"});
     CHECK(answer_of(io, host, next).find("echoed=500") != std::string::npos);
     CHECK(answer_of(io, host, last).find("echoed=500") != std::string::npos);
+}
+
+TEST_CASE("a free lane's ring that another process wrote over is rebuilt before a guest is given it")
+{
+    const std::string sock = socket_path("scribbled-lane");
+    const test::ShmPath file("scribbled-lane");
+    boost::asio::io_context io;
+    Host host(io, {.socket_path = sock, .segment_path = file.path, .max_guests = 1});
+    // A process with write access to the file writes random bytes over the
+    // ring of the free lane, its control block included, before anyone joins.
+    Child scribbler = test::start_ring_peer({"scribble", file.path, "guest.0", "7", "8"});
+    REQUIRE(scribbler.read_line() == "ready");
+    for (int round = 1; round <= 8; ++round) {
+        scribbler.send("go");
+        CHECK(scribbler.read_line() == (round < 8 ? "round " + std::to_string(round) : "ok scribbled=8"));
+    }
+    CHECK(scribbler.wait() == 0);
+    Child guest = start_endpoint({"guest", sock, "after", "50"});
+    const std::string answer = answer_of(io, host, guest);
+    INFO(answer);
+    CHECK(answer.rfind("ok lane=0 echoed=50", 0) == 0);
+    CHECK(guest.wait() == 0);
 }
 
 /// Asks the endpoint host `host` until it counts `count` joined guests.
