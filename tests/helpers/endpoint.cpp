@@ -57,6 +57,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -227,6 +228,9 @@ int linger_guest(const std::string& socket_path, int linger_ms)
     Guest guest = Guest::connect(socket_path, {.name = "linger"});
     std::printf("joined lane=%u\n", guest.lane());
     std::fflush(stdout);
+    int closed[2];
+    if (::pipe2(closed, O_CLOEXEC) != 0)
+        return 1;
     if (::fork() == 0) {
         // The child keeps every fd but the sockets: the lane's lock lives on.
         for (int fd = 3; fd < 1024; ++fd) {
@@ -235,8 +239,17 @@ int linger_guest(const std::string& socket_path, int linger_ms)
                 ::close(fd);
         }
         ::close(STDOUT_FILENO); // the test reads our parent's output to its end
+        const char done = 1;
+        if (::write(closed[1], &done, 1) != 1)
+            ::_exit(1);
         ::usleep(static_cast<useconds_t>(linger_ms) * 1000);
         ::_exit(0);
+    }
+    // Gone only once the child has closed its copy of the socket: until then
+    // the host could not hear the hang-up, which the test means it to hear.
+    ::close(closed[1]);
+    char done = 0;
+    while (::read(closed[0], &done, 1) < 0 && errno == EINTR) {
     }
     ::_exit(0); // no goodbye, no leave: as a process that dies
 }
