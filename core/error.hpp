@@ -19,7 +19,7 @@ enum class Errc {
     version_too_new,      ///< attach: written by a newer layout version
     version_unsupported,  ///< attach: layout version 0 or otherwise unknown
     abi_mismatch,         ///< attach: byte order or struct sizes differ
-    corrupt_header,       ///< attach/refresh: a header field is out of range
+    corrupt_header,       ///< attach/refresh: a header field is out of range; on_damage: the host rewrote one
     size_mismatch,        ///< the header claims more bytes than the file holds
     corrupt_directory,    ///< a directory entry is malformed or points outside the segment
     not_a_segment,        ///< the fd is not a regular file or memfd

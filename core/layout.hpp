@@ -66,7 +66,11 @@ struct SegmentHeader {
     std::uint64_t truncations;        ///< times a process found the file cut and extended it back; atomic
     std::uint64_t damaged_pages;      ///< pages a process could not restore and replaced by private ones; atomic
     std::uint32_t flags;              ///< HeaderFlags; fixed at creation (a committed copy gets its own)
-    std::uint8_t reserved[148];       ///< zero
+    std::uint32_t reserved0;          ///< zero
+    /// Times the creator found this page (header or directory) written over
+    /// and rewrote it from its own copy; atomic, written by the creator only.
+    std::uint64_t header_repairs;
+    std::uint8_t reserved[136];       ///< zero
 };
 
 /// One named object in the segment, at kDirectoryOffset + 64 * index.
@@ -77,6 +81,13 @@ struct DirectoryEntry {
     std::uint32_t state;          ///< EntryState; atomic, set to ready last
     std::uint64_t offset;         ///< from the segment's start; >= header_bytes
     std::uint64_t length;         ///< bytes; offset + length <= size_bytes
+};
+
+/// The first page of a segment: the header, then the directory. The creator
+/// keeps a private copy of it, as it wrote it (Segment::repair_header()).
+struct HeaderPage {
+    SegmentHeader header;
+    DirectoryEntry directory[kDirectoryCapacity];
 };
 
 static_assert(sizeof(SegmentHeader) == 256);
@@ -97,7 +108,9 @@ static_assert(offsetof(SegmentHeader, data_used_bytes) == 80);
 static_assert(offsetof(SegmentHeader, truncations) == 88);
 static_assert(offsetof(SegmentHeader, damaged_pages) == 96);
 static_assert(offsetof(SegmentHeader, flags) == 104);
-static_assert(offsetof(SegmentHeader, reserved) == 108);
+static_assert(offsetof(SegmentHeader, reserved0) == 108);
+static_assert(offsetof(SegmentHeader, header_repairs) == 112);
+static_assert(offsetof(SegmentHeader, reserved) == 120);
 static_assert(sizeof(DirectoryEntry) == 64);
 static_assert(offsetof(DirectoryEntry, kind) == 40);
 static_assert(offsetof(DirectoryEntry, object_version) == 42);
@@ -105,6 +118,8 @@ static_assert(offsetof(DirectoryEntry, state) == 44);
 static_assert(offsetof(DirectoryEntry, offset) == 48);
 static_assert(offsetof(DirectoryEntry, length) == 56);
 static_assert(kDirectoryOffset >= sizeof(SegmentHeader));
+static_assert(offsetof(HeaderPage, directory) == kDirectoryOffset);
+static_assert(sizeof(HeaderPage) == kHeaderBytes);
 static_assert(kDirectoryOffset + kDirectoryCapacity * sizeof(DirectoryEntry) <= kHeaderBytes);
 static_assert(std::atomic_ref<std::uint64_t>::is_always_lock_free);
 static_assert(std::atomic_ref<std::uint32_t>::is_always_lock_free);

@@ -17,6 +17,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <iterator>
 
 namespace shmlink {
 namespace {
@@ -105,6 +106,9 @@ Segment& Segment::operator=(Segment&& other) noexcept
         mapped_bytes_.store(other.mapped_bytes_.exchange(0, std::memory_order_relaxed), std::memory_order_relaxed);
         data_used_ = other.data_used_;
         entry_count_ = other.entry_count_;
+        trusted_ = std::move(other.trusted_);
+        told_directory_ = std::move(other.told_directory_);
+        other.told_directory_.reset();
         path_ = std::move(other.path_);
         other.path_.clear();
         owner_ = std::exchange(other.owner_, false);
@@ -303,8 +307,15 @@ Segment Segment::finish_create(UniqueFd fd, std::filesystem::path path, std::siz
     if ((ec = segment.start_guard()))
         return {};
     segment.data_used_ = layout::kHeaderBytes;
+    segment.trusted_.reset(new (std::nothrow) layout::HeaderPage {});
+    if (!segment.trusted_) {
+        ec = std::make_error_code(std::errc::not_enough_memory);
+        return {};
+    }
 
-    SegmentHeader& h = header_of(segment.base());
+    // Our copy first, then the shared page from it; the file is new, and
+    // nobody trusts what they read there before the magic.
+    SegmentHeader& h = segment.trusted_->header;
     h.layout_version = layout::kLayoutVersion;
     h.header_bytes = layout::kHeaderBytes;
     h.abi_tag = layout::abi_tag();
@@ -319,9 +330,13 @@ Segment Segment::finish_create(UniqueFd fd, std::filesystem::path path, std::siz
     h.directory_count = 0;
     h.data_used_bytes = layout::kHeaderBytes;
     h.flags = segment.creator_lock_ ? std::uint32_t {layout::kCreatorLocked} : 0u;
+    h.magic = layout::kMagic;
+    SegmentHeader& shared_header = header_of(segment.base());
+    std::memcpy(reinterpret_cast<std::byte*>(&shared_header) + sizeof(h.magic),
+        reinterpret_cast<const std::byte*>(&h) + sizeof(h.magic), sizeof(h) - sizeof(h.magic));
     // release: pairs with the acquire load in attach's validation; the magic
     // goes last so that a header with a good magic is a complete one.
-    shared(h.magic).store(layout::kMagic, std::memory_order_release);
+    shared(shared_header.magic).store(layout::kMagic, std::memory_order_release);
     return segment;
 }
 
@@ -365,7 +380,7 @@ Segment Segment::attach_path(const std::filesystem::path& path, const AttachOpti
         const int status_flags = ::fcntl(fd.get(), F_GETFL);
         if (status_flags >= 0)
             (void)::fcntl(fd.get(), F_SETFL, status_flags & ~O_NONBLOCK); // a regular file's fd as any other
-        return attach_fd(std::move(fd), path, options, ec, detail);
+        return attach_fd(std::move(fd), path, options, nullptr, ec, detail);
     });
 }
 
@@ -373,18 +388,72 @@ Segment Segment::attach(UniqueFd fd, const AttachOptions& options)
 {
     const std::string context = "attach fd " + std::to_string(fd.get());
     return throwing<Segment>(context, [&](std::error_code& ec, std::string& detail) {
-        return attach_fd(std::move(fd), {}, options, ec, detail);
+        return attach_fd(std::move(fd), {}, options, nullptr, ec, detail);
     });
 }
 
 Segment Segment::attach(UniqueFd fd, const AttachOptions& options, std::error_code& ec) noexcept
 {
     std::string detail;
-    return attach_fd(std::move(fd), {}, options, ec, detail);
+    return attach_fd(std::move(fd), {}, options, nullptr, ec, detail);
 }
 
+Segment Segment::attach_as_told(UniqueFd fd, const SegmentLayout& told, const AttachOptions& options)
+{
+    const std::string context = "attach fd " + std::to_string(fd.get()) + " as told";
+    return throwing<Segment>(context, [&](std::error_code& ec, std::string& detail) {
+        return attach_fd(std::move(fd), {}, options, &told, ec, detail);
+    });
+}
+
+Segment Segment::attach_as_told(UniqueFd fd, const SegmentLayout& told, const AttachOptions& options, std::error_code& ec) noexcept
+{
+    std::string detail;
+    return attach_fd(std::move(fd), {}, options, &told, ec, detail);
+}
+
+namespace {
+
+/// The header a creator that told us `told` would have written, as far as
+/// attaching checks it: the told sizes and count go through the checks a
+/// header read from the file does.
+SegmentHeader header_told(const SegmentLayout& told) noexcept
+{
+    SegmentHeader h {};
+    h.magic = layout::kMagic;
+    h.layout_version = layout::kLayoutVersion;
+    h.header_bytes = layout::kHeaderBytes;
+    h.abi_tag = layout::abi_tag();
+    h.max_size_bytes = told.max_size_bytes;
+    h.size_bytes = told.size_bytes;
+    h.directory_offset = layout::kDirectoryOffset;
+    h.directory_capacity = layout::kDirectoryCapacity;
+    h.directory_count = static_cast<std::uint32_t>(std::min<std::size_t>(told.directory.size(), UINT32_MAX));
+    h.data_used_bytes = layout::kHeaderBytes; // not told, and nobody but the creator uses it
+    return h;
+}
+
+/// Checks a told entry as a directory entry read from the file is checked.
+std::error_code validate_told(const ObjectInfo& object, std::uint32_t index, std::uint64_t size_bytes,
+    std::string& detail)
+{
+    DirectoryEntry entry {};
+    if (object.name.size() >= layout::kNameBytes) {
+        detail = "told directory entry " + std::to_string(index) + " has a name of " + std::to_string(object.name.size())
+            + " bytes";
+        return Errc::corrupt_directory;
+    }
+    std::memcpy(entry.name, object.name.data(), object.name.size());
+    entry.state = static_cast<std::uint32_t>(layout::EntryState::ready);
+    entry.offset = object.offset;
+    entry.length = object.length;
+    return layout::validate_entry(entry, index, size_bytes, detail);
+}
+
+} // namespace
+
 Segment Segment::attach_fd(UniqueFd fd, std::filesystem::path path, const AttachOptions& options,
-    std::error_code& ec, std::string& detail) noexcept
+    const SegmentLayout* told, std::error_code& ec, std::string& detail) noexcept
 {
     ec.clear();
     try {
@@ -407,9 +476,11 @@ Segment Segment::attach_fd(UniqueFd fd, std::filesystem::path path, const Attach
 
         // Validate a private copy of the header before mapping anything: a
         // short or foreign file must never be touched through a mapping.
-        SegmentHeader copy {};
+        // Told the layout, we check what we were told instead, and read
+        // nothing of the header: another process may have written over it.
+        SegmentHeader copy = told ? header_told(*told) : SegmentHeader {};
         auto file_bytes = static_cast<std::uint64_t>(st.st_size);
-        if (file_bytes >= sizeof(copy)) {
+        if (!told && file_bytes >= sizeof(copy)) {
             const ssize_t got = ::pread(fd.get(), &copy, sizeof(copy), 0);
             if (got < 0) {
                 ec = errno_code();
@@ -444,8 +515,14 @@ Segment Segment::attach_fd(UniqueFd fd, std::filesystem::path path, const Attach
         segment.mapped_bytes_.store(copy.size_bytes, std::memory_order_relaxed);
         if ((ec = segment.start_guard())) // before the directory is read through the mapping
             return {};
-        if ((ec = segment.validate_directory(detail)))
+        if (told) {
+            for (std::uint32_t i = 0; i < told->directory.size(); ++i)
+                if ((ec = validate_told(told->directory[i], i, copy.size_bytes, detail)))
+                    return {};
+            segment.told_directory_ = told->directory;
+        } else if ((ec = segment.validate_directory(detail))) {
             return {};
+        }
         logger().info("attached segment {} ({} bytes, generation {})",
             segment.path_.empty() ? "fd" : segment.path_.native(), segment.size_bytes(), segment.generation());
         return segment;
@@ -577,11 +654,15 @@ void Segment::grow(std::size_t new_size_bytes, std::error_code& ec) noexcept
         detail::guard_resize(guard_slot_, new_size); // guarded before any thread can touch it
         // release: pairs with the acquire load in bytes(), for threads of this process.
         mapped_bytes_.store(new_size, std::memory_order_release);
+        SegmentHeader& mine = trusted_->header;
+        mine.size_bytes = new_size;
+        const auto generation = ++mine.generation;
         SegmentHeader& h = header_of(base());
         // release: pairs with the acquire load of size_bytes in refresh(); the
-        // extent is in the file before any guest is told about it.
+        // extent is in the file before any guest is told about it. Both from
+        // our copy: a peer may have written over the shared ones.
         shared(h.size_bytes).store(new_size, std::memory_order_release);
-        const auto generation = shared(h.generation).fetch_add(1, std::memory_order_release) + 1;
+        shared(h.generation).store(generation, std::memory_order_release);
         logger().info("grew segment {} from {} to {} bytes (generation {})", path_.empty() ? "memfd" : path_.native(),
             old_size, new_size, generation);
     });
@@ -603,40 +684,64 @@ bool Segment::refresh(std::error_code& ec) noexcept
         }
         if (owner_)
             return false; // the creator's own extent is the truth; the header is only its announcement
-        const std::size_t mapped = size_bytes();
         // acquire: pairs with the release store in grow().
         const std::uint64_t size = shared(header_of(base()).size_bytes).load(std::memory_order_acquire);
-        if (size == mapped)
-            return false;
-        // The header is peer-written: the new size must be sane and backed by the file.
-        if (size < mapped || size > reservation_.size() || size % page_size() != 0) {
+        if (size < size_bytes()) { // the header is peer-written: it must be sane
             ec = Errc::corrupt_header;
             return false;
         }
-        struct stat st {};
-        if (::fstat(fd_.get(), &st) != 0) {
-            ec = errno_code();
-            return false;
-        }
-        if (static_cast<std::uint64_t>(st.st_size) < size) {
-            ec = Errc::size_mismatch;
-            return false;
-        }
-        if ((ec = map_extent(mapped, size)))
-            return false;
-        logger().debug("refreshed segment {} from {} to {} bytes", path_.native(), mapped, size);
-        detail::guard_resize(guard_slot_, size); // guarded before any thread can touch it
-        // release: pairs with the acquire load in bytes(), for threads of this process.
-        mapped_bytes_.store(size, std::memory_order_release);
-        return true;
+        return map_up_to(size, ec);
     });
+}
+
+bool Segment::refresh_to(std::uint64_t size_bytes, std::error_code& ec) noexcept
+{
+    return guarded(ec, [&]() -> bool {
+        ec.clear();
+        if (!valid()) {
+            ec = std::make_error_code(std::errc::bad_file_descriptor);
+            return false;
+        }
+        // A size below ours is an older grow's, told after we mapped a newer one.
+        return !owner_ && size_bytes > this->size_bytes() && map_up_to(size_bytes, ec);
+    });
+}
+
+bool Segment::map_up_to(std::uint64_t size, std::error_code& ec) noexcept
+{
+    const std::size_t mapped = size_bytes();
+    if (size == mapped)
+        return false;
+    // The new size must be sane and backed by the file.
+    if (size > reservation_.size() || size % page_size() != 0) {
+        ec = Errc::corrupt_header;
+        return false;
+    }
+    struct stat st {};
+    if (::fstat(fd_.get(), &st) != 0) {
+        ec = errno_code();
+        return false;
+    }
+    if (static_cast<std::uint64_t>(st.st_size) < size) {
+        ec = Errc::size_mismatch;
+        return false;
+    }
+    if ((ec = map_extent(mapped, size)))
+        return false;
+    logger().debug("refreshed segment {} from {} to {} bytes", path_.native(), mapped, size);
+    detail::guard_resize(guard_slot_, size); // guarded before any thread can touch it
+    // release: pairs with the acquire load in bytes(), for threads of this process.
+    mapped_bytes_.store(size, std::memory_order_release);
+    return true;
 }
 
 std::uint64_t Segment::generation() const noexcept
 {
     if (!valid())
         return 0;
-    // acquire: pairs with the release fetch_add in grow().
+    if (trusted_)
+        return trusted_->header.generation;
+    // acquire: pairs with the release store in grow().
     return shared(header_of(base()).generation).load(std::memory_order_acquire);
 }
 
@@ -645,7 +750,7 @@ SegmentInfo Segment::info() const noexcept
     SegmentInfo info;
     if (!valid())
         return info;
-    SegmentHeader& h = header_of(base());
+    SegmentHeader& h = trusted_ ? trusted_->header : header_of(base()); // the creator reads only its own copy
     info.layout_version = h.layout_version;
     info.size_bytes = shared(h.size_bytes).load(std::memory_order_acquire);
     info.max_size_bytes = h.max_size_bytes;
@@ -680,7 +785,8 @@ Liveness Segment::creator_liveness() const noexcept
 
 std::optional<ObjectInfo> Segment::entry(std::uint32_t index, std::error_code& ec, std::string& detail) const
 {
-    DirectoryEntry& shared_entry = entry_of(base(), index);
+    // The creator reads only its own copy (a peer may have written over the shared one).
+    DirectoryEntry& shared_entry = trusted_ ? trusted_->directory[index] : entry_of(base(), index);
     DirectoryEntry copy {};
     // acquire: pairs with the release store of state in allocate(); the
     // other fields are final once the entry is ready.
@@ -749,6 +855,11 @@ ObjectInfo Segment::find(std::string_view name)
 std::optional<ObjectInfo> Segment::find(std::string_view name, std::error_code& ec) noexcept
 {
     try {
+        ec.clear();
+        if (told_directory_)
+            for (const ObjectInfo& object : *told_directory_)
+                if (object.name == name)
+                    return object; // checked against the size at attach, and the mapping only grows
         refresh(ec); // an object may live in an extent grown since we last looked
         if (ec)
             return std::nullopt;
@@ -800,7 +911,6 @@ ObjectInfo Segment::allocate(std::string_view name, std::uint16_t kind, std::uin
         ec.clear();
         // The count and the cursor come from this object, never from the header:
         // a guest may scribble on the header, and must not steer where we allocate.
-        SegmentHeader& h = header_of(base());
         const std::uint32_t count = entry_count_;
         if (count >= layout::kDirectoryCapacity) {
             ec = Errc::directory_full;
@@ -817,23 +927,109 @@ ObjectInfo Segment::allocate(std::string_view name, std::uint16_t kind, std::uin
         std::memset(base() + offset, 0, length);
         if (initialize)
             initialize({base() + offset, length});
+        DirectoryEntry& mine = trusted_->directory[count];
+        std::memcpy(mine.name, name.data(), name.size()); // the rest of our copy is zero
+        mine.kind = kind;
+        mine.object_version = version;
+        mine.offset = offset;
+        mine.length = length;
+        mine.state = static_cast<std::uint32_t>(layout::EntryState::ready);
         DirectoryEntry& e = entry_of(base(), count);
-        std::memset(e.name, 0, sizeof(e.name));
-        std::memcpy(e.name, name.data(), name.size());
-        e.kind = kind;
-        e.object_version = version;
+        std::memcpy(&e, &mine, offsetof(DirectoryEntry, state));
         e.offset = offset;
         e.length = length;
         // release: pairs with the acquire load of state in entry().
-        shared(e.state).store(static_cast<std::uint32_t>(layout::EntryState::ready), std::memory_order_release);
+        shared(e.state).store(mine.state, std::memory_order_release);
         data_used_ = offset + length;
         entry_count_ = count + 1;
+        trusted_->header.data_used_bytes = data_used_;
+        trusted_->header.directory_count = entry_count_;
+        SegmentHeader& h = header_of(base());
         shared(h.data_used_bytes).store(data_used_, std::memory_order_release);
         // release: pairs with the acquire load of directory_count in directory_count().
         shared(h.directory_count).store(entry_count_, std::memory_order_release);
         logger().debug("allocated '{}' kind {} at [{}, +{})", name, kind, offset, length);
         return ObjectInfo {std::string(name), kind, version, offset, length};
     });
+}
+
+// ---- the creator's copy of the first page ----------------------------------
+
+SegmentLayout Segment::layout() const
+{
+    SegmentLayout told {size_bytes(), max_size_bytes(), {}};
+    std::error_code ec;
+    told.directory = objects(ec); // the creator's: from its own copy
+    return told;
+}
+
+namespace {
+
+/// The field of the first page that 8-byte word `word` holds, for people.
+std::string field_at(std::size_t word, const layout::HeaderPage& page)
+{
+    static constexpr const char* kHeaderWords[] = {"magic", "layout_version and header_bytes", "abi_tag",
+        "max_size_bytes", "size_bytes", "generation", "nonce", "creator_start_time",
+        "creator_pid and directory_offset", "directory_capacity and directory_count", "data_used_bytes",
+        "truncations", "damaged_pages", "flags", "header_repairs"};
+    constexpr std::size_t header_words = sizeof(SegmentHeader) / 8;
+    if (word < std::size(kHeaderWords))
+        return kHeaderWords[word];
+    if (word < header_words)
+        return "reserved header bytes";
+    const std::size_t index = (word - header_words) * 8 / sizeof(DirectoryEntry);
+    const DirectoryEntry& entry = page.directory[index];
+    const std::size_t name = ::strnlen(entry.name, sizeof(entry.name));
+    return "directory entry " + std::to_string(index)
+        + (name == 0 ? std::string(" (empty)") : " '" + std::string(entry.name, name) + "'");
+}
+
+} // namespace
+
+std::size_t Segment::repair_header(std::string& what) noexcept
+{
+    what.clear();
+    if (!trusted_ || !writable_ || !valid())
+        return 0;
+    constexpr std::size_t kWords = layout::kHeaderBytes / 8;
+    // Counters other processes add to: theirs to write, not ours to restore.
+    constexpr std::size_t kTruncations = offsetof(SegmentHeader, truncations) / 8;
+    constexpr std::size_t kDamagedPages = offsetof(SegmentHeader, damaged_pages) / 8;
+    constexpr std::size_t kRepairs = offsetof(SegmentHeader, header_repairs) / 8;
+    auto* page = reinterpret_cast<std::uint64_t*>(base());
+    auto* mine = reinterpret_cast<std::uint64_t*>(trusted_.get());
+    std::size_t rewritten = 0;
+    std::string last;
+    // The magic last, as at creation: a reader that finds it good finds the
+    // rest rewritten before it (release).
+    for (std::size_t step = 1; step <= kWords; ++step) {
+        const std::size_t word = step % kWords;
+        if (word == kTruncations || word == kDamagedPages)
+            continue;
+        if (shared(page[word]).load(std::memory_order_relaxed) == mine[word])
+            continue;
+        shared(page[word]).store(mine[word], std::memory_order_release);
+        ++rewritten;
+        try {
+            std::string field = field_at(word, *trusted_);
+            if (field != last)
+                what += (what.empty() ? "" : ", ") + field;
+            last = std::move(field);
+        } catch (const std::bad_alloc&) {
+        }
+    }
+    if (rewritten != 0)
+        shared(page[kRepairs]).store(++trusted_->header.header_repairs, std::memory_order_relaxed);
+    return rewritten;
+}
+
+std::uint64_t Segment::header_repairs() const noexcept
+{
+    if (!valid())
+        return 0;
+    if (trusted_)
+        return trusted_->header.header_repairs;
+    return shared(header_of(base()).header_repairs).load(std::memory_order_relaxed);
 }
 
 // ---- bounded access -------------------------------------------------------

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <shmlink/core/error.hpp>
+#include <shmlink/core/layout.hpp>
 #include <shmlink/core/liveness.hpp>
 #include <shmlink/core/mmap.hpp>
 #include <shmlink/core/snapshot.hpp>
@@ -17,6 +18,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -84,6 +86,16 @@ struct ObjectInfo {
     std::uint64_t length = 0;
 };
 
+/// What the creator tells a guest over a channel the guest trusts (a host's
+/// welcome): how far the segment reaches and what its directory holds. An
+/// attach given it reads nothing of the header, so that what another process
+/// writes over the header cannot keep that guest out (docs/layout.md).
+struct SegmentLayout {
+    std::uint64_t size_bytes = 0;
+    std::uint64_t max_size_bytes = 0;
+    std::vector<ObjectInfo> directory {};
+};
+
 /// The header's fields, read atomically where they change.
 struct SegmentInfo {
     std::uint32_t layout_version = 0;
@@ -141,6 +153,12 @@ public:
     static Segment attach(const std::filesystem::path& path, const AttachOptions& options, std::error_code& ec) noexcept;
     static Segment attach(UniqueFd fd, const AttachOptions& options = {});
     static Segment attach(UniqueFd fd, const AttachOptions& options, std::error_code& ec) noexcept;
+    /// Attaches to the segment `fd` as its creator described it (layout()),
+    /// without reading its header: the told size is checked against the
+    /// file and each told entry against the size. find() looks names up in
+    /// the told directory first. Follow grows with refresh_to().
+    static Segment attach_as_told(UniqueFd fd, const SegmentLayout& told, const AttachOptions& options = {});
+    static Segment attach_as_told(UniqueFd fd, const SegmentLayout& told, const AttachOptions& options, std::error_code& ec) noexcept;
 
     /// Creator only: grows the segment to `new_size_bytes` (rounded up to
     /// pages) without moving it. Same size: no-op. Errors:
@@ -153,6 +171,12 @@ public:
     /// extent. Cheap (one atomic load) when nothing changed.
     bool refresh();
     bool refresh(std::error_code& ec) noexcept;
+    /// Maps up to `size_bytes`, a size the creator told this process over a
+    /// channel it trusts (a host's grown frame), rather than the header's;
+    /// true if it mapped a new extent. Errc::corrupt_header when the size is
+    /// not a page multiple or beyond the reservation, Errc::size_mismatch
+    /// when the file is shorter.
+    bool refresh_to(std::uint64_t size_bytes, std::error_code& ec) noexcept;
 
     /// Creator only: reserves `length` bytes of the data area under `name`
     /// (1..39 bytes) and publishes it in the directory. The bytes are zero;
@@ -175,8 +199,25 @@ public:
     ObjectInfo find(std::string_view name);
     std::optional<ObjectInfo> find(std::string_view name, std::error_code& ec) noexcept;
 
-    /// Every published object, validated.
+    /// Every published object, validated. The creator answers from its own
+    /// copy of the directory, never from the shared one.
     std::vector<ObjectInfo> objects(std::error_code& ec) const;
+
+    /// Creator only: what a guest needs to attach without the header (see
+    /// attach_as_told()), from the creator's own copy.
+    [[nodiscard]] SegmentLayout layout() const;
+
+    /// Creator only: compares the first page (header and directory) with
+    /// the creator's copy of what it wrote, and rewrites every word another
+    /// process changed (not the counters others write: truncations,
+    /// damaged_pages), the magic last. Returns how many 8-byte words it
+    /// rewrote (0: intact; then nothing is written) and names the fields in
+    /// `what` ("magic, directory entry 2 'guest.1'"); each repair adds one
+    /// to the header's header_repairs. Call it from the thread that calls
+    /// grow() and allocate(). A read-only or guest segment: 0.
+    std::size_t repair_header(std::string& what) noexcept;
+    /// Times the creator rewrote the first page (the header's header_repairs).
+    [[nodiscard]] std::uint64_t header_repairs() const noexcept;
 
     /// Bounds-checked access within the mapped size; Errc::out_of_range past it.
     std::error_code read_into(std::size_t offset, std::span<std::byte> out) const noexcept;
@@ -246,7 +287,8 @@ private:
     static Segment finish_create(UniqueFd fd, std::filesystem::path path, std::size_t size_bytes,
         const SegmentOptions& options, std::error_code& ec, std::string& detail) noexcept;
     static Segment attach_fd(UniqueFd fd, std::filesystem::path path, const AttachOptions& options,
-        std::error_code& ec, std::string& detail) noexcept;
+        const SegmentLayout* told, std::error_code& ec, std::string& detail) noexcept;
+    bool map_up_to(std::uint64_t size, std::error_code& ec) noexcept;
     std::error_code map_extent(std::size_t from, std::size_t to) noexcept;
     std::error_code start_guard() noexcept;
     std::uint32_t directory_count() const noexcept;
@@ -260,6 +302,11 @@ private:
     std::atomic<std::size_t> mapped_bytes_ {0}; // read by any thread, written by grow()/refresh()
     std::uint64_t data_used_ = 0;   // creator only: the allocation cursor (the header gets a copy)
     std::uint32_t entry_count_ = 0; // creator only: directory entries published
+    // Creator only: the first page as the creator wrote it, which the shared
+    // one is compared with and repaired from; the creator reads only this.
+    std::unique_ptr<layout::HeaderPage> trusted_;
+    // Attached with a SegmentLayout: the directory the creator told us of.
+    std::optional<std::vector<ObjectInfo>> told_directory_;
     std::filesystem::path path_;
     bool owner_ = false;
     pid_t owner_pid_ = 0; // the creator's process: a forked child's copy never unlinks

@@ -8,6 +8,7 @@
 #include "tests/support/child.hpp"
 #include "tests/support/hostile_files.hpp"
 #include "tests/support/leaks.hpp"
+#include "tests/support/ring_peer.hpp"
 
 #include <doctest/doctest.h>
 
@@ -1156,4 +1157,55 @@ TEST_CASE("a Segment that is not valid (default or moved from) answers every cal
         CHECK_THROWS_AS((void)s->find("x"), Error);
     }
     CHECK(taker.valid());
+}
+
+TEST_CASE("repair_header: the creator rewrites what another process wrote over the header page; a guest told the layout never reads it")
+{
+    const test::ShmPath file("repair-header");
+    Segment host = Segment::create(file.path, 64 << 10);
+    const ObjectInfo a = host.allocate("a", 1, 1, 256);
+    const ObjectInfo b = host.allocate("b", 1, 1, 256);
+    const SegmentLayout told = host.layout();
+    REQUIRE(told.directory.size() == 2);
+    std::string what;
+    CHECK(host.repair_header(what) == 0);
+    CHECK(what.empty());
+
+    CHECK(test::while_scribbled(file.path, "@page", 5, 4, [] {}) == "ok scribbled=4");
+    std::error_code ec;
+    CHECK_FALSE(Segment::attach(file.path, {}, ec).valid());
+    CHECK(ec == Errc::bad_magic);
+
+    // The creator looks only at its own copy; a guest told the layout (as a
+    // host's welcome tells it) never reads the header, and follows a grow
+    // by the size it is told.
+    CHECK(host.find("b").offset == b.offset);
+    Segment guest = Segment::attach_as_told(UniqueFd(::open(file.path.c_str(), O_RDWR | O_CLOEXEC)), told);
+    CHECK(guest.find("a").offset == a.offset);
+    host.grow(128 << 10);
+    CHECK(guest.refresh_to(host.size_bytes(), ec));
+    CHECK_FALSE(ec);
+    CHECK(guest.size_bytes() == host.size_bytes());
+    CHECK_FALSE(guest.refresh_to(64 << 10, ec)); // an older grow's size, told late
+    CHECK_FALSE(ec);
+    CHECK_FALSE(guest.refresh_to((256 << 10) + 1, ec));
+    CHECK(ec == Errc::corrupt_header);
+
+    CHECK(host.repair_header(what) > 0);
+    INFO(what);
+    CHECK(what.find("magic") != std::string::npos);
+    CHECK(what.find("directory entry 0 'a'") != std::string::npos);
+    CHECK(host.header_repairs() == 1);
+    CHECK(host.repair_header(what) == 0);
+    Segment again = Segment::attach(file.path);
+    CHECK(again.find("b").offset == b.offset);
+    CHECK(again.info().size_bytes == host.size_bytes());
+    CHECK(again.info().generation == 1);
+    CHECK(again.header_repairs() == 1);
+
+    // What other processes count is theirs, and stays (a scribbled count too).
+    const std::uint64_t truncations = host.truncations();
+    std::atomic_ref(reinterpret_cast<layout::SegmentHeader*>(again.base())->truncations).fetch_add(3);
+    CHECK(host.repair_header(what) == 0);
+    CHECK(host.truncations() == truncations + 3);
 }

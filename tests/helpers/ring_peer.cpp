@@ -5,7 +5,9 @@
 //   ring_peer consume  PATH RING COUNT SEED MAXLEN
 //   ring_peer block-pop PATH RING TIMEOUT_MS      one blocking pop, with its thread's CPU time and sleeps
 //   ring_peer scribble PATH NAME SEED ROUNDS      random bytes over any ring's or queue's control block and data,
-//                                                 a round on each line of stdin
+//                                                 or the header (NAME @header), the directory's entries in
+//                                                 use (@directory) or both by turns (@page), a round on each
+//                                                 line of stdin
 //   ring_peer produce-notify PATH RING COUNT      SPSC producer in eventfd mode: the wake fd is fd 3;
 //                                                 a message every millisecond
 //   ring_peer mpsc-produce PATH RING COUNT ID     MPSC producer ID: messages tagged (ID, seq)
@@ -179,10 +181,30 @@ int block_pop(SpscRing& ring, long timeout_ms)
     return 0;
 }
 
-int scribble(Segment& segment, const char* name, std::uint64_t seed, int rounds)
+/// The bytes `name` names in round `round`: an object, or "@header" (the
+/// segment header), "@directory" (the directory entries in use), or "@page"
+/// (the one in even rounds, the other in odd ones).
+std::span<std::byte> scribble_area(Segment& segment, const std::string& name, int round)
 {
+    if (name == "@page")
+        return scribble_area(segment, round % 2 == 0 ? "@header" : "@directory", round);
+    if (name == "@header")
+        return segment.subspan(0, sizeof(layout::SegmentHeader));
+    if (name == "@directory")
+        return segment.subspan(layout::kDirectoryOffset, segment.info().directory_count * sizeof(layout::DirectoryEntry));
     const auto object = segment.find(name);
-    auto area = segment.subspan(object.offset, object.length);
+    return segment.subspan(object.offset, object.length);
+}
+
+int scribble(Segment& segment, const std::string& name, std::uint64_t seed, int rounds)
+{
+    const bool first_page = name.front() == '@';
+    std::vector<std::span<std::byte>> areas; // found before any damage: the directory is among them
+    std::vector<std::vector<std::byte>> before; // each area as it was: every round changes each of its words
+    for (int round = 0; round < 2; ++round) {
+        areas.push_back(scribble_area(segment, name, round));
+        before.emplace_back(areas.back().begin(), areas.back().end());
+    }
     std::uint64_t state = seed;
     std::printf("ready\n");
     std::fflush(stdout);
@@ -196,12 +218,20 @@ int scribble(Segment& segment, const char* name, std::uint64_t seed, int rounds)
         }
         // Half the rounds hit the first 384 bytes (every object's control
         // block, or the most of it), half the rest: records, lanes or cells.
+        // Over the header page: anywhere in it, and the first byte of each
+        // of its 8-byte words (every field) always made another than it was.
         const std::size_t control = 384;
+        const auto area = areas[static_cast<std::size_t>(round % 2)];
         for (int i = 0; i < 64; ++i) {
             state = test::mix(state);
-            const std::size_t at = (round % 2 == 0) ? state % control : control + state % (area.size() - control);
+            const std::size_t at = first_page ? state % area.size()
+                : (round % 2 == 0)            ? state % control
+                                              : control + state % (area.size() - control);
             area[at] = static_cast<std::byte>(state >> 56);
         }
+        if (first_page)
+            for (std::size_t at = 0; at < area.size(); at += 8)
+                area[at] = before[static_cast<std::size_t>(round % 2)][at] ^ std::byte {0xff};
         std::printf(round + 1 < rounds ? "round %d\n" : "ok scribbled=%d\n", round + 1);
         std::fflush(stdout);
     }
