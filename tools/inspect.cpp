@@ -29,7 +29,8 @@ constexpr char kUsage[] = R"(usage: shmlink inspect PATH [--json]
        shmlink inspect --fd N [--json]
 
 Prints a segment's header (layout version, size, maximum, generation,
-creator and whether it is alive, by the lock it holds on the file: "unknown"
+how often it was truncated and how often its creator rewrote its header
+page after another process wrote over it, creator and whether it is alive, by the lock it holds on the file: "unknown"
 (JSON null) when that cannot be decided), its directory, and for each ring or queue
 its fill level, positions, message counts, sleepers and counters. For an
 MPSC ring (a host's inbox) it prints each lane that is not free: owned by
@@ -105,11 +106,12 @@ void print_json(const std::string& source, const Segment& segment, Liveness aliv
 {
     const SegmentInfo info = segment.info();
     std::printf("{\n  \"segment\": %s,\n  \"layout_version\": %u,\n  \"size_bytes\": %llu,\n  \"max_size_bytes\": %llu,\n"
-                "  \"generation\": %llu,\n  \"truncations\": %llu,\n  \"creator_pid\": %d,\n  \"creator_alive\": %s,\n"
+                "  \"generation\": %llu,\n  \"truncations\": %llu,\n  \"header_repairs\": %llu,\n  \"creator_pid\": %d,\n  \"creator_alive\": %s,\n"
                 "  \"checkpoint\": %s,\n  \"objects\": [",
         json_string(source).c_str(), info.layout_version, static_cast<unsigned long long>(info.size_bytes),
         static_cast<unsigned long long>(info.max_size_bytes), static_cast<unsigned long long>(info.generation),
-        static_cast<unsigned long long>(segment.truncations()), static_cast<int>(info.creator_pid), alive_json(alive),
+        static_cast<unsigned long long>(segment.truncations()),
+        static_cast<unsigned long long>(segment.header_repairs()), static_cast<int>(info.creator_pid), alive_json(alive),
         (info.flags & layout::kCheckpoint) != 0 ? "true" : "false");
     const char* separator = "\n";
     for (const auto& o : objects) {
@@ -176,6 +178,9 @@ void print_text(const std::string& source, const Segment& segment, Liveness aliv
     if (segment.truncations() != 0)
         std::printf("  TRUNCATED %llu times by a process with write access (extended back; the cut data was lost)\n",
             static_cast<unsigned long long>(segment.truncations()));
+    if (segment.header_repairs() != 0)
+        std::printf("  HEADER REWRITTEN %llu times by its creator (another process wrote over the header or the directory)\n",
+            static_cast<unsigned long long>(segment.header_repairs()));
     std::printf("  %zu objects\n", objects.size());
     for (const auto& o : objects) {
         const auto transport = transport_object(segment, o);

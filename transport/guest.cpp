@@ -177,7 +177,11 @@ Guest Guest::connect(const std::filesystem::path& socket_path, const GuestOption
     if (welcome == nullptr || received.fds.size() != 1)
         throw Error(Errc::bad_frame, context, Error::Reason {"the host answered the hello with something else than a welcome"});
     // Guarded: another guest of a path-backed host could truncate the file under us.
-    state->segment = Segment::attach(std::move(received.fds.front()), {.map = {.guard_truncation = true}});
+    // As the welcome describes it, not as its header says: another process
+    // may have written over the header, and the host's word is the truth.
+    state->segment = Segment::attach_as_told(std::move(received.fds.front()),
+        SegmentLayout {welcome->size_bytes, welcome->max_size_bytes, welcome->directory},
+        {.map = {.guard_truncation = true}});
     state->join_held(context, *welcome);
     // Only now is this guest one for the host (on_join): it holds its lane and its rings.
     if (const auto ec = state->control->send(protocol::Joined {welcome->lane}))
@@ -256,9 +260,9 @@ std::error_code Guest::State::poll()
             logger().warn("guest: the host is gone: {}", reason.empty() ? ec.message() : reason);
             return ec;
         }
-        if (std::holds_alternative<protocol::Grown>(received.frame)) {
+        if (const auto* grown = std::get_if<protocol::Grown>(&received.frame)) {
             std::error_code refresh_error;
-            segment.refresh(refresh_error);
+            segment.refresh_to(grown->size_bytes, refresh_error); // the host's word, not the header's
             if (refresh_error) {
                 host_error = refresh_error;
                 logger().warn("guest: cannot follow the host's grow: {}", refresh_error.message());

@@ -147,21 +147,40 @@ struct Host::State : std::enable_shared_from_this<Host::State> {
     std::uint64_t truncations_seen = 0;
     std::uint64_t damage_seen = 0; // the header's damaged_pages plus our own private pages, when last reported
     bool cut_reported = false;     // the file is short and could not be extended back, and on_damage said so
+    bool guarded = false;          // a path-backed segment mapped with guard_truncation: its file is checked too
     std::list<ConnectionPtr> connections; // in the order they came
     std::uint64_t next_connection = 1;
     ino_t socket_inode = 0;
     bool stopped = false;
 
-    /// Every reap_interval: is the file still as long as the mapping, and
-    /// does every process still share every page? Any process's SIGBUS guard
+    /// Rewrites what another process wrote over the segment's header page
+    /// (the header and the directory) from the host's own copy, and says so;
+    /// false when on_damage stopped the host.
+    bool repair_header()
+    {
+        std::string what;
+        if (segment.repair_header(what) == 0)
+            return true;
+        return report(Errc::corrupt_header,
+            "another process wrote over the segment's header page (" + what + "); rewritten from the host's copy ("
+                + std::to_string(segment.header_repairs()) + " repairs so far)");
+    }
+
+    /// Every reap_interval: is the header page as the host wrote it? With a
+    /// guarded file: is the file still as long as the mapping, and does
+    /// every process still share every page? Any process's SIGBUS guard
     /// may have found out first; either way, say so, once per new damage.
     void check_integrity()
     {
         integrity.expires_after(options.reap_interval);
         integrity.async_wait([weak = weak_from_this()](const boost::system::error_code& error) {
             const auto self = weak.lock();
-            if (!self || self->stopped || error)
+            if (!self || self->stopped || error || !self->repair_header())
                 return;
+            if (!self->guarded) {
+                self->check_integrity();
+                return;
+            }
             // Our own check, and any repair by another process (a guarded guest
             // that touched the cut extent first), counted in the header.
             const std::error_code backing = self->segment.check_backing();
@@ -384,18 +403,23 @@ struct Host::State : std::enable_shared_from_this<Host::State> {
         // free lane is in a file others may write to, and the guest given it
         // must find what the host made, not what was written over it since.
         outboxes[static_cast<std::size_t>(lane)].reinitialize();
+        // And the header page, for a guest attaching by path meanwhile.
+        if (!repair_header())
+            return;
         c->info.lane = static_cast<std::uint32_t>(lane);
         c->token = token;
         c->stage = Stage::joining;
         protocol::Welcome frame;
         frame.lane = c->info.lane;
         frame.token = token;
-        frame.size_bytes = segment.size_bytes();
-        frame.max_size_bytes = segment.max_size_bytes();
+        // From the host's own copy: the guest attaches as told here, and
+        // never depends on the header, which other processes can write over.
+        SegmentLayout told = segment.layout();
+        frame.size_bytes = told.size_bytes;
+        frame.max_size_bytes = told.max_size_bytes;
         frame.generation = segment.generation();
+        frame.directory = std::move(told.directory);
         std::error_code ec;
-        for (const ObjectInfo& o : segment.objects(ec))
-            frame.directory.push_back({o.name, o.kind, o.version, o.offset, o.length});
         const BorrowedFd fds[] = {segment.fd()};
         if ((ec = c->socket.send(frame, fds)))
             drop(c, "welcome not sent: " + ec.message());
@@ -495,9 +519,9 @@ Host::Host(boost::asio::io_context& io, HostOptions options)
         throw Error(Errc::invalid_argument, context, Error::Reason {"max_pending_handshakes must be at least 1"});
     // Before the segment: a live host at this socket keeps its segment file too.
     remove_stale_socket(s.options.socket_path, context);
-    const bool guarded = s.options.guard_truncation && !s.options.segment_path.empty();
+    s.guarded = s.options.guard_truncation && !s.options.segment_path.empty();
     const SegmentOptions segment_options {.max_size_bytes = s.options.max_segment_bytes,
-        .cleanup = Cleanup::unlink_on_close, .take_over_dead = true, .map = {.guard_truncation = guarded}};
+        .cleanup = Cleanup::unlink_on_close, .take_over_dead = true, .map = {.guard_truncation = s.guarded}};
     s.segment = s.options.segment_path.empty() ? Segment::create_anonymous(s.options.segment_bytes, segment_options)
                                                : Segment::create(s.options.segment_path, s.options.segment_bytes, segment_options);
     MpscOptions inbox_options {.reap_interval = s.options.reap_interval,
@@ -532,8 +556,7 @@ Host::Host(boost::asio::io_context& io, HostOptions options)
         s.socket_inode = st.st_ino;
     logger().info("{}: listening, segment of {} bytes", context, s.segment.size_bytes());
     s.accept();
-    if (guarded)
-        s.check_integrity();
+    s.check_integrity();
 }
 
 Host::~Host()

@@ -124,6 +124,11 @@ public:
     /// some process: those pages are not shared any more. A host would
     /// normally log it and start over with a new segment, on a memfd if
     /// guests cannot be trusted with the file.
+    /// Called with Errc::corrupt_header when another process wrote over the
+    /// segment's header page (the header or the directory): the host found
+    /// it at a reap or before handing out a lane, and has rewritten it from
+    /// its own copy (Segment::repair_header(), the header's header_repairs).
+    /// Nothing is lost: guests joined keep working, and new ones can join.
     std::function<void(const std::error_code&, const std::string&)> on_damage;
 
 private:

@@ -6,6 +6,9 @@
 //   endpoint guest SOCKET NAME COUNT     joins through the socket, sends COUNT messages and
 //                                        checks each echo; "ok lane=L echoed=N generation=G size=S"
 //   endpoint path-guest SEGMENT COUNT    the same, joined by the segment's path
+//   endpoint stepped-guest SOCKET        joins through the socket, prints "ok lane=L", then for each
+//                                        line "echo N" on stdin does as guest does with N messages,
+//                                        and answers as it does; ends at the end of stdin
 //   endpoint wait-host SOCKET            joins, then waits for a message until the host is gone;
 //                                        "ok host=<error> waited_ms=T"
 //   endpoint truncate SOCKET BYTES       joins, then truncates the segment's file to BYTES through
@@ -139,6 +142,26 @@ int echo_loop(Guest& guest, std::uint64_t count)
     guest.poll(); // handles the grown notices still queued: no refresh() of our own
     std::printf("ok lane=%u echoed=%llu generation=%llu size=%zu\n", guest.lane(), static_cast<unsigned long long>(count),
         static_cast<unsigned long long>(guest.segment().generation()), guest.segment().size_bytes());
+    return 0;
+}
+
+/// Joins, then echoes on the test's word: "echo N" runs echo_loop(N).
+int stepped_guest(const std::string& socket_path)
+{
+    Guest guest = Guest::connect(socket_path, {.name = "stepped"});
+    std::printf("ok lane=%u\n", guest.lane());
+    std::fflush(stdout);
+    std::string line;
+    while (std::getline(std::cin, line)) {
+        if (line.rfind("echo ", 0) != 0) {
+            std::printf("error unknown command\n");
+            return 1;
+        }
+        const int status = echo_loop(guest, std::strtoull(line.c_str() + 5, nullptr, 10));
+        std::fflush(stdout);
+        if (status != 0)
+            return status;
+    }
     return 0;
 }
 
@@ -400,6 +423,8 @@ try {
         Guest guest = Guest::connect(argv[2], {.name = argv[3]});
         return echo_loop(guest, std::strtoull(argv[4], nullptr, 10));
     }
+    if (job == "stepped-guest" && argc == 3)
+        return stepped_guest(argv[2]);
     if (job == "early-guest" && argc == 5) { // started before its host
         Guest guest = Guest::connect(argv[2], {.name = argv[3], .timeout = std::chrono::seconds(10), .wait_for_host = true});
         return echo_loop(guest, std::strtoull(argv[4], nullptr, 10));
@@ -447,7 +472,7 @@ try {
     if (job == "spoil" && argc == 6)
         return spoil(argv[2], argv[3], static_cast<off_t>(std::strtoll(argv[4], nullptr, 10)), argv[5]);
     std::fprintf(stderr,
-        "usage: endpoint host|guest|early-guest|path-guest|idle-guest|wait-host|truncate|soak-guest|stuck-guest|scribble"
+        "usage: endpoint host|guest|stepped-guest|early-guest|path-guest|idle-guest|wait-host|truncate|soak-guest|stuck-guest|scribble"
         "|linger-guest|send-host|nofile-guest|toucher|guarded-toucher|spoil ...\n");
     return 2;
 } catch (const std::exception& e) {

@@ -262,6 +262,96 @@ TEST_CASE("a free lane's ring that another process wrote over is rebuilt before 
     CHECK(guest.wait() == 0);
 }
 
+TEST_CASE("a header page another process wrote over: the guest joined follows a grow as told, the next guest joins as told")
+{
+    std::string area;
+    std::string field;
+    SUBCASE("the header")
+    {
+        area = "@header";
+        field = "magic";
+    }
+    SUBCASE("the directory")
+    {
+        area = "@directory";
+        field = "directory entry 0 'host.inbox'";
+    }
+    const std::string sock = socket_path("scribbled-header");
+    const test::ShmPath file("scribbled-header");
+    boost::asio::io_context io;
+    // No reap in this test: the damage stays until the host hands a lane out.
+    Host host(io, {.socket_path = sock, .segment_path = file.path, .max_guests = 2, .reap_interval = 1h});
+    std::vector<std::string> repaired;
+    // (Bytes written over the counters other processes keep, truncations
+    // and damaged_pages, are reported as what those counters count.)
+    host.on_damage = [&](const std::error_code& ec, const std::string& what) {
+        if (ec == Errc::corrupt_header)
+            repaired.push_back(what);
+    };
+    Child joined = start_endpoint({"stepped-guest", sock});
+    REQUIRE(answer_of(io, host, joined) == "ok lane=0");
+    // Grown, then scribbled before the guest reads the grown frame (it
+    // reads its socket only when it echoes): the header's size is garbage then.
+    host.grow(host.segment().size_bytes() + (64 << 10));
+    io.poll();
+    CHECK(test::while_scribbled(file.path, area, 29, 4, [] {}) == "ok scribbled=4");
+    // What the file says now keeps out a guest that reads it.
+    Child reader = start_endpoint({"path-guest", file.path, "1"});
+    const std::string refusal = answer_of(io, host, reader);
+    INFO(refusal);
+    CHECK(refusal.rfind("error ", 0) == 0);
+    CHECK(reader.wait() != 0);
+    CHECK(repaired.empty());
+
+    // The joined guest maps the grow by the host's grown frame, not by the header.
+    joined.send("echo 50");
+    const std::string echoed = answer_of(io, host, joined);
+    INFO(echoed);
+    CHECK(echoed.rfind("ok lane=0 echoed=50 ", 0) == 0);
+    CHECK(echoed.find(" size=" + std::to_string(host.segment().size_bytes())) != std::string::npos);
+
+    // The host rewrites the page before it hands a lane out, and says what it found.
+    Child next = start_endpoint({"guest", sock, "next", "50"});
+    const std::string answer = answer_of(io, host, next);
+    INFO(answer);
+    CHECK(answer.rfind("ok lane=1 echoed=50", 0) == 0);
+    CHECK(next.wait() == 0);
+    REQUIRE(repaired.size() == 1);
+    CHECK(repaired[0].find(field) != std::string::npos);
+    CHECK(host.segment().header_repairs() == 1);
+    CHECK(joined.wait() == 0);
+}
+
+TEST_CASE("a header page another process wrote over is rewritten within a reap interval: a guest by path joins again")
+{
+    const std::string sock = socket_path("repaired-header");
+    const test::ShmPath file("repaired-header");
+    boost::asio::io_context io;
+    Host host(io, {.socket_path = sock, .segment_path = file.path, .max_guests = 1});
+    std::vector<std::string> repaired;
+    // (Bytes written over the counters other processes keep, truncations
+    // and damaged_pages, are reported as what those counters count.)
+    host.on_damage = [&](const std::error_code& ec, const std::string& what) {
+        if (ec == Errc::corrupt_header)
+            repaired.push_back(what);
+    };
+    CHECK(test::while_scribbled(file.path, "@header", 31, 1, [] {}) == "ok scribbled=1");
+    serve(io, host, [&] { return !repaired.empty(); }, 30s);
+    REQUIRE(repaired.size() == 1);
+    CHECK(repaired[0].find("magic") != std::string::npos);
+    Child by_path = start_endpoint({"path-guest", file.path, "50"});
+    const std::string answer = answer_of(io, host, by_path);
+    INFO(answer);
+    CHECK(answer.rfind("ok lane=0 echoed=50", 0) == 0);
+    CHECK(by_path.wait() == 0);
+    // And whoever looks at the segment sees that it happened.
+    Child inspect = test::spawn_helper("SHMLINK_TOOL", {"inspect", file.path});
+    const auto [text, status] = test::read_all(inspect);
+    INFO(text);
+    CHECK(status == 0);
+    CHECK(text.find("HEADER REWRITTEN 1 times") != std::string::npos);
+}
+
 /// Asks the endpoint host `host` until it counts `count` joined guests.
 void wait_for_guests(Child& host, int count)
 {
