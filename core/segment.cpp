@@ -654,9 +654,10 @@ void Segment::grow(std::size_t new_size_bytes, std::error_code& ec) noexcept
         detail::guard_resize(guard_slot_, new_size); // guarded before any thread can touch it
         // release: pairs with the acquire load in bytes(), for threads of this process.
         mapped_bytes_.store(new_size, std::memory_order_release);
+        // Atomic: generation() and info() read our copy from any thread.
         SegmentHeader& mine = trusted_->header;
-        mine.size_bytes = new_size;
-        const auto generation = ++mine.generation;
+        shared(mine.size_bytes).store(new_size, std::memory_order_release);
+        const auto generation = shared(mine.generation).fetch_add(1, std::memory_order_release) + 1;
         SegmentHeader& h = header_of(base());
         // release: pairs with the acquire load of size_bytes in refresh(); the
         // extent is in the file before any guest is told about it. Both from
@@ -710,7 +711,7 @@ bool Segment::refresh_to(std::uint64_t size_bytes, std::error_code& ec) noexcept
 bool Segment::map_up_to(std::uint64_t size, std::error_code& ec) noexcept
 {
     const std::size_t mapped = size_bytes();
-    if (size == mapped)
+    if (size <= mapped)
         return false;
     // The new size must be sane and backed by the file.
     if (size > reservation_.size() || size % page_size() != 0) {
@@ -739,9 +740,9 @@ std::uint64_t Segment::generation() const noexcept
 {
     if (!valid())
         return 0;
+    // acquire: pairs with the release stores in grow(), to our copy or the shared header.
     if (trusted_)
-        return trusted_->header.generation;
-    // acquire: pairs with the release store in grow().
+        return shared(trusted_->header.generation).load(std::memory_order_acquire);
     return shared(header_of(base()).generation).load(std::memory_order_acquire);
 }
 
@@ -933,17 +934,19 @@ ObjectInfo Segment::allocate(std::string_view name, std::uint16_t kind, std::uin
         mine.object_version = version;
         mine.offset = offset;
         mine.length = length;
-        mine.state = static_cast<std::uint32_t>(layout::EntryState::ready);
+        constexpr auto ready = static_cast<std::uint32_t>(layout::EntryState::ready);
+        // release: pairs with the acquire load of state in entry(), of either copy.
+        shared(mine.state).store(ready, std::memory_order_release);
         DirectoryEntry& e = entry_of(base(), count);
         std::memcpy(&e, &mine, offsetof(DirectoryEntry, state));
         e.offset = offset;
         e.length = length;
-        // release: pairs with the acquire load of state in entry().
-        shared(e.state).store(mine.state, std::memory_order_release);
+        shared(e.state).store(ready, std::memory_order_release);
         data_used_ = offset + length;
         entry_count_ = count + 1;
-        trusted_->header.data_used_bytes = data_used_;
-        trusted_->header.directory_count = entry_count_;
+        // Atomic: info() reads our copy from any thread.
+        shared(trusted_->header.data_used_bytes).store(data_used_, std::memory_order_release);
+        shared(trusted_->header.directory_count).store(entry_count_, std::memory_order_release);
         SegmentHeader& h = header_of(base());
         shared(h.data_used_bytes).store(data_used_, std::memory_order_release);
         // release: pairs with the acquire load of directory_count in directory_count().
@@ -960,6 +963,8 @@ SegmentLayout Segment::layout() const
     SegmentLayout told {size_bytes(), max_size_bytes(), {}};
     std::error_code ec;
     told.directory = objects(ec); // the creator's: from its own copy
+    if (ec)
+        throw Error(ec, "segment " + path_.string(), "list the directory");
     return told;
 }
 
@@ -989,7 +994,8 @@ std::string field_at(std::size_t word, const layout::HeaderPage& page)
 std::size_t Segment::repair_header(std::string& what) noexcept
 {
     what.clear();
-    if (!trusted_ || !writable_ || !valid())
+    // Not in a child forked from the creator: its copy stops at the fork.
+    if (!trusted_ || !writable_ || !valid() || owner_pid_ != ::getpid())
         return 0;
     constexpr std::size_t kWords = layout::kHeaderBytes / 8;
     // Counters other processes add to: theirs to write, not ours to restore.
@@ -997,39 +1003,64 @@ std::size_t Segment::repair_header(std::string& what) noexcept
     constexpr std::size_t kDamagedPages = offsetof(SegmentHeader, damaged_pages) / 8;
     constexpr std::size_t kRepairs = offsetof(SegmentHeader, header_repairs) / 8;
     auto* page = reinterpret_cast<std::uint64_t*>(base());
-    auto* mine = reinterpret_cast<std::uint64_t*>(trusted_.get());
-    std::size_t rewritten = 0;
-    std::string last;
-    // The magic last, as at creation: a reader that finds it good finds the
-    // rest rewritten before it (release).
-    for (std::size_t step = 1; step <= kWords; ++step) {
-        const std::size_t word = step % kWords;
-        if (word == kTruncations || word == kDamagedPages)
-            continue;
-        if (shared(page[word]).load(std::memory_order_relaxed) == mine[word])
-            continue;
-        shared(page[word]).store(mine[word], std::memory_order_release);
-        ++rewritten;
-        try {
+    const auto mine = [&](std::size_t word) {
+        std::uint64_t value = 0;
+        std::memcpy(&value, reinterpret_cast<const std::byte*>(trusted_.get()) + word * 8, sizeof(value));
+        return value;
+    };
+    std::vector<std::size_t> differ;
+    try {
+        for (std::size_t word = 0; word < kWords; ++word)
+            if (word != kTruncations && word != kDamagedPages
+                && shared(page[word]).load(std::memory_order_relaxed) != mine(word))
+                differ.push_back(word);
+    } catch (const std::bad_alloc&) {
+        return 0; // the next call looks again
+    }
+    if (differ.empty())
+        return 0;
+    shared(trusted_->header.header_repairs).fetch_add(1, std::memory_order_relaxed);
+    // Every other word, then the count, then the magic, as at creation: a
+    // reader that finds the magic good finds the rest rewritten before it (release).
+    for (const std::size_t word : differ)
+        if (word != 0 && word != kRepairs)
+            shared(page[word]).store(mine(word), std::memory_order_release);
+    shared(page[kRepairs]).store(mine(kRepairs), std::memory_order_release);
+    if (differ.front() == 0)
+        shared(page[0]).store(mine(0), std::memory_order_release);
+    try {
+        std::string last;
+        for (const std::size_t word : differ) {
             std::string field = field_at(word, *trusted_);
             if (field != last)
                 what += (what.empty() ? "" : ", ") + field;
             last = std::move(field);
-        } catch (const std::bad_alloc&) {
         }
+    } catch (const std::bad_alloc&) {
     }
-    if (rewritten != 0)
-        shared(page[kRepairs]).store(++trusted_->header.header_repairs, std::memory_order_relaxed);
-    return rewritten;
+    return differ.size();
 }
 
 std::uint64_t Segment::header_repairs() const noexcept
 {
     if (!valid())
         return 0;
-    if (trusted_)
-        return trusted_->header.header_repairs;
-    return shared(header_of(base()).header_repairs).load(std::memory_order_relaxed);
+    return shared(trusted_ ? trusted_->header.header_repairs : header_of(base()).header_repairs)
+        .load(std::memory_order_relaxed);
+}
+
+std::error_code Segment::write_trusted_page(const UniqueFd& copy) const noexcept
+{
+    // The creator's own first page, not what may have been written over the
+    // shared one since; the counters other processes keep, as they are.
+    layout::HeaderPage page;
+    std::memcpy(&page, trusted_.get(), sizeof(page));
+    page.header.truncations = truncations();
+    page.header.damaged_pages = damaged_pages();
+    const ssize_t wrote = ::pwrite(copy.get(), &page, sizeof(page), 0);
+    if (wrote < 0)
+        return errno_code();
+    return wrote == static_cast<ssize_t>(sizeof(page)) ? std::error_code {} : std::make_error_code(std::errc::io_error);
 }
 
 // ---- bounded access -------------------------------------------------------
@@ -1074,6 +1105,8 @@ Snapshot Segment::snapshot(const SnapshotOptions& options, std::error_code& ec) 
                 return {};
             Snapshot snap = Snapshot::copy_of(fd_, bytes(), options, ec);
             if (ec)
+                return {};
+            if (trusted_ && (ec = write_trusted_page(snap.fd())))
                 return {};
             std::uint64_t copied_size = 0;
             (void)snap.read_into(offsetof(SegmentHeader, size_bytes), std::as_writable_bytes(std::span(&copied_size, 1)));

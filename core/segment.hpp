@@ -89,7 +89,7 @@ struct ObjectInfo {
 /// What the creator tells a guest over a channel the guest trusts (a host's
 /// welcome): how far the segment reaches and what its directory holds. An
 /// attach given it reads nothing of the header, so that what another process
-/// writes over the header cannot keep that guest out (docs/layout.md).
+/// writes over the header cannot keep that guest out (attach_as_told()).
 struct SegmentLayout {
     std::uint64_t size_bytes = 0;
     std::uint64_t max_size_bytes = 0;
@@ -120,7 +120,8 @@ struct SegmentInfo {
 /// kernel's eyes until it exits or execs.
 ///
 /// Thread safety: data access (bytes(), read_into(), write_at()) from any
-/// thread; grow(), refresh() and allocate() from one thread at a time per
+/// thread; grow(), refresh(), refresh_to(), allocate(), repair_header() and
+/// snapshot() from one thread at a time per
 /// Segment object. Pointers into the segment stay valid across grow() and
 /// refresh() for the Segment's lifetime.
 class Segment {
@@ -156,7 +157,9 @@ public:
     /// Attaches to the segment `fd` as its creator described it (layout()),
     /// without reading its header: the told size is checked against the
     /// file and each told entry against the size. find() looks names up in
-    /// the told directory first. Follow grows with refresh_to().
+    /// the told directory first. Follow grows with refresh_to(). What else
+    /// reads the header (refresh(), generation(), info(), objects(), and
+    /// find() of a name not told) reads it as for any guest.
     static Segment attach_as_told(UniqueFd fd, const SegmentLayout& told, const AttachOptions& options = {});
     static Segment attach_as_told(UniqueFd fd, const SegmentLayout& told, const AttachOptions& options, std::error_code& ec) noexcept;
 
@@ -194,7 +197,8 @@ public:
         std::size_t alignment, const std::function<void(std::span<std::byte>)>& initialize,
         std::error_code& ec) noexcept;
 
-    /// Looks an object up by name (refreshing first if the segment grew).
+    /// Looks an object up by name: among the told objects first (attach_as_told()),
+    /// then in the directory, refreshing first if the segment grew.
     /// Throws Errc::not_found; the non-throwing form returns nullopt and sets ec.
     ObjectInfo find(std::string_view name);
     std::optional<ObjectInfo> find(std::string_view name, std::error_code& ec) noexcept;
@@ -229,7 +233,8 @@ public:
 
     /// A private copy of the mapped extent as it is now (see Snapshot).
     /// A guest refreshes first, so the copy's header matches its size and the
-    /// copy is itself a valid segment.
+    /// copy is itself a valid segment; the creator's copy gets the creator's
+    /// own first page, whatever was written over the shared one.
     Snapshot snapshot(const SnapshotOptions& options = {});
     Snapshot snapshot(const SnapshotOptions& options, std::error_code& ec) noexcept;
 
@@ -243,7 +248,8 @@ public:
         return mapped_bytes_.load(std::memory_order_acquire);
     }
     [[nodiscard]] std::size_t max_size_bytes() const noexcept { return reservation_.size(); }
-    /// The header's generation now (bumped by every grow).
+    /// The generation now (bumped by every grow): the creator's own count, or
+    /// the header's for a guest (a told guest too: it is for people).
     [[nodiscard]] std::uint64_t generation() const noexcept;
     [[nodiscard]] SegmentInfo info() const noexcept;
     /// Whether the creator's Segment still lives, by a probe of its lock
@@ -289,6 +295,7 @@ private:
     static Segment attach_fd(UniqueFd fd, std::filesystem::path path, const AttachOptions& options,
         const SegmentLayout* told, std::error_code& ec, std::string& detail) noexcept;
     bool map_up_to(std::uint64_t size, std::error_code& ec) noexcept;
+    std::error_code write_trusted_page(const UniqueFd& copy) const noexcept;
     std::error_code map_extent(std::size_t from, std::size_t to) noexcept;
     std::error_code start_guard() noexcept;
     std::uint32_t directory_count() const noexcept;

@@ -175,49 +175,54 @@ struct Host::State : std::enable_shared_from_this<Host::State> {
         integrity.expires_after(options.reap_interval);
         integrity.async_wait([weak = weak_from_this()](const boost::system::error_code& error) {
             const auto self = weak.lock();
-            if (!self || self->stopped || error || !self->repair_header())
+            if (!self || self->stopped || error)
                 return;
-            if (!self->guarded) {
+            if (self->guarded && !self->check_backing())
+                return;
+            // After the file's checks: a cut first page is extended back there.
+            if (self->repair_header())
                 self->check_integrity();
-                return;
-            }
-            // Our own check, and any repair by another process (a guarded guest
-            // that touched the cut extent first), counted in the header.
-            const std::error_code backing = self->segment.check_backing();
-            const std::string file = "the segment file " + self->options.segment_path.string();
-            const std::uint64_t truncations = self->segment.truncations();
-            if (truncations != self->truncations_seen) {
-                self->truncations_seen = truncations;
-                if (!self->report(Errc::truncated,
-                        file + " was truncated by another process; it is extended back to "
-                            + std::to_string(self->segment.size_bytes()) + " bytes, but what was in the cut extent is lost"))
-                    return;
-            }
-            if (backing == Errc::truncated && !self->cut_reported) {
-                self->cut_reported = true;
-                if (!self->report(Errc::truncated,
-                        file + " was truncated by another process and cannot be extended back to "
-                            + std::to_string(self->segment.size_bytes())
-                            + " bytes (see the log for why): what was in the cut extent is lost, and a process that"
-                              " touches it gets a private page there"))
-                    return;
-            } else if (backing != Errc::truncated) {
-                self->cut_reported = false;
-            }
-            const std::uint64_t damage = self->segment.damaged_pages() + self->segment.private_pages();
-            if (backing == Errc::damaged && damage != self->damage_seen) {
-                self->damage_seen = damage;
-                if (!self->report(Errc::damaged,
-                        file + " lost pages it cannot hold again (a hole or a cut on a full file system, or past a"
-                               " file size limit): "
-                            + std::to_string(self->segment.damaged_pages()) + " pages in all processes, "
-                            + std::to_string(self->segment.private_pages())
-                            + " in the host, are private zero pages now; what a process writes there no other"
-                              " process sees"))
-                    return;
-            }
-            self->check_integrity();
         });
+    }
+
+    /// The guarded file's checks; false when on_damage stopped the host.
+    bool check_backing()
+    {
+        // Our own check, and any repair by another process (a guarded guest
+        // that touched the cut extent first), counted in the header.
+        const std::error_code backing = segment.check_backing();
+        const std::string file = "the segment file " + options.segment_path.string();
+        if (const std::uint64_t truncations = segment.truncations(); truncations != truncations_seen) {
+            truncations_seen = truncations;
+            if (!report(Errc::truncated,
+                    file + " was truncated by another process; it is extended back to "
+                        + std::to_string(segment.size_bytes()) + " bytes, but what was in the cut extent is lost"))
+                return false;
+        }
+        if (backing == Errc::truncated && !cut_reported) {
+            cut_reported = true;
+            if (!report(Errc::truncated,
+                    file + " was truncated by another process and cannot be extended back to "
+                        + std::to_string(segment.size_bytes())
+                        + " bytes (see the log for why): what was in the cut extent is lost, and a process that"
+                          " touches it gets a private page there"))
+                return false;
+        } else if (backing != Errc::truncated) {
+            cut_reported = false;
+        }
+        const std::uint64_t damage = segment.damaged_pages() + segment.private_pages();
+        if (backing == Errc::damaged && damage != damage_seen) {
+            damage_seen = damage;
+            if (!report(Errc::damaged,
+                    file + " lost pages it cannot hold again (a hole or a cut on a full file system, or past a"
+                           " file size limit): "
+                        + std::to_string(segment.damaged_pages()) + " pages in all processes, "
+                        + std::to_string(segment.private_pages())
+                        + " in the host, are private zero pages now; what a process writes there no other"
+                          " process sees"))
+                return false;
+        }
+        return true;
     }
 
     /// Logs and calls on_damage; false when that stopped the host.
@@ -389,6 +394,11 @@ struct Host::State : std::enable_shared_from_this<Host::State> {
     /// it waits for the inbox's next freed lane (on_lane_freed) or its timeout.
     void offer_lane(const ConnectionPtr& c)
     {
+        // The header page first, as at every reap: the welcome comes from the
+        // host's copy, but guests of other implementations read the page
+        // (docs/protocol.md), and so do guests attaching by path.
+        if (!repair_header())
+            return;
         const std::uint32_t token = unguessable_token();
         const int lane = inbox.hold_lane(token);
         if (lane < 0) {
@@ -403,9 +413,6 @@ struct Host::State : std::enable_shared_from_this<Host::State> {
         // free lane is in a file others may write to, and the guest given it
         // must find what the host made, not what was written over it since.
         outboxes[static_cast<std::size_t>(lane)].reinitialize();
-        // And the header page, for a guest attaching by path meanwhile.
-        if (!repair_header())
-            return;
         c->info.lane = static_cast<std::uint32_t>(lane);
         c->token = token;
         c->stage = Stage::joining;

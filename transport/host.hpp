@@ -128,7 +128,10 @@ public:
     /// segment's header page (the header or the directory): the host found
     /// it at a reap or before handing out a lane, and has rewritten it from
     /// its own copy (Segment::repair_header(), the header's header_repairs).
-    /// Nothing is lost: guests joined keep working, and new ones can join.
+    /// Nothing is lost: guests joined keep working, guests joining through
+    /// the socket never depended on it, and guests by path can join again.
+    /// (The host checks the page every reap_interval on any segment; a
+    /// path-backed one without guard_truncation must not be cut under it.)
     std::function<void(const std::error_code&, const std::string&)> on_damage;
 
 private:

@@ -1176,6 +1176,14 @@ TEST_CASE("repair_header: the creator rewrites what another process wrote over t
     CHECK_FALSE(Segment::attach(file.path, {}, ec).valid());
     CHECK(ec == Errc::bad_magic);
 
+    // The creator's snapshot carries the creator's page, not the damage.
+    const Snapshot snap = host.snapshot();
+    layout::SegmentHeader copied {};
+    REQUIRE_FALSE(snap.read_into(0, std::as_writable_bytes(std::span(&copied, 1))));
+    std::string why;
+    CHECK_FALSE(layout::validate_header(copied, snap.size_bytes(), why));
+    CHECK(why.empty());
+
     // The creator looks only at its own copy; a guest told the layout (as a
     // host's welcome tells it) never reads the header, and follows a grow
     // by the size it is told.
