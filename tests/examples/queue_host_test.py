@@ -6,7 +6,7 @@
 Runs examples/queue_host (which starts its guests from beside itself) and
 checks that it exits with 0, that the rings' line counts every message, and
 that the pipes' line follows it with the pipes' count (a quarter of the
-rings'), a positive rate and a positive ratio that agrees with the two
+rings'), a rate and a positive ratio that agrees with the two
 rates it is made of. How large any number is, is not checked: timing
 belongs to the benchmarks.
 """
@@ -50,8 +50,9 @@ def main(queue_host, per_guest):
             failures.append(f"the rings carried {messages} messages, not {GUESTS * per_guest}")
         if pipe_messages != GUESTS * (per_guest // PIPE_SHARE):
             failures.append(f"the pipes carried {pipe_messages} messages, not {GUESTS * (per_guest // PIPE_SHARE)}")
-        if not pipes_rate > 0 or not ratio > 0:
-            failures.append(f"the pipes' rate {pipes_rate} and the ratio {ratio} must both be positive")
+        # The rates are printed to two decimals: a slow machine's pipes may print 0.00.
+        if not pipes_rate >= 0 or not ratio > 0:
+            failures.append(f"the pipes' rate {pipes_rate} must not be negative and the ratio {ratio} must be positive")
         # Printed rounded: the ratio need agree only roughly, and only where the rates have digits enough.
         elif pipes_rate >= 0.1 and rings_rate >= 0.1:
             expected = rings_rate / pipes_rate

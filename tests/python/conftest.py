@@ -5,8 +5,10 @@ naming the C++ helper tests/helpers/endpoint."""
 
 import itertools
 import os
+import select
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -40,15 +42,26 @@ class Peer:
 
     def __init__(self, argv, **kwargs):
         self.process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, **kwargs)
+        self.pending = b""  # read from the pipe, not yet returned: stdout's own buffers are never used
 
     def line(self, timeout=30):
-        import selectors
-
-        with selectors.DefaultSelector() as sel:
-            sel.register(self.process.stdout, selectors.EVENT_READ)
-            if not sel.select(timeout):
+        """The next line, without its newline ("" once the peer closed its
+        stdout with none left). Lines come from our own buffer: a peer that
+        writes two lines at once must not leave the second unseen behind a
+        wait for the pipe."""
+        deadline = time.monotonic() + timeout
+        fd = self.process.stdout.fileno()
+        while b"\n" not in self.pending:
+            ready, _, _ = select.select([fd], [], [], max(deadline - time.monotonic(), 0))
+            if not ready:
                 raise TimeoutError(f"{self.process.args}: no line in {timeout} s")
-        return self.process.stdout.readline().strip()
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                rest, self.pending = self.pending, b""
+                return rest.decode().strip()
+            self.pending += chunk
+        line, _, self.pending = self.pending.partition(b"\n")
+        return line.decode().strip()
 
     def say(self, text):
         self.process.stdin.write(text + "\n")

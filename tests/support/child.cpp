@@ -258,7 +258,8 @@ std::pair<std::string, int> read_all(Child& child, std::chrono::milliseconds tim
             const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
             out += child.read_line(std::max(left, std::chrono::milliseconds(0))) + "\n";
         }
-    } catch (const ChildEnded&) { // it closed its output: all of it is read
+    } catch (const ChildEnded&) { // it closed its output: all of it is read, an unfinished last line too
+        out += child.take_rest();
     } catch (const ChildTimeout&) {
         throw ChildTimeout("helper (pid " + std::to_string(child.pid()) + ") still had not closed its output after "
             + std::to_string(timeout.count()) + " ms; it wrote:\n" + out);

@@ -54,6 +54,9 @@ public:
     /// Everything the child writes up to and including `marker` (a prompt
     /// that does not end its line); throws ChildTimeout or ChildEnded.
     std::string read_through(const std::string& marker, std::chrono::milliseconds timeout = std::chrono::seconds(30));
+    /// What the child wrote after its last whole line, taken from the buffer
+    /// (an unfinished last line, once it ended).
+    std::string take_rest() { return std::exchange(buffered_, {}); }
     std::string request(const std::string& line, std::chrono::milliseconds timeout = std::chrono::seconds(30))
     {
         send(line);
