@@ -956,6 +956,31 @@ ObjectInfo Segment::allocate(std::string_view name, std::uint16_t kind, std::uin
     });
 }
 
+std::uint64_t Segment::allocate_extent(std::size_t length, std::size_t alignment, std::error_code& ec) noexcept
+{
+    ec.clear();
+    if (!owner_) {
+        ec = Errc::not_owner;
+        return 0;
+    }
+    if (length == 0 || alignment == 0 || (alignment & (alignment - 1)) != 0 || alignment > page_size()) {
+        ec = Errc::invalid_argument;
+        return 0;
+    }
+    alignment = std::max<std::size_t>(alignment, layout::kMinAlignment);
+    const std::uint64_t offset = (data_used_ + alignment - 1) / alignment * alignment;
+    if (!in_bounds(size_bytes(), offset, length)) {
+        ec = Errc::no_space;
+        return 0;
+    }
+    std::memset(base() + offset, 0, length); // what a guest wrote into the free area is not the caller's
+    data_used_ = offset + length;
+    // Our copy first, as allocate() does: the header's is repaired from it.
+    shared(trusted_->header.data_used_bytes).store(data_used_, std::memory_order_release);
+    shared(header_of(base()).data_used_bytes).store(data_used_, std::memory_order_release);
+    return offset;
+}
+
 // ---- the creator's copy of the first page ----------------------------------
 
 SegmentLayout Segment::layout() const

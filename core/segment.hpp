@@ -197,6 +197,13 @@ public:
         std::size_t alignment, const std::function<void(std::span<std::byte>)>& initialize,
         std::error_code& ec) noexcept;
 
+    /// Creator only: reserves `length` zeroed bytes of the data area without
+    /// a directory entry, for an object that keeps track of its own extents
+    /// (a topic's chunk pool); returns their offset, a multiple of
+    /// `alignment` (a power of two, 8 .. a page). Errors: Errc::invalid_argument,
+    /// Errc::no_space (grow first), Errc::not_owner.
+    std::uint64_t allocate_extent(std::size_t length, std::size_t alignment, std::error_code& ec) noexcept;
+
     /// Looks an object up by name: among the told objects first (attach_as_told()),
     /// then in the directory, refreshing first if the segment grew.
     /// Throws Errc::not_found; the non-throwing form returns nullopt and sets ec.
