@@ -15,6 +15,8 @@
 #include <shmlink/ipc/inspect.hpp>
 #include <shmlink/ipc/mpmc_queue.hpp>
 #include <shmlink/ipc/mpsc_ring.hpp>
+#include <shmlink/ipc/publisher.hpp>
 #include <shmlink/ipc/spsc_ring.hpp>
+#include <shmlink/ipc/subscriber.hpp>
 #include <shmlink/transport/guest.hpp>
 #include <shmlink/transport/host.hpp>

@@ -1,5 +1,6 @@
 #include <shmlink/ipc/inspect.hpp>
 
+#include <shmlink/ipc/detail/topic.hpp>
 #include <shmlink/ipc/layout.hpp>
 #include <shmlink/ipc/spsc_ring.hpp>
 
@@ -48,7 +49,7 @@ const char* lane_state_name(std::uint32_t state) noexcept
 
 ObjectState inspect(const Segment& segment, const ObjectInfo& object)
 {
-    ObjectState result {object, "unknown", {}, {}, {}, {}};
+    ObjectState result {object, "unknown", {}, {}, {}, {}, {}};
     const std::byte* base = segment.base() + object.offset;
     const auto aligned = object.offset % ipc::kFalseSharingRange == 0;
     switch (static_cast<ipc::ObjectKind>(object.kind)) {
@@ -120,6 +121,51 @@ ObjectState inspect(const Segment& segment, const ObjectInfo& object)
         for (std::uint32_t i = 0; i < ipc::kMpmcSlots; ++i)
             q.handles += load(slots[i].owner) != 0 ? 1 : 0;
         result.mpmc = q;
+        break;
+    }
+    case ipc::ObjectKind::topic: {
+        result.kind = "topic";
+        const auto& control = *reinterpret_cast<const ipc::TopicControl*>(base);
+        detail::TopicGeometry g;
+        if (!aligned || object.length < sizeof(control) || !detail::read_geometry(control, object.length, g, result.error))
+            break;
+        TopicState t;
+        t.slot_count = g.slot_count;
+        t.queue_depth = g.queue_depth;
+        t.max_held = g.max_held;
+        t.history = g.history;
+        const std::uint64_t publisher = load(control.publisher);
+        const auto state = static_cast<ipc::PublisherState>(static_cast<std::uint32_t>(publisher));
+        t.publisher = state == ipc::PublisherState::open ? "open" : state == ipc::PublisherState::closed ? "closed" : "invalid";
+        t.publisher_pid = static_cast<pid_t>(publisher >> 32);
+        t.published = load(control.published);
+        t.extents = load(control.extents);
+        t.pool_bytes = load(control.pool_bytes);
+        const detail::TopicView view {const_cast<ipc::TopicControl*>(&control), g, object.offset};
+        for (std::uint32_t i = 0; i < g.slot_count; ++i) {
+            const ipc::TopicSlot& slot = view.slot(i);
+            const std::uint64_t owner = load(slot.owner);
+            if (owner == 0)
+                continue;
+            TopicSlotState s;
+            s.index = i;
+            static const char* const names[] = {"free", "joining", "joined", "leaving"};
+            const auto slot_state = static_cast<std::uint32_t>(owner);
+            s.state = slot_state < 4 ? names[slot_state] : "invalid";
+            s.pid = static_cast<pid_t>(owner >> 32);
+            s.depth = load(slot.depth);
+            s.overflow = load(slot.overflow) == 0 ? "drop oldest" : "block publisher";
+            const std::uint64_t head = load(slot.head);
+            const std::uint64_t tail = load(slot.tail);
+            s.consistent = head <= tail && tail - head <= g.queue_depth;
+            s.queued = s.consistent ? tail - head : 0;
+            s.missed = load(slot.missed);
+            s.reclaimed = load(slot.reclaimed);
+            s.quarantined = (load(slot.flags) & ipc::kSlotQuarantined) != 0;
+            s.readable_sleepers = load(slot.readable.sleepers);
+            t.slots.push_back(std::move(s));
+        }
+        result.topic = std::move(t);
         break;
     }
     }

@@ -59,8 +59,36 @@ struct MpmcState {
     bool consistent = true;
 };
 
+/// One subscriber slot of a topic.
+struct TopicSlotState {
+    std::uint32_t index = 0;
+    std::string state {}; ///< "free", "joining", "joined", "leaving", or "invalid"
+    pid_t pid = 0;
+    std::uint32_t depth = 0;
+    std::string overflow {}; ///< "drop oldest" or "block publisher"
+    std::uint64_t queued = 0; ///< deliveries not taken yet (tail - head), when they make sense
+    std::uint64_t missed = 0;
+    std::uint64_t reclaimed = 0;
+    bool quarantined = false;
+    std::uint32_t readable_sleepers = 0;
+    bool consistent = true; ///< false when its positions break the queue's rules
+};
+
+struct TopicState {
+    std::uint32_t slot_count = 0;
+    std::uint32_t queue_depth = 0;
+    std::uint32_t max_held = 0;
+    std::uint32_t history = 0;
+    std::string publisher {}; ///< "open", "closed" or "invalid"
+    pid_t publisher_pid = 0;
+    std::uint64_t published = 0;
+    std::uint64_t extents = 0;
+    std::uint64_t pool_bytes = 0;
+    std::vector<TopicSlotState> slots {}; ///< those not free
+};
+
 /// What an object is, as far as ipc/ knows it; `kind` names it ("spsc ring",
-/// "mpsc ring", "mpmc queue", or "unknown"). A known kind whose fixed fields
+/// "mpsc ring", "mpmc queue", "topic", or "unknown"). A known kind whose fixed fields
 /// do not match its object's length has `error` set and no state.
 struct ObjectState {
     ObjectInfo object {};
@@ -69,6 +97,7 @@ struct ObjectState {
     std::optional<SpscState> spsc {};
     std::optional<MpscState> mpsc {};
     std::optional<MpmcState> mpmc {};
+    std::optional<TopicState> topic {};
 };
 
 /// The state of `object` in `segment` (which may be attached read-only).

@@ -15,6 +15,7 @@ enum class ObjectKind : std::uint16_t {
     spsc_ring = 0x0101,
     mpsc_ring = 0x0102,
     mpmc_queue = 0x0103,
+    topic = 0x0104,
 };
 
 /// 2: a record's header is its commit mark (the consumer polls it, not the
@@ -23,6 +24,7 @@ enum class ObjectKind : std::uint16_t {
 inline constexpr std::uint16_t kSpscRingVersion = 2;
 inline constexpr std::uint16_t kMpscRingVersion = 2; ///< its lanes are version 2 SPSC rings
 inline constexpr std::uint16_t kMpmcQueueVersion = 2;
+inline constexpr std::uint16_t kTopicVersion = 1;
 
 /// Separates what two sides write: a cache line pair (adjacent-line
 /// prefetch pulls lines in twos on x86), so neither side's stores evict the
@@ -150,6 +152,90 @@ inline constexpr std::uint32_t kMpmcSlots = 64; ///< handles one queue can have 
 /// died before writing it; consumers skip the cell.
 inline constexpr std::uint64_t kMpmcSkipped = std::uint64_t {1} << 63;
 
+/// The control block of a publish/subscribe topic (docs/pubsub.md). Its
+/// `slot_count` subscriber slots follow it, each `slot_bytes` long: a
+/// TopicSlot, then `queue_depth` TopicDeliveries, then `release_capacity`
+/// 64-bit release entries. Payloads live in extents of the segment that
+/// have no directory entry; only the publisher knows them and their chunks,
+/// and only the publisher counts references. Subscribers name what they
+/// release by delivery position, never by chunk, so a lying subscriber can
+/// lose only its own samples.
+struct TopicControl {
+    // Fixed at creation.
+    std::uint32_t slot_count;       ///< subscribers at once, 1 .. 64
+    std::uint32_t queue_depth;      ///< deliveries each slot's queue holds, a power of two, 1 .. 1024
+    std::uint32_t max_held;         ///< samples a subscriber may hold at once, 1 .. 1024
+    std::uint32_t release_capacity; ///< each slot's release ring, bit_ceil(queue_depth + max_held + 1)
+    std::uint32_t history;          ///< samples replayed to a subscriber that joins, 0 .. queue_depth
+    std::uint32_t slot_bytes;       ///< one slot's stride, a multiple of 128
+    std::uint8_t reserved0[kFalseSharingRange - 24];
+    // The publisher's block.
+    std::uint64_t publisher;  ///< (pid << 32) | PublisherState; atomic
+    std::uint64_t published;  ///< samples ever published; atomic; for inspection
+    std::uint64_t extents;    ///< pool extents ever added (each one grow at most); atomic; for inspection
+    std::uint64_t pool_bytes; ///< bytes of those extents; atomic; for inspection
+    std::uint8_t reserved1[kFalseSharingRange - 32];
+    // The subscribers' block.
+    std::uint32_t joins; ///< bumped by a subscriber after it joined or left (wraps); atomic
+    std::uint8_t reserved2[kFalseSharingRange - 4];
+};
+
+enum class PublisherState : std::uint32_t {
+    open = 1,   ///< the publisher publishes (whether it lives: its lock, docs/pubsub.md)
+    closed = 2, ///< the publisher left; what is queued stays readable
+};
+
+/// TopicSlot::owner's low 32 bits (the pid is the high 32 bits).
+enum class SlotState : std::uint32_t {
+    free = 0,    ///< a subscriber may take it (compare-and-swap from 0)
+    joining = 1, ///< a subscriber took it and is writing its options
+    joined = 2,  ///< the publisher delivers to it once it has seen it
+    leaving = 3, ///< its subscriber left; the publisher takes its samples back and frees it
+};
+
+/// One subscriber's slot. The publisher writes the delivery block and the
+/// queue; the subscriber writes the owner word (but for the publisher's
+/// reset to free), its options, the consumer block and its release ring.
+struct TopicSlot {
+    // The owner and the subscriber's options, written before `joined`.
+    std::uint64_t owner;       ///< (pid << 32) | SlotState; atomic
+    std::uint32_t depth;       ///< the subscriber's queue depth, 1 .. queue_depth
+    std::uint32_t max_held;    ///< the subscriber's hold limit, 1 .. max_held
+    std::uint32_t overflow;    ///< Overflow: 0 drop the oldest, 1 block the publisher
+    std::uint32_t reserved0;
+    std::uint8_t reserved1[kFalseSharingRange - 24];
+    // The publisher's block.
+    std::uint64_t tail;     ///< deliveries ever queued to this slot; atomic, only grows
+    WaitWord readable;      ///< the subscriber sleeps here while its queue is empty
+    std::uint64_t missed;   ///< samples this subscriber lost (dropped oldest, or a blocked publish timed out); atomic
+    std::uint64_t reclaimed; ///< samples taken back beyond its hold limit, or named twice; atomic
+    std::uint32_t flags;    ///< TopicSlotFlags; atomic
+    std::uint32_t reserved2;
+    std::uint64_t release_head; ///< release entries the publisher has read; atomic
+    std::uint8_t reserved3[kFalseSharingRange - 48];
+    // The subscriber's block.
+    std::uint64_t head;         ///< deliveries taken (by the subscriber) or dropped (by the publisher); atomic, CAS
+    WaitWord writable;          ///< the publisher sleeps here while a blocking subscriber's queue is full
+    std::uint64_t release_tail; ///< release entries written; atomic
+    std::uint8_t reserved4[kFalseSharingRange - 24];
+};
+
+enum TopicSlotFlags : std::uint32_t {
+    /// The publisher found this slot's fields broken and delivers to it no
+    /// more; its samples went back to the pool. Freed once its owner is gone.
+    kSlotQuarantined = 1u << 0,
+};
+
+/// One queued delivery. Written with relaxed atomic stores before the
+/// slot's tail is released; a subscriber copies it, then claims it by
+/// compare-and-swap of head, which the publisher's drop also competes for.
+struct TopicDelivery {
+    std::uint64_t position; ///< this delivery's position in the slot's queue
+    std::uint64_t offset;   ///< the payload, from the segment's start
+    std::uint64_t size;     ///< payload bytes
+    std::uint64_t sequence; ///< samples the publisher published before this one
+};
+
 static_assert(sizeof(WaitWord) == 8);
 static_assert(sizeof(SpscRingControl) == 3 * kFalseSharingRange);
 static_assert(offsetof(SpscRingControl, capacity_bytes) == 0);
@@ -186,6 +272,34 @@ static_assert(offsetof(MpmcQueueControl, writable) == 264);
 static_assert(sizeof(MpmcSlot) == 64);
 static_assert(offsetof(MpmcSlot, owner) == 0);
 static_assert(offsetof(MpmcSlot, intent) == 8);
+
+static_assert(sizeof(TopicControl) == 3 * kFalseSharingRange);
+static_assert(offsetof(TopicControl, slot_count) == 0);
+static_assert(offsetof(TopicControl, queue_depth) == 4);
+static_assert(offsetof(TopicControl, max_held) == 8);
+static_assert(offsetof(TopicControl, release_capacity) == 12);
+static_assert(offsetof(TopicControl, history) == 16);
+static_assert(offsetof(TopicControl, slot_bytes) == 20);
+static_assert(offsetof(TopicControl, publisher) == 128);
+static_assert(offsetof(TopicControl, published) == 136);
+static_assert(offsetof(TopicControl, extents) == 144);
+static_assert(offsetof(TopicControl, pool_bytes) == 152);
+static_assert(offsetof(TopicControl, joins) == 256);
+static_assert(sizeof(TopicSlot) == 3 * kFalseSharingRange);
+static_assert(offsetof(TopicSlot, owner) == 0);
+static_assert(offsetof(TopicSlot, depth) == 8);
+static_assert(offsetof(TopicSlot, max_held) == 12);
+static_assert(offsetof(TopicSlot, overflow) == 16);
+static_assert(offsetof(TopicSlot, tail) == 128);
+static_assert(offsetof(TopicSlot, readable) == 136);
+static_assert(offsetof(TopicSlot, missed) == 144);
+static_assert(offsetof(TopicSlot, reclaimed) == 152);
+static_assert(offsetof(TopicSlot, flags) == 160);
+static_assert(offsetof(TopicSlot, release_head) == 168);
+static_assert(offsetof(TopicSlot, head) == 256);
+static_assert(offsetof(TopicSlot, writable) == 264);
+static_assert(offsetof(TopicSlot, release_tail) == 272);
+static_assert(sizeof(TopicDelivery) == 32);
 
 static_assert(std::atomic_ref<std::uint64_t>::is_always_lock_free);
 static_assert(std::atomic_ref<std::uint32_t>::is_always_lock_free);

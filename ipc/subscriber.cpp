@@ -1,0 +1,365 @@
+#include <shmlink/ipc/subscriber.hpp>
+
+#include <shmlink/core/layout.hpp>
+#include <shmlink/core/log.hpp>
+#include <shmlink/ipc/detail/liveness.hpp>
+#include <shmlink/ipc/detail/object.hpp>
+#include <shmlink/ipc/detail/topic.hpp>
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <new>
+#include <string>
+
+namespace shmlink {
+namespace detail {
+
+struct SubscriberCore {
+    Segment* segment = nullptr;
+    TopicView view {};
+    ipc::TopicSlot* slot = nullptr;
+    ipc::TopicDelivery* queue = nullptr;
+    std::uint64_t* releases = nullptr;
+    std::uint32_t index = 0;
+    std::uint32_t depth = 0; // ours, as we told the publisher
+    std::uint32_t max_held = 0;
+    std::uint32_t held = 0;
+    std::uint64_t release_tail = 0; // ours; the shared one is a copy
+    std::uint64_t lost_releases = 0;
+    bool publisher_dead = false;
+    std::uint32_t empty_takes = 0;
+    std::chrono::milliseconds liveness_interval {};
+    std::chrono::steady_clock::time_point next_probe {};
+    UniqueFd lock; // our own description: holds the slot's byte, probes the publisher's
+    std::string name;
+
+    bool publisher_gone() noexcept
+    {
+        // acquire: pairs with the publisher's release store of closed, after its last tail.
+        const std::uint64_t word = shared(view.control->publisher).load(std::memory_order_acquire);
+        if (static_cast<ipc::PublisherState>(word & 0xffffffffU) != ipc::PublisherState::open)
+            return true;
+        return publisher_dead;
+    }
+    void probe_publisher() noexcept
+    {
+        next_probe = std::chrono::steady_clock::now() + liveness_interval;
+        if (!publisher_dead && !byte_locked(lock, view.publisher_lock_byte())) {
+            publisher_dead = true;
+            logger().info("topic '{}': its publisher is gone", name);
+        }
+    }
+    bool queued() const noexcept
+    {
+        // relaxed: a hint for waiting; take() reads them again, in order.
+        return shared(slot->tail).load(std::memory_order_relaxed) != shared(slot->head).load(std::memory_order_relaxed);
+    }
+    bool quarantined() const noexcept
+    {
+        // acquire: pairs with the publisher's release in quarantine().
+        return (shared(slot->flags).load(std::memory_order_acquire) & ipc::kSlotQuarantined) != 0;
+    }
+    void release(std::uint64_t position) noexcept
+    {
+        --held;
+        const std::uint32_t capacity = view.geometry.release_capacity;
+        // acquire: pairs with the publisher's release store after it read the entries.
+        const std::uint64_t read = shared(slot->release_head).load(std::memory_order_acquire);
+        if (release_tail - read >= capacity) {
+            // Cannot happen while the publisher follows the rules (the ring
+            // holds all one can release between two of its reads); the chunk
+            // stays the publisher's until this subscriber leaves.
+            ++lost_releases;
+            return;
+        }
+        // relaxed: published by the release store of release_tail.
+        std::atomic_ref(releases[release_tail & (capacity - 1)]).store(position, std::memory_order_relaxed);
+        ++release_tail;
+        // release: pairs with the publisher's acquire load in drain_releases(); our reads of the sample came before.
+        shared(slot->release_tail).store(release_tail, std::memory_order_release);
+    }
+};
+
+} // namespace detail
+
+// ---- Sample ----
+
+Sample<void>& Sample<void>::operator=(Sample&& other) noexcept
+{
+    if (this != &other) {
+        release();
+        core_ = std::exchange(other.core_, nullptr);
+        position_ = other.position_;
+        sequence_ = other.sequence_;
+        bytes_ = std::exchange(other.bytes_, {});
+        status_ = std::exchange(other.status_, TopicStatus::invalid);
+    }
+    return *this;
+}
+
+void Sample<void>::release() noexcept
+{
+    if (core_ == nullptr)
+        return;
+    core_->release(position_);
+    core_ = nullptr;
+    bytes_ = {};
+    status_ = TopicStatus::invalid;
+}
+
+// ---- Subscriber ----
+
+Subscriber<void>::Subscriber() noexcept = default;
+Subscriber<void>::Subscriber(Subscriber&&) noexcept = default;
+Subscriber<void>& Subscriber<void>::operator=(Subscriber&& other) noexcept
+{
+    if (this != &other) {
+        Subscriber gone(std::move(*this));
+        core_ = std::move(other.core_);
+    }
+    return *this;
+}
+
+Subscriber<void>::~Subscriber()
+{
+    if (!core_)
+        return;
+    detail::SubscriberCore& core = *core_;
+    if (core.held != 0)
+        logger().warn("topic '{}': subscriber left holding {} samples; they must not be read any more", core.name,
+            core.held);
+    std::uint64_t joined = detail::owner_word(getpid(), ipc::SlotState::joined);
+    // release: pairs with the publisher's acquire load of owner; our releases come before.
+    detail::shared(core.slot->owner)
+        .compare_exchange_strong(joined, detail::owner_word(getpid(), ipc::SlotState::leaving),
+            std::memory_order_release, std::memory_order_relaxed);
+    // release: pairs with the publisher's acquire load of joins.
+    detail::shared(core.view.control->joins).fetch_add(1, std::memory_order_release);
+    notify(core.slot->writable); // a publisher blocked on our queue stops waiting for us
+    core.lock.reset(); // after the owner word: the publisher never sees joined and unlocked from us
+}
+
+Subscriber<void> Subscriber<void>::open(Segment& segment, std::string_view name, const SubscriberOptions& options)
+{
+    return detail::or_throw("subscribe to topic", name,
+        [&](std::error_code& ec) { return open(segment, name, options, ec); },
+        [&] {
+            return std::string("queue_depth and max_held must be 0 (the topic's) or at most the topic's, and "
+                               "liveness_interval positive");
+        });
+}
+
+Subscriber<void> Subscriber<void>::open(Segment& segment, std::string_view name, const SubscriberOptions& options,
+    std::error_code& ec) noexcept
+{
+    ec.clear();
+    try {
+        detail::TopicView view = detail::open_topic(segment, name, ec);
+        if (view.control == nullptr)
+            return {};
+        const detail::TopicGeometry& g = view.geometry;
+        const std::uint32_t depth = options.queue_depth == 0 ? g.queue_depth : options.queue_depth;
+        const std::uint32_t max_held = options.max_held == 0 ? g.max_held : options.max_held;
+        if (depth > g.queue_depth || max_held > g.max_held
+            || options.liveness_interval <= std::chrono::milliseconds::zero()
+            || (options.overflow != Overflow::drop_oldest && options.overflow != Overflow::block_publisher)) {
+            ec = Errc::invalid_argument;
+            return {};
+        }
+        detail::register_waker(); // before this process's first notify() (ipc/wait.hpp)
+        auto core = std::make_unique<detail::SubscriberCore>();
+        core->lock = detail::reopen_segment(segment, ec);
+        if (!core->lock)
+            return {};
+        const pid_t pid = getpid();
+        for (std::uint32_t i = 0; i < g.slot_count; ++i) {
+            ipc::TopicSlot& slot = view.slot(i);
+            // relaxed: the compare-and-swap decides; this only skips taken slots without touching their locks.
+            if (detail::shared(slot.owner).load(std::memory_order_relaxed) != 0)
+                continue;
+            // The lock first: a slot that says joining with no lock behind it
+            // is one whose subscriber died, and the publisher frees it.
+            if (!detail::lock_byte(core->lock, view.slot_lock_byte(i)))
+                continue;
+            std::uint64_t free = 0;
+            // acquire: pairs with the publisher's release store of free, after it reset the fields.
+            if (!detail::shared(slot.owner).compare_exchange_strong(free,
+                    detail::owner_word(pid, ipc::SlotState::joining), std::memory_order_acquire,
+                    std::memory_order_relaxed)) {
+                detail::unlock_byte(core->lock, view.slot_lock_byte(i));
+                continue;
+            }
+            // relaxed: published by the release store of joined.
+            detail::shared(slot.depth).store(depth, std::memory_order_relaxed);
+            detail::shared(slot.max_held).store(max_held, std::memory_order_relaxed);
+            detail::shared(slot.overflow).store(static_cast<std::uint32_t>(options.overflow), std::memory_order_relaxed);
+            // release: pairs with the publisher's acquire load of owner in look_for_joins().
+            detail::shared(slot.owner).store(detail::owner_word(pid, ipc::SlotState::joined), std::memory_order_release);
+            // release: pairs with the publisher's acquire load of joins.
+            detail::shared(view.control->joins).fetch_add(1, std::memory_order_release);
+            core->segment = &segment;
+            core->view = view;
+            core->slot = &slot;
+            core->queue = view.queue(i);
+            core->releases = view.releases(i);
+            core->index = i;
+            core->depth = depth;
+            core->max_held = max_held;
+            core->liveness_interval = options.liveness_interval;
+            core->next_probe = std::chrono::steady_clock::now() + options.liveness_interval;
+            core->name = std::string(name);
+            Subscriber subscriber;
+            subscriber.core_ = std::move(core);
+            return subscriber;
+        }
+        ec = Errc::no_free_lane;
+        return {};
+    } catch (const std::bad_alloc&) {
+        ec = std::make_error_code(std::errc::not_enough_memory);
+        return {};
+    }
+}
+
+std::uint32_t Subscriber<void>::slot() const noexcept { return core_ ? core_->index : 0; }
+
+Sample<> Subscriber<void>::take() noexcept
+{
+    Sample<> sample;
+    if (!core_)
+        return sample;
+    detail::SubscriberCore& core = *core_;
+    ipc::TopicSlot& slot = *core.slot;
+    if (core.quarantined()) {
+        sample.status_ = TopicStatus::corrupt;
+        return sample;
+    }
+    const std::uint32_t depth = core.view.geometry.queue_depth;
+    // relaxed: only the value to compare-and-swap; tail's acquire orders the delivery.
+    std::uint64_t head = detail::shared(slot.head).load(std::memory_order_relaxed);
+    ipc::TopicDelivery copy {};
+    std::uint64_t tail = 0;
+    for (;;) {
+        // acquire: pairs with the publisher's release store in deliver().
+        tail = detail::shared(slot.tail).load(std::memory_order_acquire);
+        if (head == tail) {
+            // The publisher's closed word is stored after its last tail: read
+            // it, then tail once more, so that nothing queued is lost.
+            if ((++core.empty_takes & 255) == 0 && std::chrono::steady_clock::now() >= core.next_probe)
+                core.probe_publisher();
+            if (core.publisher_gone() && detail::shared(slot.tail).load(std::memory_order_acquire) == head)
+                sample.status_ = TopicStatus::closed;
+            else
+                sample.status_ = TopicStatus::empty;
+            return sample;
+        }
+        if (head > tail || tail - head > depth) {
+            sample.status_ = TopicStatus::corrupt;
+            return sample;
+        }
+        if (core.held >= core.max_held) {
+            sample.status_ = TopicStatus::hold_limit;
+            return sample;
+        }
+        const ipc::TopicDelivery& d = core.queue[head & (depth - 1)];
+        // relaxed: ordered by the acquire load of tail; a copy the publisher
+        // overwrote meanwhile loses the compare-and-swap below.
+        copy.position = detail::shared(const_cast<std::uint64_t&>(d.position)).load(std::memory_order_relaxed);
+        copy.offset = detail::shared(const_cast<std::uint64_t&>(d.offset)).load(std::memory_order_relaxed);
+        copy.size = detail::shared(const_cast<std::uint64_t&>(d.size)).load(std::memory_order_relaxed);
+        copy.sequence = detail::shared(const_cast<std::uint64_t&>(d.sequence)).load(std::memory_order_relaxed);
+        // acq_rel: release pairs with the publisher's acquire in sync() (our
+        // releases before it are visible with it); it competes with the
+        // publisher's drop of the oldest.
+        if (detail::shared(slot.head).compare_exchange_strong(head, head + 1, std::memory_order_acq_rel,
+                std::memory_order_relaxed))
+            break;
+    }
+    // A publisher blocked on our full queue waits for it to be half empty
+    // (deliver()); no syscall unless it sleeps.
+    if (tail - (head + 1) <= core.depth / 2)
+        notify(slot.writable);
+    ++core.held;
+    sample.core_ = &core;
+    sample.position_ = head;
+    sample.sequence_ = copy.sequence;
+    // Every field is the publisher's word: check it before it is used.
+    const std::uint64_t max = core.segment->max_size_bytes();
+    const bool in_reach = copy.position == head && copy.offset >= layout::kHeaderBytes && copy.offset <= max
+        && copy.size <= max - copy.offset;
+    if (in_reach && copy.offset + copy.size > core.segment->size_bytes()) {
+        std::error_code ec;
+        core.segment->refresh(ec); // a chunk of an extent the pool added since we last mapped
+    }
+    if (!in_reach || copy.offset + copy.size > core.segment->size_bytes()) {
+        sample.status_ = TopicStatus::corrupt; // given back at once: the publisher knows the position
+        logger().warn("topic '{}': delivery {} names bytes [{}, +{}) beyond the segment", core.name, head,
+            copy.offset, copy.size);
+        sample.release();
+        sample.status_ = TopicStatus::corrupt;
+        return sample;
+    }
+    sample.bytes_ = {core.segment->base() + copy.offset, static_cast<std::size_t>(copy.size)};
+    sample.status_ = TopicStatus::ok;
+    return sample;
+}
+
+TopicStatus Subscriber<void>::wait(std::chrono::nanoseconds timeout, const WaitOptions& options) noexcept
+{
+    if (!core_)
+        return TopicStatus::invalid;
+    detail::SubscriberCore& core = *core_;
+    const auto deadline = deadline_after(timeout);
+    const auto answer = [&] {
+        if (core.quarantined())
+            return TopicStatus::corrupt;
+        if (core.queued())
+            return TopicStatus::ok;
+        return core.publisher_gone() ? TopicStatus::closed : TopicStatus::empty;
+    };
+    for (;;) {
+        // A killed publisher cannot wake us: sleep in slices, and ask the kernel between them.
+        const auto slice = std::min(deadline, std::chrono::steady_clock::now() + core.liveness_interval);
+        wait_until(core.slot->readable, [&] { return answer() != TopicStatus::empty; }, options, slice);
+        const TopicStatus status = answer();
+        if (status != TopicStatus::empty)
+            return status;
+        if (std::chrono::steady_clock::now() >= deadline)
+            return TopicStatus::timed_out;
+        core.probe_publisher();
+    }
+}
+
+Sample<> Subscriber<void>::take(std::chrono::nanoseconds timeout, const WaitOptions& options) noexcept
+{
+    const auto deadline = deadline_after(timeout);
+    for (;;) {
+        Sample<> sample = take();
+        if (sample.status() != TopicStatus::empty)
+            return sample;
+        const auto left = deadline - std::chrono::steady_clock::now();
+        const TopicStatus waited = wait(std::max(left, std::chrono::steady_clock::duration::zero()), options);
+        if (waited == TopicStatus::timed_out || waited == TopicStatus::invalid) {
+            sample.status_ = waited;
+            return sample;
+        }
+    }
+}
+
+SubscriberStats Subscriber<void>::stats() const noexcept
+{
+    SubscriberStats s;
+    if (!core_)
+        return s;
+    const ipc::TopicSlot& slot = *core_->slot;
+    // relaxed: statistics.
+    s.missed = detail::shared(const_cast<std::uint64_t&>(slot.missed)).load(std::memory_order_relaxed);
+    s.reclaimed = detail::shared(const_cast<std::uint64_t&>(slot.reclaimed)).load(std::memory_order_relaxed);
+    s.held = core_->held;
+    const std::uint64_t tail = detail::shared(const_cast<std::uint64_t&>(slot.tail)).load(std::memory_order_relaxed);
+    const std::uint64_t head = detail::shared(const_cast<std::uint64_t&>(slot.head)).load(std::memory_order_relaxed);
+    s.queued = tail >= head ? static_cast<std::uint32_t>(std::min<std::uint64_t>(tail - head, UINT32_MAX)) : 0;
+    return s;
+}
+
+} // namespace shmlink
