@@ -149,6 +149,26 @@ void print_json(const std::string& source, const Segment& segment, Liveness aliv
                 q.readable_sleepers, q.writable_sleepers, q.handles, static_cast<unsigned long long>(q.abandoned_claims),
                 q.consistent ? "true" : "false");
         }
+        if (o.topic) {
+            const auto& t = *o.topic;
+            std::printf(", \"topic\": {\"slot_count\": %u, \"queue_depth\": %u, \"max_held\": %u, \"history\": %u, "
+                        "\"publisher\": %s, \"publisher_pid\": %d, \"published\": %llu, \"extents\": %llu, "
+                        "\"pool_bytes\": %llu, \"subscribers\": [",
+                t.slot_count, t.queue_depth, t.max_held, t.history, json_string(t.publisher).c_str(),
+                static_cast<int>(t.publisher_pid), static_cast<unsigned long long>(t.published),
+                static_cast<unsigned long long>(t.extents), static_cast<unsigned long long>(t.pool_bytes));
+            for (std::size_t i = 0; i < t.slots.size(); ++i) {
+                const auto& sub = t.slots[i];
+                std::printf("%s{\"slot\": %u, \"state\": %s, \"pid\": %d, \"depth\": %u, \"overflow\": %s, "
+                            "\"queued\": %llu, \"missed\": %llu, \"reclaimed\": %llu, \"quarantined\": %s, "
+                            "\"consistent\": %s}",
+                    i == 0 ? "" : ", ", sub.index, json_string(sub.state).c_str(), static_cast<int>(sub.pid), sub.depth,
+                    json_string(sub.overflow).c_str(), static_cast<unsigned long long>(sub.queued),
+                    static_cast<unsigned long long>(sub.missed), static_cast<unsigned long long>(sub.reclaimed),
+                    sub.quarantined ? "true" : "false", sub.consistent ? "true" : "false");
+            }
+            std::printf("]}");
+        }
         std::printf("}");
         separator = ",\n";
     }
@@ -219,6 +239,20 @@ void print_text(const std::string& source, const Segment& segment, Liveness aliv
                 static_cast<unsigned long long>(q.size), static_cast<unsigned long long>(q.capacity), q.item_bytes,
                 q.consistent ? "" : ", POSITIONS INCONSISTENT", q.readable_sleepers, q.writable_sleepers, q.handles,
                 static_cast<unsigned long long>(q.abandoned_claims));
+        }
+        if (o.topic) {
+            const auto& t = *o.topic;
+            std::printf("      publisher %s (pid %d), %llu published; pool of %llu bytes in %llu extents; "
+                        "%zu of %u subscriber slots taken, queues of up to %u, %u held each\n",
+                t.publisher.c_str(), static_cast<int>(t.publisher_pid), static_cast<unsigned long long>(t.published),
+                static_cast<unsigned long long>(t.pool_bytes), static_cast<unsigned long long>(t.extents), t.slots.size(),
+                t.slot_count, t.queue_depth, t.max_held);
+            for (const auto& sub : t.slots)
+                std::printf("      subscriber %u %s (pid %d): %llu of %u queued (%s), %llu missed, %llu reclaimed%s%s\n",
+                    sub.index, sub.state.c_str(), static_cast<int>(sub.pid), static_cast<unsigned long long>(sub.queued),
+                    sub.depth, sub.overflow.c_str(), static_cast<unsigned long long>(sub.missed),
+                    static_cast<unsigned long long>(sub.reclaimed), sub.quarantined ? ", QUARANTINED" : "",
+                    sub.consistent ? "" : ", POSITIONS INCONSISTENT");
         }
     }
 }

@@ -312,6 +312,20 @@ int watch(int argc, char** argv)
             std::map<std::string, Counters> current;
             for (const auto& object : objects) {
                 const ObjectState state = inspect(segment, object);
+                if (state.topic) {
+                    // A topic's own line: its samples, and how far the furthest subscriber lags.
+                    std::uint64_t lag = 0, missed = 0;
+                    for (const auto& sub : state.topic->slots) {
+                        lag = std::max(lag, sub.queued);
+                        missed += sub.missed;
+                    }
+                    std::printf("  %-24s %-10s %llu published, %zu subscribers, lag up to %llu, %llu missed, pool %s\n",
+                        object.name.c_str(), state.kind.c_str(), static_cast<unsigned long long>(state.topic->published),
+                        state.topic->slots.size(), static_cast<unsigned long long>(lag),
+                        static_cast<unsigned long long>(missed),
+                        amount(static_cast<double>(state.topic->pool_bytes), Unit::bytes, "").c_str());
+                    continue;
+                }
                 if (!state.spsc && !state.mpsc && !state.mpmc) {
                     std::printf("  %-24s %-10s %s\n", object.name.c_str(), state.kind.c_str(),
                         state.error.empty() ? "" : ("CORRUPT: " + state.error).c_str());

@@ -3,8 +3,10 @@
 #include <shmlink/core/segment.hpp>
 #include <shmlink/ipc/mpmc_queue.hpp>
 #include <shmlink/ipc/mpsc_ring.hpp>
+#include <shmlink/ipc/publisher.hpp>
 #include <shmlink/ipc/layout.hpp>
 #include <shmlink/ipc/spsc_ring.hpp>
+#include <shmlink/ipc/subscriber.hpp>
 
 #include "tests/support/child.hpp"
 #include "tests/support/hostile_files.hpp"
@@ -90,6 +92,13 @@ TEST_CASE("inspect --json reports what the test made, and disturbs nothing")
     auto queue = MpmcQueue<std::uint64_t>::create(segment, "jobs", 8);
     for (std::uint64_t i = 0; i < 5; ++i)
         REQUIRE(queue.try_push(i) == RingStatus::ok);
+    Publisher<> publisher = Publisher<>::create(segment, "frames", TopicOptions {.max_subscribers = 4, .queue_depth = 8});
+    Subscriber<> subscriber = Subscriber<>::open(segment, "frames");
+    for (int i = 0; i < 3; ++i) {
+        Loan<> loan = publisher.loan(100);
+        REQUIRE(loan);
+        REQUIRE(publisher.publish(std::move(loan)) == TopicStatus::ok);
+    }
     const std::vector<std::byte> before(segment.bytes().begin(), segment.bytes().end());
 
     const auto [json, exit_code] = run_tool({"inspect", file.path, "--json"});
@@ -106,6 +115,13 @@ TEST_CASE("inspect --json reports what the test made, and disturbs nothing")
     CHECK(json.find("{\"lane\": 0, \"state\": \"owned\", \"pid\": " + std::to_string(::getpid())) != std::string::npos);
     CHECK(json.find("{\"name\": \"jobs\", \"kind\": \"mpmc queue\"") != std::string::npos);
     CHECK(json.find("\"capacity\": 8, \"item_bytes\": 8, \"size\": 5") != std::string::npos);
+    CHECK(json.find("{\"name\": \"frames\", \"kind\": \"topic\"") != std::string::npos);
+    CHECK(json.find("\"slot_count\": 4, \"queue_depth\": 8, \"max_held\": 16, \"history\": 0, \"publisher\": \"open\", "
+                    "\"publisher_pid\": " + std::to_string(::getpid()) + ", \"published\": 3, \"extents\": 1")
+        != std::string::npos);
+    CHECK(json.find("{\"slot\": 0, \"state\": \"joined\", \"pid\": " + std::to_string(::getpid())
+              + ", \"depth\": 8, \"overflow\": \"drop oldest\", \"queued\": 3, \"missed\": 0")
+        != std::string::npos);
 
     const std::vector<std::byte> after(segment.bytes().begin(), segment.bytes().end());
     CHECK(before == after); // read-only: not one byte changed
@@ -115,6 +131,9 @@ TEST_CASE("inspect --json reports what the test made, and disturbs nothing")
     CHECK(text_exit == 0);
     CHECK(text.find("fill 72 of 4096 bytes") != std::string::npos);
     CHECK(text.find("5 of 8 items of 8 bytes") != std::string::npos);
+    CHECK(text.find("publisher open (pid " + std::to_string(::getpid()) + "), 3 published") != std::string::npos);
+    CHECK(text.find("subscriber 0 joined (pid " + std::to_string(::getpid()) + "): 3 of 8 queued (drop oldest), 0 missed")
+        != std::string::npos);
 }
 
 TEST_CASE("inspect of a foreign or missing file: the file and the reason, and exit 1; bad usage: exit 2")
