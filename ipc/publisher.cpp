@@ -538,7 +538,7 @@ Publisher<void> Publisher<void>::create(Segment& segment, std::string_view name,
         core->books.resize(geometry.slot_count);
         for (detail::SlotBook& book : core->books) {
             book.queued.resize(geometry.queue_depth);
-            book.held.reserve(std::size_t {geometry.max_held} + geometry.queue_depth + 1);
+            book.held.reserve(std::size_t {geometry.max_held} + 2 * std::size_t {geometry.queue_depth}); // sync() trims past max_held + depth
         }
         core->history.reserve(geometry.history + 1);
         core->next_reap = std::chrono::steady_clock::now() + options.reap_interval;

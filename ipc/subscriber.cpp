@@ -239,9 +239,18 @@ Sample<> Subscriber<void>::take() noexcept
     std::uint64_t head = detail::shared(slot.head).load(std::memory_order_relaxed);
     ipc::TopicDelivery copy {};
     std::uint64_t tail = 0;
-    for (;;) {
+    for (int tries = 0;; ++tries) {
         // acquire: pairs with the publisher's release store in deliver().
         tail = detail::shared(slot.tail).load(std::memory_order_acquire);
+        // The publisher's drops move head meanwhile: only a head that stayed
+        // the same across our read of tail is one the tail can be judged by
+        // (the publisher stored that tail once head was within a queue of it).
+        // A head that never holds still is a peer's scribble.
+        const std::uint64_t again = detail::shared(slot.head).load(std::memory_order_relaxed);
+        if (again != head && tries < 1000) {
+            head = again;
+            continue;
+        }
         if (head == tail) {
             // The publisher's closed word is stored after its last tail: read
             // it, then tail once more, so that nothing queued is lost.

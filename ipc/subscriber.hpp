@@ -78,8 +78,9 @@ public:
     /// to the payload is all it needs, but its slot is written). Errors:
     /// Errc::not_found, wrong_kind, version_unsupported, corrupt_object (the
     /// topic's fixed fields are broken), invalid_argument (options out of the
-    /// topic's range), no_free_lane (every slot is taken), and errno when the
-    /// segment cannot be reopened through /proc for the slot's lock.
+    /// topic's range), no_free_lane (every slot is taken; a dead
+    /// subscriber's is free again at the publisher's next reap), and errno
+    /// when the segment cannot be reopened through /proc for the slot's lock.
     static Subscriber open(Segment& segment, std::string_view name, const SubscriberOptions& options = {});
     static Subscriber open(Segment& segment, std::string_view name, const SubscriberOptions& options,
         std::error_code& ec) noexcept;

@@ -10,6 +10,7 @@
 #include <shmlink/ipc/mpmc_queue.hpp>
 #include <shmlink/ipc/mpsc_ring.hpp>
 #include <shmlink/ipc/spsc_ring.hpp>
+#include <shmlink/ipc/subscriber.hpp>
 
 #include <sys/mman.h>
 #include <unistd.h>
@@ -72,6 +73,20 @@ void exercise(Segment& segment, const ObjectInfo& object)
         const RingStatus pushed = queue.try_push(item);
         if (pushed != RingStatus::ok && pushed != RingStatus::full && pushed != RingStatus::corrupt)
             std::abort();
+        return;
+    }
+    case ipc::ObjectKind::topic: {
+        auto subscriber = Subscriber<>::open(segment, object.name, {}, ec);
+        if (ec)
+            return;
+        for (int i = 0; i < 8; ++i) {
+            Sample<> sample = subscriber.take();
+            const TopicStatus status = sample.status();
+            if (status == TopicStatus::invalid || status == TopicStatus::no_space || status == TopicStatus::too_large)
+                std::abort(); // a subscriber that does not wait can answer nothing else
+            if (sample && !sample.bytes().empty()) // checked to lie in the segment: readable
+                (void)std::to_integer<int>(sample.bytes().front() ^ sample.bytes().back());
+        }
         return;
     }
     default:

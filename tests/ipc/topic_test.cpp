@@ -461,8 +461,11 @@ TEST_CASE("topic: subscribers killed while they hold samples give every chunk ba
             REQUIRE(publish_sample(publisher, seq++) == TopicStatus::ok); // one queued, not taken, as well
         holder.kill(SIGKILL);
         (void)holder.wait();
+        // Dead and reaped by us: its lock is gone. The slot is free for the
+        // next subscriber only once the publisher has looked.
+        publisher.reap();
+        CHECK(publisher.stats().dead_subscribers == static_cast<std::uint64_t>(kill + 1));
     }
-    publisher.reap();
     const PublisherStats stats = publisher.stats();
     CHECK(stats.dead_subscribers == 20);
     CHECK(stats.subscribers == 0);
