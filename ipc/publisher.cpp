@@ -12,6 +12,7 @@
 #include <array>
 #include <bit>
 #include <new>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -49,6 +50,19 @@ struct Kept {
 struct Held {
     std::uint64_t position;
     std::uint32_t chunk;
+};
+
+/// publish()'s deadline, read off the clock only when a blocking subscriber
+/// makes it wait: a publish that never waits reads no clock.
+struct LazyDeadline {
+    std::chrono::nanoseconds timeout {};
+    std::optional<std::chrono::steady_clock::time_point> at {};
+    std::chrono::steady_clock::time_point get() noexcept
+    {
+        if (!at)
+            at = deadline_after(timeout);
+        return *at;
+    }
 };
 
 enum class SlotUse : std::uint8_t {
@@ -125,7 +139,7 @@ struct PublisherCore {
     bool sync(std::uint32_t index) noexcept;
     bool drain_releases(std::uint32_t index) noexcept;
     bool deliver(std::uint32_t index, std::uint32_t chunk, std::uint64_t size, std::uint64_t sequence,
-        std::chrono::steady_clock::time_point deadline) noexcept;
+        LazyDeadline& deadline) noexcept;
 };
 
 TopicStatus PublisherCore::add_extent(unsigned size_class) noexcept
@@ -237,8 +251,9 @@ void PublisherCore::adopt(std::uint32_t index, std::uint64_t owner) noexcept
     book.overflow = static_cast<Overflow>(overflow);
     // A late joiner gets the newest samples first kept: as many as its queue holds.
     const std::size_t replay = std::min<std::size_t>(history.size(), depth);
+    LazyDeadline never_waits; // room for all of them: the queue is empty
     for (std::size_t i = history.size() - replay; i < history.size(); ++i)
-        (void)deliver(index, history[i].chunk, history[i].size, history[i].sequence, {}); // room for them: never waits
+        (void)deliver(index, history[i].chunk, history[i].size, history[i].sequence, never_waits);
 }
 
 void PublisherCore::look_for_joins(bool always) noexcept
@@ -356,7 +371,7 @@ bool PublisherCore::sync(std::uint32_t index) noexcept
 }
 
 bool PublisherCore::deliver(std::uint32_t index, std::uint32_t chunk, std::uint64_t size, std::uint64_t sequence,
-    std::chrono::steady_clock::time_point deadline) noexcept
+    LazyDeadline& deadline) noexcept
 {
     SlotBook& book = books[index];
     ipc::TopicSlot& slot = view.slot(index);
@@ -390,7 +405,7 @@ bool PublisherCore::deliver(std::uint32_t index, std::uint32_t chunk, std::uint6
                 return tail - shared(slot.head).load(std::memory_order_relaxed) <= low
                     || shared(slot.owner).load(std::memory_order_relaxed) != book.owner;
             },
-            WaitOptions {}, deadline);
+            WaitOptions {}, deadline.get());
         if (!sync(index))
             return true;
         // relaxed: the lock or the next look at the joins decides what becomes of the slot.
@@ -614,7 +629,7 @@ TopicStatus Publisher<void>::publish(Loan<>&& loan, std::chrono::nanoseconds tim
     core.maybe_reap();
     core.look_for_joins(false);
     const std::uint64_t sequence = core.sequence++;
-    const auto deadline = deadline_after(timeout);
+    detail::LazyDeadline deadline {timeout};
     TopicStatus status = TopicStatus::ok;
     ++core.chunks[chunk].refs; // ours while we deliver, so that no drop frees it meanwhile
     for (std::uint32_t i = 0; i < core.view.geometry.slot_count; ++i)

@@ -301,7 +301,7 @@ Sample<> Subscriber<void>::take() noexcept
         core.segment->refresh(ec); // a chunk of an extent the pool added since we last mapped
     }
     if (!in_reach || copy.offset + copy.size > core.segment->size_bytes()) {
-        sample.status_ = TopicStatus::corrupt; // given back at once: the publisher knows the position
+        // Given back at once (the publisher knows the position), then said to be corrupt.
         logger().warn("topic '{}': delivery {} names bytes [{}, +{}) beyond the segment", core.name, head,
             copy.offset, copy.size);
         sample.release();
