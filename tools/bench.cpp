@@ -1,5 +1,5 @@
-// shmlink bench: runs bench/ring_bench, bench/mpmc_bench and
-// bench/segment_bench, shows their progress, prints their tables and ratios,
+// shmlink bench: runs bench/ring_bench, bench/mpmc_bench, bench/segment_bench
+// and bench/topic_bench, shows their progress, prints their tables and ratios,
 // and writes one JSON report and a plot. The measuring is theirs; this file
 // only runs them and collects.
 #include <shmlink/core/unique_fd.hpp>
@@ -30,6 +30,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 extern char** environ;
@@ -47,7 +48,9 @@ beside a pipe, a Unix socket, Boost.Interprocess message_queue and the
 floors, in two processes pinned to CPUs 0 and 1), mpmc_bench (shmlink's
 MPMC queue beside a bare Vyukov queue and Boost.Interprocess
 message_queue, one and two producer and consumer processes), segment_bench
-(create, attach, grow and refresh beside Boost.Interprocess), and where
+(create, attach, grow and refresh beside Boost.Interprocess), topic_bench
+(publish/subscribe beside the SPSC ring: round trip 64 B to 4 MiB,
+throughput, fan-out, the cost of a pool's grow), and where
 the Python package was built python_bench.py (shmlink from Python beside
 multiprocessing's Queue, Pipe and shared_memory). Shows a
 progress bar on a terminal (plain lines otherwise), then prints the tables
@@ -64,7 +67,7 @@ run takes a few minutes; --quick takes seconds.
                peer; FILE.svg is drawn directly, FILE.png is converted with
                rsvg-convert (Debian package librsvg2-bin)
   --only PEER  only the ring and MPMC peers whose name contains PEER; no
-               segment_bench
+               segment_bench nor topic_bench
 
 The benchmark programs are looked for in $SHMLINK_BENCH_DIR, beside this
 program's build tree, then where they are installed.
@@ -84,7 +87,7 @@ void on_interrupt(int signal) noexcept
 }
 
 /// The benchmark programs, all in one directory.
-constexpr const char* kPrograms[] = {"ring_bench", "mpmc_bench", "segment_bench"};
+constexpr const char* kPrograms[] = {"ring_bench", "mpmc_bench", "segment_bench", "topic_bench"};
 
 struct Options {
     bool quick = false;
@@ -355,7 +358,7 @@ int bench(int argc, char** argv)
     }
     const fs::path dir = find_bench_dir();
     if (dir.empty()) {
-        std::fprintf(stderr, "shmlink bench: ring_bench, mpmc_bench and segment_bench not found (set "
+        std::fprintf(stderr, "shmlink bench: ring_bench, mpmc_bench, segment_bench and topic_bench not found (set "
                              "SHMLINK_BENCH_DIR to their directory)\n");
         return kFailed;
     }
@@ -373,6 +376,7 @@ int bench(int argc, char** argv)
     const fs::path ring_json = scratch.path / "rings.json";
     const fs::path mpmc_json = scratch.path / "mpmc.json";
     const fs::path segment_json = scratch.path / "segments.json";
+    const fs::path topic_json = scratch.path / "topics.json";
     const fs::path python_json = scratch.path / "python.json";
     const fs::path svg = scratch.path / "plot.svg";
     int result = kDone;
@@ -403,21 +407,26 @@ int bench(int argc, char** argv)
         result = kFailed;
     }
 
-    int segment_status = 0;
     if (g_interrupted) {
         std::fprintf(stderr, "shmlink bench: interrupted\n");
         return 128 + SIGINT;
     }
     if (options.only.empty()) {
-        std::vector<std::string> segment_args {(dir / "segment_bench").string(), "--progress", "--json", segment_json.string()};
-        if (options.quick)
-            segment_args.emplace_back("--quick");
-        Progress segment_progress("segments", terminal);
-        segment_status = run_program(segment_args, segment_progress, out);
-        std::printf("\n%s", out.c_str());
-        if (segment_status != 0) {
-            std::fprintf(stderr, "shmlink bench: segment_bench exited with status %d\n", segment_status);
-            result = kFailed;
+        // The benchmarks with no peers to choose: each once, --quick passed on.
+        for (const auto& [program, stage, json] :
+            {std::tuple {"segment_bench", "segments", segment_json}, std::tuple {"topic_bench", "topics", topic_json}}) {
+            if (g_interrupted)
+                break;
+            std::vector<std::string> args {(dir / program).string(), "--progress", "--json", json.string()};
+            if (options.quick)
+                args.emplace_back("--quick");
+            Progress progress(stage, terminal);
+            const int status = run_program(args, progress, out);
+            std::printf("\n%s", out.c_str());
+            if (status != 0) {
+                std::fprintf(stderr, "shmlink bench: %s exited with status %d\n", program, status);
+                result = kFailed;
+            }
         }
         // The Python benchmark, where the Python package was built: beside
         // the others once installed, in build/python in the build tree.
@@ -447,10 +456,11 @@ int bench(int argc, char** argv)
         const auto rings = read_file(ring_json);
         const auto mpmc = read_file(mpmc_json);
         const auto segments = read_file(segment_json);
+        const auto topics = read_file(topic_json);
         const auto python = read_file(python_json);
         const std::string report = "{\n\"machine\": " + machine_json() + ",\n\"rings\": " + rings.value_or("null\n")
             + ",\n\"mpmc\": " + mpmc.value_or("null\n") + ",\n\"segments\": " + segments.value_or("null\n")
-            + ",\n\"python\": " + python.value_or("null\n") + "}\n";
+            + ",\n\"topics\": " + topics.value_or("null\n") + ",\n\"python\": " + python.value_or("null\n") + "}\n";
         if (!write_file(options.json_path, report))
             result = kFailed;
     }

@@ -995,6 +995,7 @@ TEST_CASE("bench --quick runs every benchmark, writes valid JSON and an SVG plot
     CHECK(out.find("ratios against the project's targets") != std::string::npos);
     CHECK(out.find("MPMC queue throughput") != std::string::npos);
     CHECK(out.find("segment lifecycle") != std::string::npos);
+    CHECK(out.find("publish/subscribe (topic) beside the SPSC ring") != std::string::npos);
     CHECK(out.find("8 producer processes sharing CPU 0") != std::string::npos);
     // A ratio without a target is context: it can be neither met nor missed.
     std::istringstream lines(out);
@@ -1059,6 +1060,17 @@ assert [s["size_bytes"] for s in segments["sizes"]] == [1 << 20, 16 << 20]
 mpmc = report["mpmc"]
 assert len(mpmc["throughput"]) == 16 and all(r["items_per_second"] > 0 for r in mpmc["throughput"])
 assert len(mpmc["ratios"]) == 8 and all(r["value"] > 0 for r in mpmc["ratios"])
+topics = report["topics"]
+assert topics["trials"] == 3, topics["trials"]  # --quick
+names = {f["name"] for f in topics["figures"]}
+for size in ["64 B", "4 KiB", "64 KiB", "1 MiB", "4 MiB"]:
+    for payload in ["untouched", "written+read"]:
+        for peer in ["topic", "SPSC ring"]:
+            assert "round trip %s, %s: %s" % (size, payload, peer) in names, (size, payload, peer)
+for f in topics["figures"]:
+    assert len(f["trials"]) == 3 and all(v > 0 for v in f["trials"]), f
+    assert min(f["trials"]) <= f["p10"] <= f["median"] <= f["p90"] <= max(f["trials"]), f
+assert len(topics["ratios"]) == 9 and all(r["median"] > 0 and r["met"] in (True, False) for r in topics["ratios"])
 svg = ET.parse(sys.argv[2]).getroot()
 titles = " ".join(t.text for t in svg.iter("{http://www.w3.org/2000/svg}title"))
 missing = [p for p in peers if p not in titles]
