@@ -61,7 +61,7 @@ constexpr unsigned kFanOuts[] = {1, 2, 4, 8};
 constexpr std::size_t kCostSizes[] = {64, 65536, std::size_t {1} << 20};
 constexpr unsigned kCostSubscribers = 4;
 constexpr std::size_t kMaxSegmentBytes = std::size_t {256} << 20; // address space only; pages as touched
-constexpr std::size_t kInitialBytes = std::size_t {1} << 20;
+constexpr std::size_t kInitialBytes = std::size_t {4} << 20; // room for a topic of 16 slots of depth 1024
 constexpr std::size_t kTrials = 7;
 constexpr std::size_t kQuickTrials = 3;
 constexpr std::uint64_t kQuickDivisor = 20;
@@ -291,11 +291,17 @@ std::optional<Rate> topic_one_way(std::size_t size, bool touched, std::uint64_t 
             std::uint64_t last = 0;
             for (;;) {
                 const shmlink::Sample<> sample = subscriber.take(kTimeout, wait);
-                if (!sample)
+                if (!sample) {
+                    std::fprintf(stderr, "topic_bench: subscriber %u after sample %llu: %s\n", i,
+                        static_cast<unsigned long long>(last), shmlink::to_string(sample.status()));
                     return false;
+                }
                 const std::uint64_t seq = sample.sequence() + 1;
-                if ((!lossy && seq != last + 1) || !check_sample(sample.bytes(), seq, size, touched))
+                if ((!lossy && seq != last + 1) || !check_sample(sample.bytes(), seq, size, touched)) {
+                    std::fprintf(stderr, "topic_bench: subscriber %u after sample %llu: sample %llu, %zu bytes, wrong\n",
+                        i, static_cast<unsigned long long>(last), static_cast<unsigned long long>(seq), sample.bytes().size());
                     return false;
+                }
                 last = seq;
                 if (seq == count)
                     break;

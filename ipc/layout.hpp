@@ -24,7 +24,10 @@ enum class ObjectKind : std::uint16_t {
 inline constexpr std::uint16_t kSpscRingVersion = 2;
 inline constexpr std::uint16_t kMpscRingVersion = 2; ///< its lanes are version 2 SPSC rings
 inline constexpr std::uint16_t kMpmcQueueVersion = 2;
-inline constexpr std::uint16_t kTopicVersion = 1;
+/// 2: a release ring holds max_held + 2 queues (the publisher reads it a
+/// queue's worth of deliveries apart, not at every one); version 1 topics
+/// are refused.
+inline constexpr std::uint16_t kTopicVersion = 2;
 
 /// Separates what two sides write: a cache line pair (adjacent-line
 /// prefetch pulls lines in twos on x86), so neither side's stores evict the
@@ -165,7 +168,7 @@ struct TopicControl {
     std::uint32_t slot_count;       ///< subscribers at once, 1 .. 64
     std::uint32_t queue_depth;      ///< deliveries each slot's queue holds, a power of two, 1 .. 1024
     std::uint32_t max_held;         ///< samples a subscriber may hold at once, 1 .. 1024
-    std::uint32_t release_capacity; ///< each slot's release ring, bit_ceil(queue_depth + max_held + 1)
+    std::uint32_t release_capacity; ///< each slot's release ring, bit_ceil(max_held + 2 * queue_depth + 1)
     std::uint32_t history;          ///< samples replayed to a subscriber that joins, 0 .. queue_depth
     std::uint32_t slot_bytes;       ///< one slot's stride, a multiple of 128
     std::uint8_t reserved0[kFalseSharingRange - 24];
@@ -202,15 +205,14 @@ struct TopicSlot {
     std::uint32_t depth;       ///< the subscriber's queue depth, 1 .. queue_depth
     std::uint32_t max_held;    ///< the subscriber's hold limit, 1 .. max_held
     std::uint32_t overflow;    ///< Overflow: 0 drop the oldest, 1 block the publisher
-    std::uint32_t reserved0;
+    std::uint32_t flags;       ///< TopicSlotFlags, set by the publisher; atomic (on this read-mostly line: read at every take)
     std::uint8_t reserved1[kFalseSharingRange - 24];
     // The publisher's block.
     std::uint64_t tail;     ///< deliveries ever queued to this slot; atomic, only grows
     WaitWord readable;      ///< the subscriber sleeps here while its queue is empty
     std::uint64_t missed;   ///< samples this subscriber lost (dropped oldest, or a blocked publish timed out); atomic
     std::uint64_t reclaimed; ///< samples taken back beyond its hold limit, or named twice; atomic
-    std::uint32_t flags;    ///< TopicSlotFlags; atomic
-    std::uint32_t reserved2;
+    std::uint64_t reserved2;
     std::uint64_t release_head; ///< release entries the publisher has read; atomic
     std::uint8_t reserved3[kFalseSharingRange - 48];
     // The subscriber's block.
@@ -226,11 +228,13 @@ enum TopicSlotFlags : std::uint32_t {
     kSlotQuarantined = 1u << 0,
 };
 
-/// One queued delivery. Written with relaxed atomic stores before the
-/// slot's tail is released; a subscriber copies it, then claims it by
-/// compare-and-swap of head, which the publisher's drop also competes for.
+/// One queued delivery. Its fields are written with relaxed atomic stores,
+/// then its mark (release), then the slot's tail; a subscriber that reads
+/// the mark of position `head` as `head + 1` (acquire) copies the fields and
+/// claims it by compare-and-swap of head, which the publisher's drop also
+/// competes for. The subscriber reads the tail only when head is unmarked.
 struct TopicDelivery {
-    std::uint64_t position; ///< this delivery's position in the slot's queue
+    std::uint64_t mark;     ///< this delivery's position in the slot's queue, plus 1 (0: never written); atomic
     std::uint64_t offset;   ///< the payload, from the segment's start
     std::uint64_t size;     ///< payload bytes
     std::uint64_t sequence; ///< samples the publisher published before this one
@@ -290,11 +294,11 @@ static_assert(offsetof(TopicSlot, owner) == 0);
 static_assert(offsetof(TopicSlot, depth) == 8);
 static_assert(offsetof(TopicSlot, max_held) == 12);
 static_assert(offsetof(TopicSlot, overflow) == 16);
+static_assert(offsetof(TopicSlot, flags) == 20);
 static_assert(offsetof(TopicSlot, tail) == 128);
 static_assert(offsetof(TopicSlot, readable) == 136);
 static_assert(offsetof(TopicSlot, missed) == 144);
 static_assert(offsetof(TopicSlot, reclaimed) == 152);
-static_assert(offsetof(TopicSlot, flags) == 160);
 static_assert(offsetof(TopicSlot, release_head) == 168);
 static_assert(offsetof(TopicSlot, head) == 256);
 static_assert(offsetof(TopicSlot, writable) == 264);

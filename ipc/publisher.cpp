@@ -80,6 +80,7 @@ struct SlotBook {
     std::uint64_t tail = 0;         // deliveries queued
     std::uint64_t head = 0;         // positions below were taken or dropped
     std::uint64_t release_head = 0; // release entries read
+    std::uint64_t drained_tail = 0; // tail when we last read the releases: at most depth deliveries ago
     std::uint32_t depth = 0;
     std::uint32_t max_held = 0;
     Overflow overflow = Overflow::drop_oldest;
@@ -237,7 +238,7 @@ void PublisherCore::adopt(std::uint32_t index, std::uint64_t owner) noexcept
     const std::uint32_t max_held = shared(slot.max_held).load(std::memory_order_relaxed);
     const std::uint32_t overflow = shared(slot.overflow).load(std::memory_order_relaxed);
     book.owner = owner;
-    book.tail = book.head = book.release_head = 0;
+    book.tail = book.head = book.release_head = book.drained_tail = 0;
     book.held.clear();
     book.use = SlotUse::active;
     if (depth == 0 || depth > queue_depth() || max_held == 0 || max_held > view.geometry.max_held || overflow > 1
@@ -308,8 +309,10 @@ bool PublisherCore::drain_releases(std::uint32_t index) noexcept
     // acquire: pairs with the subscriber's release store in release(); it read
     // the samples it names before.
     const std::uint64_t tail = shared(slot.release_tail).load(std::memory_order_acquire);
-    if (tail == book.release_head)
+    if (tail == book.release_head) {
+        book.drained_tail = book.tail;
         return true;
+    }
     if (tail - book.release_head > capacity) {
         quarantine(index, "wrote a release ring position out of range");
         return false;
@@ -338,6 +341,7 @@ bool PublisherCore::drain_releases(std::uint32_t index) noexcept
         book.held.pop_back();
     }
     book.release_head = tail;
+    book.drained_tail = book.tail;
     // release: pairs with the subscriber's acquire load before it reuses entries.
     shared(slot.release_head).store(tail, std::memory_order_release);
     return true;
@@ -356,10 +360,11 @@ bool PublisherCore::sync(std::uint32_t index) noexcept
     for (std::uint64_t p = book.head; p != head; ++p)
         book.held.push_back(Held {p, book.queued[p & (queue_depth() - 1)]}); // reserved: no allocation
     book.head = head;
-    // An honest subscriber holds at most max_held, and may have taken up to
-    // a queue more since we read its releases: anything beyond is a lie, and
+    // An honest subscriber holds at most max_held, and since we last read its
+    // releases may have taken what was queued then and what we delivered
+    // since (a queue each, see deliver()): anything beyond is a lie, and
     // costs the liar its oldest samples, never another subscriber's.
-    while (book.held.size() > std::size_t {book.max_held} + book.depth) {
+    while (book.held.size() > std::size_t {book.max_held} + 2 * std::size_t {book.depth}) {
         auto oldest = std::min_element(book.held.begin(), book.held.end(),
             [](const Held& a, const Held& b) { return a.position < b.position; });
         unref(oldest->chunk);
@@ -375,8 +380,14 @@ bool PublisherCore::deliver(std::uint32_t index, std::uint32_t chunk, std::uint6
 {
     SlotBook& book = books[index];
     ipc::TopicSlot& slot = view.slot(index);
-    if (!sync(index) || !drain_releases(index))
-        return true;
+    // The subscriber's lines are read only when its queue looks full (by the
+    // head we last saw, which is never ahead of the real one) or a queue's
+    // worth of deliveries after we last read its releases: its release ring
+    // holds all it can release meanwhile (release_capacity_for()). A publish
+    // then touches no line the subscriber writes, as a ring's producer does not.
+    if (book.tail - book.head >= book.depth || book.tail - book.drained_tail >= book.depth)
+        if (!sync(index) || !drain_releases(index))
+            return true;
     const std::uint32_t mask = queue_depth() - 1;
     while (book.tail - book.head >= book.depth) {
         if (book.overflow == Overflow::drop_oldest) {
@@ -418,11 +429,12 @@ bool PublisherCore::deliver(std::uint32_t index, std::uint32_t chunk, std::uint6
     }
     const std::uint64_t position = book.tail;
     ipc::TopicDelivery& d = view.queue(index)[position & mask];
-    // relaxed: published by the release store of tail below.
-    shared(d.position).store(position, std::memory_order_relaxed);
+    // relaxed: published by the release store of the mark.
     shared(d.offset).store(chunks[chunk].offset, std::memory_order_relaxed);
     shared(d.size).store(size, std::memory_order_relaxed);
     shared(d.sequence).store(sequence, std::memory_order_relaxed);
+    // release: pairs with the subscriber's acquire load of the mark in take().
+    shared(d.mark).store(position + 1, std::memory_order_release);
     book.queued[position & mask] = chunk;
     ++chunks[chunk].refs;
     book.tail = position + 1;
@@ -553,7 +565,8 @@ Publisher<void> Publisher<void>::create(Segment& segment, std::string_view name,
         core->books.resize(geometry.slot_count);
         for (detail::SlotBook& book : core->books) {
             book.queued.resize(geometry.queue_depth);
-            book.held.reserve(std::size_t {geometry.max_held} + 2 * std::size_t {geometry.queue_depth}); // sync() trims past max_held + depth
+            // sync() trims past max_held + 2 depth, after it added up to 2 depth.
+            book.held.reserve(std::size_t {geometry.max_held} + 4 * std::size_t {geometry.queue_depth});
         }
         core->history.reserve(geometry.history + 1);
         core->next_reap = std::chrono::steady_clock::now() + options.reap_interval;
@@ -644,8 +657,8 @@ TopicStatus Publisher<void>::publish(Loan<>&& loan, std::chrono::nanoseconds tim
         }
     }
     core.unref(chunk);
-    // relaxed: a statistic.
-    detail::shared(core.view.control->published).fetch_add(1, std::memory_order_relaxed);
+    // relaxed: a statistic, of which we are the only writer (no locked add).
+    detail::shared(core.view.control->published).store(core.sequence, std::memory_order_relaxed);
     return status;
 }
 

@@ -25,7 +25,9 @@ struct SubscriberCore {
     std::uint32_t depth = 0; // ours, as we told the publisher
     std::uint32_t max_held = 0;
     std::uint32_t held = 0;
+    bool blocks_publisher = false; // Overflow::block_publisher
     std::uint64_t release_tail = 0; // ours; the shared one is a copy
+    std::uint64_t release_read = 0; // the publisher's release_head when we last looked
     std::uint64_t lost_releases = 0;
     bool publisher_dead = false;
     std::uint32_t empty_takes = 0;
@@ -50,10 +52,17 @@ struct SubscriberCore {
             logger().info("topic '{}': its publisher is gone", name);
         }
     }
+    /// Whether the publisher marked the delivery at `position` (acquire:
+    /// pairs with its release store of the mark in deliver()).
+    bool marked(std::uint64_t position) const noexcept
+    {
+        const std::uint64_t& mark = queue[position & (view.geometry.queue_depth - 1)].mark;
+        return shared(const_cast<std::uint64_t&>(mark)).load(std::memory_order_acquire) == position + 1;
+    }
     bool queued() const noexcept
     {
-        // relaxed: a hint for waiting; take() reads them again, in order.
-        return shared(slot->tail).load(std::memory_order_relaxed) != shared(slot->head).load(std::memory_order_relaxed);
+        // relaxed: only we move head but for the publisher's drops; take() reads it again.
+        return marked(shared(slot->head).load(std::memory_order_relaxed));
     }
     bool quarantined() const noexcept
     {
@@ -64,9 +73,11 @@ struct SubscriberCore {
     {
         --held;
         const std::uint32_t capacity = view.geometry.release_capacity;
-        // acquire: pairs with the publisher's release store after it read the entries.
-        const std::uint64_t read = shared(slot->release_head).load(std::memory_order_acquire);
-        if (release_tail - read >= capacity) {
+        // The publisher's line is read only when the ring looks full, as a
+        // ring's producer reads its consumer's head: not once a sample.
+        if (release_tail - release_read >= capacity) // acquire: pairs with the publisher's release store after it read the entries
+            release_read = shared(slot->release_head).load(std::memory_order_acquire);
+        if (release_tail - release_read >= capacity) {
             // Cannot happen while the publisher follows the rules (the ring
             // holds all one can release between two of its reads); the chunk
             // stays the publisher's until this subscriber leaves.
@@ -206,6 +217,7 @@ Subscriber<void> Subscriber<void>::open(Segment& segment, std::string_view name,
             core->index = i;
             core->depth = depth;
             core->max_held = max_held;
+            core->blocks_publisher = options.overflow == Overflow::block_publisher;
             core->liveness_interval = options.liveness_interval;
             core->next_probe = std::chrono::steady_clock::now() + options.liveness_interval;
             core->name = std::string(name);
@@ -235,58 +247,78 @@ Sample<> Subscriber<void>::take() noexcept
         return sample;
     }
     const std::uint32_t depth = core.view.geometry.queue_depth;
-    // relaxed: only the value to compare-and-swap; tail's acquire orders the delivery.
+    // relaxed: only the value to compare-and-swap; the mark's acquire orders the delivery.
     std::uint64_t head = detail::shared(slot.head).load(std::memory_order_relaxed);
     ipc::TopicDelivery copy {};
-    std::uint64_t tail = 0;
     for (int tries = 0;; ++tries) {
-        // acquire: pairs with the publisher's release store in deliver().
-        tail = detail::shared(slot.tail).load(std::memory_order_acquire);
+        const ipc::TopicDelivery& d = core.queue[head & (depth - 1)];
+        // acquire: pairs with the publisher's release store of the mark in
+        // deliver(). The fast path reads the delivery alone, not the tail: the
+        // publisher's line is left alone while samples are queued.
+        if (detail::shared(const_cast<std::uint64_t&>(d.mark)).load(std::memory_order_acquire) == head + 1) {
+            if (core.held >= core.max_held) {
+                sample.status_ = TopicStatus::hold_limit;
+                return sample;
+            }
+            // relaxed: ordered by the acquire load of the mark; a copy the
+            // publisher overwrote meanwhile (it dropped `head` first) loses
+            // the compare-and-swap below.
+            copy.offset = detail::shared(const_cast<std::uint64_t&>(d.offset)).load(std::memory_order_relaxed);
+            copy.size = detail::shared(const_cast<std::uint64_t&>(d.size)).load(std::memory_order_relaxed);
+            copy.sequence = detail::shared(const_cast<std::uint64_t&>(d.sequence)).load(std::memory_order_relaxed);
+            // acq_rel: release pairs with the publisher's acquire in sync() (our
+            // releases before it are visible with it); it competes with the
+            // publisher's drop of the oldest, and a failure reloads head.
+            if (detail::shared(slot.head).compare_exchange_strong(head, head + 1, std::memory_order_acq_rel,
+                    std::memory_order_relaxed))
+                break;
+            continue;
+        }
+        // Nothing marked at head: judge by the tail. acquire: pairs with the
+        // publisher's release store in deliver(), after the mark.
+        const std::uint64_t tail = detail::shared(slot.tail).load(std::memory_order_acquire);
         // The publisher's drops move head meanwhile: only a head that stayed
         // the same across our read of tail is one the tail can be judged by
         // (the publisher stored that tail once head was within a queue of it).
-        // A head that never holds still is a peer's scribble.
+        // A head that never holds still, or a tail ahead of a delivery that
+        // never shows its mark, is a peer's scribble.
         const std::uint64_t again = detail::shared(slot.head).load(std::memory_order_relaxed);
         if (again != head && tries < 1000) {
             head = again;
             continue;
         }
-        if (head == tail) {
-            // The publisher's closed word is stored after its last tail: read
-            // it, then tail once more, so that nothing queued is lost.
+        // The publisher marks a delivery before it stores the tail past it:
+        // we may have taken that one already, and be one ahead of the tail.
+        if (tail <= head && head - tail <= 1) {
+            // The publisher's closed word is stored after its last mark: read
+            // it, then the mark once more, so that nothing queued is lost.
             if ((++core.empty_takes & 255) == 0 && std::chrono::steady_clock::now() >= core.next_probe)
                 core.probe_publisher();
-            if (core.publisher_gone() && detail::shared(slot.tail).load(std::memory_order_acquire) == head)
-                sample.status_ = TopicStatus::closed;
-            else
-                sample.status_ = TopicStatus::empty;
+            sample.status_ = core.publisher_gone() && !core.marked(head) ? TopicStatus::closed : TopicStatus::empty;
             return sample;
         }
-        if (head > tail || tail - head > depth) {
+        if (head > tail || tail - head > depth || tries >= 1000) {
             sample.status_ = TopicStatus::corrupt;
             return sample;
         }
-        if (core.held >= core.max_held) {
-            sample.status_ = TopicStatus::hold_limit;
-            return sample;
+        // A tail ahead of head: the delivery's mark was stored before it and
+        // shows now, unless the publisher dropped head meanwhile and wrote
+        // the next lap's delivery there, or a peer wrote over the queue.
+        if (!core.marked(head)) {
+            const std::uint64_t now = detail::shared(slot.head).load(std::memory_order_relaxed);
+            if (now == head) {
+                sample.status_ = TopicStatus::corrupt;
+                return sample;
+            }
+            head = now;
         }
-        const ipc::TopicDelivery& d = core.queue[head & (depth - 1)];
-        // relaxed: ordered by the acquire load of tail; a copy the publisher
-        // overwrote meanwhile loses the compare-and-swap below.
-        copy.position = detail::shared(const_cast<std::uint64_t&>(d.position)).load(std::memory_order_relaxed);
-        copy.offset = detail::shared(const_cast<std::uint64_t&>(d.offset)).load(std::memory_order_relaxed);
-        copy.size = detail::shared(const_cast<std::uint64_t&>(d.size)).load(std::memory_order_relaxed);
-        copy.sequence = detail::shared(const_cast<std::uint64_t&>(d.sequence)).load(std::memory_order_relaxed);
-        // acq_rel: release pairs with the publisher's acquire in sync() (our
-        // releases before it are visible with it); it competes with the
-        // publisher's drop of the oldest.
-        if (detail::shared(slot.head).compare_exchange_strong(head, head + 1, std::memory_order_acq_rel,
-                std::memory_order_relaxed))
-            break;
     }
-    // A publisher blocked on our full queue waits for it to be half empty
-    // (deliver()); no syscall unless it sleeps.
-    if (tail - (head + 1) <= core.depth / 2)
+    // A publisher blocked on our full queue sleeps until it is half empty
+    // (deliver()). Only a blocking subscriber's publisher sleeps, and only
+    // then is the tail read: the sleeper count is on our own line.
+    if (core.blocks_publisher
+        && std::atomic_ref(slot.writable.sleepers).load(std::memory_order_relaxed) != 0 // relaxed: notify() reads it again
+        && detail::shared(slot.tail).load(std::memory_order_relaxed) - (head + 1) <= core.depth / 2) // relaxed: a hint
         notify(slot.writable);
     ++core.held;
     sample.core_ = &core;
@@ -294,7 +326,7 @@ Sample<> Subscriber<void>::take() noexcept
     sample.sequence_ = copy.sequence;
     // Every field is the publisher's word: check it before it is used.
     const std::uint64_t max = core.segment->max_size_bytes();
-    const bool in_reach = copy.position == head && copy.offset >= layout::kHeaderBytes && copy.offset <= max
+    const bool in_reach = copy.offset >= layout::kHeaderBytes && copy.offset <= max
         && copy.size <= max - copy.offset;
     if (in_reach && copy.offset + copy.size > core.segment->size_bytes()) {
         std::error_code ec;
@@ -341,6 +373,9 @@ TopicStatus Subscriber<void>::wait(std::chrono::nanoseconds timeout, const WaitO
 
 Sample<> Subscriber<void>::take(std::chrono::nanoseconds timeout, const WaitOptions& options) noexcept
 {
+    Sample<> first = take(); // a sample already queued costs no clock read
+    if (first.status() != TopicStatus::empty)
+        return first;
     const auto deadline = deadline_after(timeout);
     for (;;) {
         Sample<> sample = take();

@@ -48,9 +48,10 @@ std::uint32_t slot_bytes_for(std::uint32_t queue_depth, std::uint32_t release_ca
 std::uint32_t release_capacity_for(std::uint32_t queue_depth, std::uint32_t max_held) noexcept
 {
     // What an honest subscriber can release between two of the publisher's
-    // reads of its ring: every sample it held, the whole queue, and the one
-    // delivery of the publish that reads it (docs/pubsub.md).
-    return std::bit_ceil(queue_depth + max_held + 1);
+    // reads of its ring: every sample it held, the queue as it was, and up to
+    // a queue's worth delivered since (the publisher reads the ring at least
+    // that often), and one (docs/layout.md).
+    return std::bit_ceil(max_held + 2 * queue_depth + 1);
 }
 
 } // namespace
