@@ -3,6 +3,7 @@
 #include <shmlink/ipc/detail/topic.hpp>
 #include <shmlink/ipc/layout.hpp>
 #include <shmlink/ipc/spsc_ring.hpp>
+#include <shmlink/ipc/wait.hpp>
 
 #include <atomic>
 
@@ -162,7 +163,7 @@ ObjectState inspect(const Segment& segment, const ObjectInfo& object)
             s.missed = load(slot.missed);
             s.reclaimed = load(slot.reclaimed);
             s.quarantined = (load(slot.flags) & ipc::kSlotQuarantined) != 0;
-            s.readable_sleepers = load(slot.readable.sleepers);
+            s.readable_sleepers = sole_sleeper_asleep(slot.readable) ? 1 : 0;
             t.slots.push_back(std::move(s));
         }
         result.topic = std::move(t);

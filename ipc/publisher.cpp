@@ -209,7 +209,7 @@ void PublisherCore::quarantine(std::uint32_t index, const char* why) noexcept
     ipc::TopicSlot& slot = view.slot(index);
     // release: pairs with the acquire load of flags in the subscriber's take().
     shared(slot.flags).fetch_or(ipc::kSlotQuarantined, std::memory_order_release);
-    notify(slot.readable);
+    notify_sole(slot.readable);
     logger().warn("topic '{}': subscriber slot {} {}; quarantined until its subscriber is gone", name, index, why);
 }
 
@@ -410,7 +410,7 @@ bool PublisherCore::deliver(std::uint32_t index, std::uint32_t chunk, std::uint6
         const std::uint64_t tail = book.tail;
         const std::uint32_t low = book.depth / 2;
         const bool room = wait_until(
-            slot.writable,
+            slot.writable.seq, SoleSleeper {slot.writable},
             [&] {
                 // relaxed: sync() acquires. A subscriber that leaves wakes us too.
                 return tail - shared(slot.head).load(std::memory_order_relaxed) <= low
@@ -440,7 +440,7 @@ bool PublisherCore::deliver(std::uint32_t index, std::uint32_t chunk, std::uint6
     book.tail = position + 1;
     // release: pairs with the acquire load of tail in the subscriber's take().
     shared(slot.tail).store(book.tail, std::memory_order_release);
-    notify(slot.readable);
+    notify_sole(slot.readable);
     return true;
 }
 
@@ -504,7 +504,7 @@ Publisher<void>::~Publisher()
     detail::shared(control.publisher)
         .store(detail::owner_word(getpid(), ipc::PublisherState::closed), std::memory_order_release);
     for (std::uint32_t i = 0; i < core_->view.geometry.slot_count; ++i)
-        notify(core_->view.slot(i).readable);
+        notify_sole(core_->view.slot(i).readable);
 }
 
 Publisher<void> Publisher<void>::create(Segment& segment, std::string_view name, const TopicOptions& options)

@@ -147,7 +147,7 @@ Subscriber<void>::~Subscriber()
             std::memory_order_release, std::memory_order_relaxed);
     // release: pairs with the publisher's acquire load of joins.
     detail::shared(core.view.control->joins).fetch_add(1, std::memory_order_release);
-    notify(core.slot->writable); // a publisher blocked on our queue stops waiting for us
+    notify_sole(core.slot->writable); // a publisher blocked on our queue stops waiting for us
     core.lock.reset(); // after the owner word: the publisher never sees joined and unlocked from us
 }
 
@@ -316,10 +316,12 @@ Sample<> Subscriber<void>::take() noexcept
     // A publisher blocked on our full queue sleeps until it is half empty
     // (deliver()). Only a blocking subscriber's publisher sleeps, and only
     // then is the tail read: the sleeper count is on our own line.
+    // (Without the light fence, notify_sole()'s read-modify-write must decide.)
     if (core.blocks_publisher
-        && std::atomic_ref(slot.writable.sleepers).load(std::memory_order_relaxed) != 0 // relaxed: notify() reads it again
+        && (!detail::waker_fence_is_light()
+            || std::atomic_ref(slot.writable.sleepers).load(std::memory_order_relaxed) != 0) // relaxed: as notify_sole()'s
         && detail::shared(slot.tail).load(std::memory_order_relaxed) - (head + 1) <= core.depth / 2) // relaxed: a hint
-        notify(slot.writable);
+        notify_sole(slot.writable);
     ++core.held;
     sample.core_ = &core;
     sample.position_ = head;
@@ -361,7 +363,8 @@ TopicStatus Subscriber<void>::wait(std::chrono::nanoseconds timeout, const WaitO
     for (;;) {
         // A killed publisher cannot wake us: sleep in slices, and ask the kernel between them.
         const auto slice = std::min(deadline, std::chrono::steady_clock::now() + core.liveness_interval);
-        wait_until(core.slot->readable, [&] { return answer() != TopicStatus::empty; }, options, slice);
+        wait_until(core.slot->readable.seq, SoleSleeper {core.slot->readable},
+            [&] { return answer() != TopicStatus::empty; }, options, slice);
         const TopicStatus status = answer();
         if (status != TopicStatus::empty)
             return status;

@@ -91,6 +91,24 @@ inline void cpu_relax() noexcept
 #endif
 }
 
+/// The waker's read of a sleeper word, after it published what the sleeper
+/// waits for: the Dekker half of notify() and notify_sole().
+inline std::uint32_t waker_reads(std::uint32_t& sleepers) noexcept
+{
+    if (waker_fence_is_light()) {
+        // A compiler barrier only: the sleeper's membarrier (sleeper_fence())
+        // turns it into a full fence on this CPU when it matters, so either
+        // the sleeper re-reads what we published, or we read its registration.
+        std::atomic_signal_fence(std::memory_order_seq_cst);
+        // relaxed: ordered after our publishing store by the fence above; see there.
+        return std::atomic_ref(sleepers).load(std::memory_order_relaxed);
+    }
+    // acq_rel read-modify-write, not a load: it and the waiter's registration
+    // are ordered in sleepers' modification order. If ours comes first, the
+    // waiter's acquire sees what we published before it; if theirs does, we
+    // read it and wake it.
+    return std::atomic_ref(sleepers).fetch_add(0, std::memory_order_acq_rel);
+}
 } // namespace detail
 
 /// The waking side, after it published (release-stored) what a waiter waits
@@ -99,21 +117,8 @@ inline void cpu_relax() noexcept
 /// `wake_fd` (the eventfd mode) unless it is -1.
 inline void notify(std::uint32_t& sleepers, std::uint32_t& seq, int wake_fd = -1) noexcept
 {
-    if (detail::waker_fence_is_light()) {
-        // A compiler barrier only: the sleeper's membarrier (sleeper_fence())
-        // turns it into a full fence on this CPU when it matters, so either
-        // the sleeper re-reads what we published, or we read its count.
-        std::atomic_signal_fence(std::memory_order_seq_cst);
-        // relaxed: ordered after our publishing store by the fence above; see there.
-        if (std::atomic_ref(sleepers).load(std::memory_order_relaxed) == 0)
-            return;
-    } else if (std::atomic_ref(sleepers).fetch_add(0, std::memory_order_acq_rel) == 0) {
-        // acq_rel read-modify-write, not a load: it and the waiter's
-        // increment are ordered in sleepers' modification order. If ours
-        // comes first, the waiter's acquire sees what we published before
-        // it; if theirs does, we read a sleeper and wake it.
+    if (detail::waker_reads(sleepers) == 0)
         return;
-    }
     // release: pairs with the acquire load of seq in wait_until().
     std::atomic_ref(seq).fetch_add(1, std::memory_order_release);
     detail::futex_wake_all(&seq);
@@ -122,6 +127,51 @@ inline void notify(std::uint32_t& sleepers, std::uint32_t& seq, int wake_fd = -1
 }
 
 inline void notify(ipc::WaitWord& word, int wake_fd = -1) noexcept { notify(word.sleepers, word.seq, wake_fd); }
+
+/// The registration of a word's only sleeper, woken by one thread only (a
+/// topic slot's words): the sleeper stores the `seq` it sleeps on, plus 1,
+/// in `sleepers` (0: none), instead of counting itself. The waker then wakes
+/// it once a sleep: a notify_sole() that finds `seq` moved past what the
+/// sleeper registered knows it woke it already and makes no syscall, where
+/// a count says "asleep" until the woken sleeper runs, and costs a
+/// futex_wake at every notify until then (with four subscribers on one
+/// CPU, on nearly every publish).
+struct SoleSleeper {
+    ipc::WaitWord& word;
+    void operator()(bool sleeping) const noexcept
+    {
+        if (sleeping) // acq_rel read-modify-write: pairs with the one in notify_sole(), as SleeperCount's does.
+            std::atomic_ref(word.sleepers)
+                .exchange(std::atomic_ref(word.seq).load(std::memory_order_relaxed) + 1, std::memory_order_acq_rel);
+        else // relaxed: a stale registration costs one wake-up at most.
+            std::atomic_ref(word.sleepers).store(0, std::memory_order_relaxed);
+    }
+};
+
+/// Whether a SoleSleeper sleeps on `word` now (for inspection).
+inline bool sole_sleeper_asleep(const ipc::WaitWord& word) noexcept
+{
+    // relaxed: a snapshot.
+    const auto sleepers = std::atomic_ref(const_cast<std::uint32_t&>(word.sleepers)).load(std::memory_order_relaxed);
+    return sleepers != 0 && sleepers == std::atomic_ref(const_cast<std::uint32_t&>(word.seq)).load(std::memory_order_relaxed) + 1;
+}
+
+/// notify() for a word whose sleeper is a SoleSleeper; only one thread may
+/// call it for a word (it alone writes `seq`).
+inline void notify_sole(ipc::WaitWord& word, int wake_fd = -1) noexcept
+{
+    const std::uint32_t registered = detail::waker_reads(word.sleepers);
+    const std::uint32_t seq = std::atomic_ref(word.seq).load(std::memory_order_relaxed); // relaxed: ours alone
+    if (registered == 0 || registered != seq + 1)
+        return;
+    // Never UINT32_MAX, whose "plus 1" would read as no sleeper.
+    const std::uint32_t next = seq + 1 == UINT32_MAX ? 0 : seq + 1;
+    // release: pairs with the acquire load of seq in wait_until().
+    std::atomic_ref(word.seq).store(next, std::memory_order_release);
+    detail::futex_wake_all(&word.seq);
+    if (wake_fd >= 0)
+        detail::signal_eventfd(wake_fd);
+}
 
 /// A waiter's registration in one sleeper count; an MPSC consumer registers
 /// in one count per lane instead.

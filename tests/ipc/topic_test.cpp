@@ -16,7 +16,9 @@
 
 #include <signal.h>
 
+#include <atomic>
 #include <chrono>
+#include <climits>
 #include <cstdlib>
 #include <cstring>
 #include <random>
@@ -74,6 +76,51 @@ TopicStatus publish_text(Publisher<>& publisher, const std::string& s)
 }
 
 } // namespace
+
+TEST_CASE("topic: a slot's sleeper is woken once a sleep; a notify that finds it woken makes no wake-up")
+{
+    ipc::WaitWord word {};
+    const SoleSleeper sleeper {word};
+    notify_sole(word);
+    CHECK(word.seq == 0); // nobody asleep: no wake-up
+    sleeper(true);
+    CHECK(sole_sleeper_asleep(word));
+    notify_sole(word);
+    CHECK(word.seq == 1);
+    CHECK_FALSE(sole_sleeper_asleep(word)); // woken, though it has not run yet
+    notify_sole(word);
+    CHECK(word.seq == 1); // so the next notify leaves it alone
+    sleeper(false);
+    sleeper(true);
+    notify_sole(word);
+    CHECK(word.seq == 2); // asleep again: woken again
+    // seq skips UINT32_MAX, whose "plus 1" would read as nobody asleep.
+    word.seq = UINT32_MAX - 1;
+    sleeper(true);
+    notify_sole(word);
+    CHECK(word.seq == 0);
+    sleeper(true);
+    CHECK(word.sleepers == 1);
+    notify_sole(word);
+    CHECK(word.seq == 1);
+
+    // A thread asleep in wait_until() is woken by the one notify, not by its deadline.
+    sleeper(false);
+    std::atomic<bool> ready {false};
+    const auto deadline = std::chrono::steady_clock::now() + 60s;
+    bool woken = false;
+    std::thread waiter([&] {
+        woken = wait_until(word.seq, SoleSleeper {word}, [&] { return ready.load(); },
+                    WaitOptions {.mode = WaitMode::block}, deadline)
+            && std::chrono::steady_clock::now() < deadline;
+    });
+    while (!sole_sleeper_asleep(word) && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(1ms);
+    ready = true;
+    notify_sole(word);
+    waiter.join();
+    CHECK(woken);
+}
 
 TEST_CASE("topic: options out of range are refused with the rule they break")
 {
