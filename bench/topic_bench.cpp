@@ -273,13 +273,16 @@ double thread_cpu_seconds()
 
 /// `count` samples of `size` to `subscribers` subscriber processes, each of
 /// which must see every one (block_publisher), or only the newest it can
-/// (drop_oldest: `lossy`).
+/// (drop_oldest: `lossy`), after a tenth as many untimed ones that grow the
+/// pool to what the run needs.
 std::optional<Rate> topic_one_way(std::size_t size, bool touched, std::uint64_t count, unsigned subscribers,
     std::uint32_t depth, const shmlink::WaitOptions& wait, bool lossy)
 {
     const ScratchPath path("shmlink-topic-bench");
     shmlink::Segment segment = create_segment(path);
     auto topic = shmlink::Publisher<>::create(segment, "samples", topic_options(depth));
+    const std::uint64_t warm = count / 10;
+    const std::uint64_t total = warm + count;
     const shmlink::SubscriberOptions options {
         .overflow = lossy ? shmlink::Overflow::drop_oldest : shmlink::Overflow::block_publisher};
     std::vector<std::unique_ptr<Child>> children;
@@ -303,7 +306,7 @@ std::optional<Rate> topic_one_way(std::size_t size, bool touched, std::uint64_t 
                     return false;
                 }
                 last = seq;
-                if (seq == count)
+                if (seq == total)
                     break;
             }
             handshake.set_done();
@@ -312,9 +315,13 @@ std::optional<Rate> topic_one_way(std::size_t size, bool touched, std::uint64_t 
         if (!children.back()->wait_ready())
             return std::nullopt;
     }
-    const double cpu_start = thread_cpu_seconds();
-    const auto start = Clock::now();
-    for (std::uint64_t seq = 1; seq <= count; ++seq) {
+    double cpu_start = 0;
+    Clock::time_point start {};
+    for (std::uint64_t seq = 1; seq <= total; ++seq) {
+        if (seq == warm + 1) {
+            cpu_start = thread_cpu_seconds();
+            start = Clock::now();
+        }
         shmlink::Loan<> loan = topic.loan(size);
         if (!loan)
             return std::nullopt;
