@@ -34,6 +34,21 @@ unsigned class_of(std::size_t size_bytes) noexcept
                                                         : static_cast<unsigned>(std::bit_width(size_bytes - 1));
 }
 
+/// Grows `segment` once, to just what `length` more bytes at `alignment`
+/// need past its data area's end: the cost is that of the new pages, not of
+/// the segment (the base never moves). Errc::no_space past its maximum.
+void grow_for(Segment& segment, std::size_t length, std::size_t alignment, std::error_code& ec) noexcept
+{
+    const std::uint64_t used = segment.info().data_used_bytes;
+    const std::uint64_t start = (used + alignment - 1) / alignment * alignment;
+    const std::uint64_t wanted = (start + length + kPage - 1) / kPage * kPage;
+    if (wanted > segment.max_size_bytes()) {
+        ec = Errc::no_space;
+        return;
+    }
+    segment.grow(wanted, ec);
+}
+
 struct Chunk {
     std::uint64_t offset = 0;
     std::uint32_t refs = 0; // queued, held or kept for history: one each
@@ -154,16 +169,12 @@ TopicStatus PublisherCore::add_extent(unsigned size_class) noexcept
         std::error_code ec;
         std::uint64_t offset = segment->allocate_extent(extent_bytes, alignment, ec);
         if (ec == Errc::no_space) {
-            // One grow, to just what the extent needs: its cost is that of the
-            // new extent, not of the segment (the base never moves).
-            const std::uint64_t used = segment->info().data_used_bytes;
-            const std::uint64_t start = (used + alignment - 1) / alignment * alignment;
-            const std::uint64_t wanted = (start + extent_bytes + kPage - 1) / kPage * kPage;
-            if (wanted > segment->max_size_bytes())
-                return TopicStatus::no_space;
-            segment->grow(wanted, ec);
+            ec.clear();
+            grow_for(*segment, extent_bytes, alignment, ec);
             if (ec) {
-                logger().warn("topic '{}': grow to {} bytes for a pool extent: {}", name, wanted, ec.message());
+                if (ec != Errc::no_space)
+                    logger().warn("topic '{}': grow for a pool extent of {} bytes: {}", name, extent_bytes,
+                        ec.message());
                 return TopicStatus::no_space;
             }
             offset = segment->allocate_extent(extent_bytes, alignment, ec);
@@ -539,21 +550,28 @@ Publisher<void> Publisher<void>::create(Segment& segment, std::string_view name,
         if (!core->lock)
             return {};
         bool locked = false;
+        const auto initialize = [&](std::byte* bytes) {
+            auto& control = *reinterpret_cast<ipc::TopicControl*>(bytes);
+            control.slot_count = geometry.slot_count;
+            control.queue_depth = geometry.queue_depth;
+            control.max_held = geometry.max_held;
+            control.release_capacity = geometry.release_capacity;
+            control.history = geometry.history;
+            control.slot_bytes = geometry.slot_bytes;
+            control.publisher = detail::owner_word(getpid(), ipc::PublisherState::open);
+            // Locked before the topic can be found, so that nobody takes it for dead.
+            locked = detail::lock_byte(core->lock, static_cast<std::uint64_t>(bytes - segment.base()));
+        };
         std::byte* object = detail::create_object(segment, name, ipc::ObjectKind::topic, ipc::kTopicVersion,
-            geometry.object_bytes(),
-            [&](std::byte* bytes) {
-                auto& control = *reinterpret_cast<ipc::TopicControl*>(bytes);
-                control.slot_count = geometry.slot_count;
-                control.queue_depth = geometry.queue_depth;
-                control.max_held = geometry.max_held;
-                control.release_capacity = geometry.release_capacity;
-                control.history = geometry.history;
-                control.slot_bytes = geometry.slot_bytes;
-                control.publisher = detail::owner_word(getpid(), ipc::PublisherState::open);
-                // Locked before the topic can be found, so that nobody takes it for dead.
-                locked = detail::lock_byte(core->lock, static_cast<std::uint64_t>(bytes - segment.base()));
-            },
-            ec);
+            geometry.object_bytes(), initialize, ec);
+        if (ec == Errc::no_space) {
+            // The topic grows the segment as its pool does: once, by what it needs.
+            ec.clear();
+            detail::grow_for(segment, geometry.object_bytes(), ipc::kFalseSharingRange, ec);
+            if (!ec)
+                object = detail::create_object(segment, name, ipc::ObjectKind::topic, ipc::kTopicVersion,
+                    geometry.object_bytes(), initialize, ec);
+        }
         if (object == nullptr)
             return {};
         core->segment = &segment;

@@ -78,10 +78,13 @@ public:
     ~Publisher();
 
     /// Creates the topic `name` in `segment` (which this process created)
-    /// and becomes its publisher. Errors: Errc::invalid_argument (options
-    /// out of range: the message says which), Errc::not_owner, those of
-    /// Segment::allocate, and errno when the segment cannot be reopened
-    /// through /proc for the publisher's lock.
+    /// and becomes its publisher. A topic larger than the segment's free
+    /// space grows the segment once, by what it needs, as the pool does.
+    /// Errors: Errc::invalid_argument (options out of range: the message
+    /// says which), Errc::not_owner, Errc::no_space (not even the segment's
+    /// maximum size holds it), those of Segment::allocate and grow(), and
+    /// errno when the segment cannot be reopened through /proc for the
+    /// publisher's lock.
     static Publisher create(Segment& segment, std::string_view name, const TopicOptions& options = {});
     static Publisher create(Segment& segment, std::string_view name, const TopicOptions& options,
         std::error_code& ec) noexcept;

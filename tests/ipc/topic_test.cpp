@@ -340,6 +340,33 @@ TEST_CASE("topic: the pool grows with the segment, the base never moves, and fre
     CHECK(beyond.status() == TopicStatus::no_space);
 }
 
+TEST_CASE("topic: a topic larger than the free space grows the segment once; past its maximum it is refused")
+{
+    SegmentOptions options;
+    options.max_size_bytes = 4 << 20;
+    Segment segment = Segment::create_anonymous(1 << 16, options);
+    std::byte* const base = segment.base();
+    const TopicOptions deep {.max_subscribers = 16, .queue_depth = 1024};
+    Publisher<> publisher = Publisher<>::create(segment, "deep", deep);
+    REQUIRE(publisher.valid());
+    const ObjectInfo object = segment.find("deep");
+    CHECK(segment.size_bytes() >= object.offset + object.length);
+    CHECK(segment.size_bytes() < object.offset + object.length + 4096); // just what it needed
+    CHECK(segment.base() == base);
+    Subscriber<> sub = Subscriber<>::open(segment, "deep");
+    REQUIRE(publish_sample(publisher, 64) == TopicStatus::ok);
+    CHECK(sub.take());
+
+    std::error_code ec;
+    const std::size_t before = segment.size_bytes();
+    const TopicOptions huge {.max_subscribers = 64, .queue_depth = 1024, .max_held = 1024};
+    Publisher<> refused = Publisher<>::create(segment, "huge", huge, ec);
+    CHECK(ec == Errc::no_space);
+    CHECK_FALSE(refused.valid());
+    CHECK(segment.size_bytes() == before); // no grow that could not hold it
+    CHECK_FALSE(segment.find("huge", ec).has_value());
+}
+
 TEST_CASE("topic: a lying subscriber loses its own samples; the publisher and the others go on")
 {
     Segment segment = Segment::create_anonymous(1 << 20);
