@@ -101,6 +101,7 @@ struct SlotBook {
     Overflow overflow = Overflow::drop_oldest;
     std::vector<std::uint32_t> queued; // chunk of position p at p % queue_depth, for p in [head, tail)
     std::vector<Held> held;            // taken, not released yet
+    UniqueFd wake_fd;                  // the subscriber's eventfd (set_wake_fd()), until the slot is freed
 };
 
 } // namespace
@@ -220,7 +221,7 @@ void PublisherCore::quarantine(std::uint32_t index, const char* why) noexcept
     ipc::TopicSlot& slot = view.slot(index);
     // release: pairs with the acquire load of flags in the subscriber's take().
     shared(slot.flags).fetch_or(ipc::kSlotQuarantined, std::memory_order_release);
-    notify_sole(slot.readable);
+    notify_sole(slot.readable, book.wake_fd.get());
     logger().warn("topic '{}': subscriber slot {} {}; quarantined until its subscriber is gone", name, index, why);
 }
 
@@ -230,6 +231,7 @@ void PublisherCore::free_slot(std::uint32_t index) noexcept
     drop_everything(book);
     book.use = SlotUse::idle;
     book.owner = 0;
+    book.wake_fd.reset(); // the next subscriber of the slot brings its own
     ipc::TopicSlot& slot = view.slot(index);
     // Every word but the owner's back to zero (whatever a peer wrote there),
     // as a new subscriber expects, before the owner word says free.
@@ -451,7 +453,7 @@ bool PublisherCore::deliver(std::uint32_t index, std::uint32_t chunk, std::uint6
     book.tail = position + 1;
     // release: pairs with the acquire load of tail in the subscriber's take().
     shared(slot.tail).store(book.tail, std::memory_order_release);
-    notify_sole(slot.readable);
+    notify_sole(slot.readable, book.wake_fd.get());
     return true;
 }
 
@@ -515,7 +517,7 @@ Publisher<void>::~Publisher()
     detail::shared(control.publisher)
         .store(detail::owner_word(getpid(), ipc::PublisherState::closed), std::memory_order_release);
     for (std::uint32_t i = 0; i < core_->view.geometry.slot_count; ++i)
-        notify_sole(core_->view.slot(i).readable);
+        notify_sole(core_->view.slot(i).readable, core_->books[i].wake_fd.get());
 }
 
 Publisher<void> Publisher<void>::create(Segment& segment, std::string_view name, const TopicOptions& options)
@@ -681,6 +683,14 @@ TopicStatus Publisher<void>::publish(Loan<>&& loan, std::chrono::nanoseconds tim
 }
 
 std::size_t Publisher<void>::reap() noexcept { return core_ ? core_->reap() : 0; }
+
+bool Publisher<void>::set_wake_fd(std::uint32_t slot, UniqueFd wake_fd) noexcept
+{
+    if (!core_ || slot >= core_->view.geometry.slot_count)
+        return false;
+    core_->books[slot].wake_fd = std::move(wake_fd);
+    return true;
+}
 
 PublisherStats Publisher<void>::stats() const
 {

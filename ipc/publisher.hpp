@@ -12,6 +12,7 @@
 #pragma once
 
 #include <shmlink/core/segment.hpp>
+#include <shmlink/core/unique_fd.hpp>
 #include <shmlink/ipc/topic.hpp>
 
 #include <chrono>
@@ -113,6 +114,15 @@ public:
     /// themselves; call it from a timer when you publish rarely. One
     /// syscall per subscriber.
     std::size_t reap() noexcept;
+    /// Eventfd mode: from now on, a delivery that finds the subscriber in
+    /// `slot` armed (Subscriber::arm_readable()) also signals `wake_fd`,
+    /// that subscriber's eventfd (create_wake_fd()), passed to this process
+    /// over a Unix socket or inherited; so does this publisher's leaving.
+    /// The publisher owns the fd and closes it when the slot's subscriber
+    /// leaves or dies (its successor in the slot brings its own), or when
+    /// set_wake_fd() replaces it. False, and the fd closed, for a slot out
+    /// of range.
+    bool set_wake_fd(std::uint32_t slot, UniqueFd wake_fd) noexcept;
     [[nodiscard]] PublisherStats stats() const;
 
 private:
@@ -160,6 +170,7 @@ public:
         return raw_.publish(std::move(loan).raw(), timeout);
     }
     std::size_t reap() noexcept { return raw_.reap(); }
+    bool set_wake_fd(std::uint32_t slot, UniqueFd wake_fd) noexcept { return raw_.set_wake_fd(slot, std::move(wake_fd)); }
     [[nodiscard]] PublisherStats stats() const { return raw_.stats(); }
     Publisher<void>& raw() noexcept { return raw_; }
 

@@ -30,6 +30,7 @@ struct SubscriberCore {
     std::uint64_t release_read = 0; // the publisher's release_head when we last looked
     std::uint64_t lost_releases = 0;
     bool publisher_dead = false;
+    bool armed = false; // arm_readable() registered us as the slot's sleeper
     std::uint32_t empty_takes = 0;
     std::chrono::milliseconds liveness_interval {};
     std::chrono::steady_clock::time_point next_probe {};
@@ -68,6 +69,15 @@ struct SubscriberCore {
     {
         // acquire: pairs with the publisher's release in quarantine().
         return (shared(slot->flags).load(std::memory_order_acquire) & ipc::kSlotQuarantined) != 0;
+    }
+    /// What a waiter wakes for: corrupt, ok (queued), closed; empty if none.
+    TopicStatus readiness() noexcept
+    {
+        if (quarantined())
+            return TopicStatus::corrupt;
+        if (queued())
+            return TopicStatus::ok;
+        return publisher_gone() ? TopicStatus::closed : TopicStatus::empty;
     }
     void release(std::uint64_t position) noexcept
     {
@@ -353,13 +363,7 @@ TopicStatus Subscriber<void>::wait(std::chrono::nanoseconds timeout, const WaitO
         return TopicStatus::invalid;
     detail::SubscriberCore& core = *core_;
     const auto deadline = deadline_after(timeout);
-    const auto answer = [&] {
-        if (core.quarantined())
-            return TopicStatus::corrupt;
-        if (core.queued())
-            return TopicStatus::ok;
-        return core.publisher_gone() ? TopicStatus::closed : TopicStatus::empty;
-    };
+    const auto answer = [&] { return core.readiness(); };
     for (;;) {
         // A killed publisher cannot wake us: sleep in slices, and ask the kernel between them.
         const auto slice = std::min(deadline, std::chrono::steady_clock::now() + core.liveness_interval);
@@ -372,6 +376,25 @@ TopicStatus Subscriber<void>::wait(std::chrono::nanoseconds timeout, const WaitO
             return TopicStatus::timed_out;
         core.probe_publisher();
     }
+}
+
+TopicStatus Subscriber<void>::arm_readable() noexcept
+{
+    if (!core_)
+        return TopicStatus::invalid;
+    detail::SubscriberCore& core = *core_;
+    if (std::chrono::steady_clock::now() >= core.next_probe)
+        core.probe_publisher(); // a killed publisher signals nothing: the caller's timer brings us here
+    // Registered afresh at every arm: a sole sleeper's registration names the
+    // seq it sleeps on, and one wake-up moved it.
+    core.armed = !arm(SoleSleeper {core.slot->readable}, [&] { return core.readiness() != TopicStatus::empty; });
+    return core.armed ? TopicStatus::empty : core.readiness();
+}
+
+void Subscriber<void>::disarm_readable() noexcept
+{
+    if (core_ && std::exchange(core_->armed, false))
+        SoleSleeper {core_->slot->readable}(false);
 }
 
 Sample<> Subscriber<void>::take(std::chrono::nanoseconds timeout, const WaitOptions& options) noexcept

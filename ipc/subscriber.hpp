@@ -100,6 +100,18 @@ public:
     /// or `timeout` (timed_out). Asks the kernel whether the publisher lives
     /// every liveness_interval meanwhile.
     TopicStatus wait(std::chrono::nanoseconds timeout, const WaitOptions& options = {}) noexcept;
+    /// Eventfd mode, for an event loop that watches this subscriber's
+    /// eventfd (one the publisher's process holds: Publisher::set_wake_fd()):
+    /// empty when it is now armed, so that the publisher's next delivery to
+    /// it, or its leaving, signals the fd; then disarm_readable(), drain the
+    /// fd (drain_wake_fd()), take() until empty, and arm again. Otherwise
+    /// nothing is armed and it says why: ok (a sample is queued), closed,
+    /// corrupt. A killed publisher signals nothing: arm again from a timer
+    /// (every liveness_interval); it asks the kernel whether the publisher
+    /// lives once that interval has passed, and answers closed when it does
+    /// not. Do not call wait() or take(timeout) while armed.
+    TopicStatus arm_readable() noexcept;
+    void disarm_readable() noexcept;
     [[nodiscard]] SubscriberStats stats() const noexcept;
 
 private:
@@ -149,6 +161,9 @@ public:
     {
         return raw_.wait(timeout, options);
     }
+    TopicStatus arm_readable() noexcept { return raw_.arm_readable(); }
+    void disarm_readable() noexcept { raw_.disarm_readable(); }
+    [[nodiscard]] std::uint32_t slot() const noexcept { return raw_.slot(); }
     [[nodiscard]] SubscriberStats stats() const noexcept { return raw_.stats(); }
     Subscriber<void>& raw() noexcept { return raw_; }
 

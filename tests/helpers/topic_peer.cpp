@@ -11,16 +11,20 @@
 //   topic_peer scribble PATH TOPIC ROUNDS
 //       joins, prints "joined slot=N", then writes garbage over every byte
 //       of its own slot, ROUNDS times, taking samples in between; prints "done"
-//   topic_peer publish PATH TOPIC COUNT
+//   topic_peer publish PATH TOPIC COUNT [wake]
 //       creates the segment and the topic, prints "ready", and on the line
 //       "go" publishes COUNT samples, printing "published N" every 1000; then
-//       waits for its stdin to close
+//       waits for its stdin to close. With "wake": the eventfd it got as fd 3
+//       is slot 0's (Publisher::set_wake_fd), it pauses a millisecond every
+//       10 samples, so that its subscriber sleeps in between, and its
+//       publisher leaves once the last is published
 // A wrong sample prints "bad ..." and exits 1.
 #include <shmlink/core/segment.hpp>
 #include <shmlink/ipc/detail/topic.hpp>
 #include <shmlink/ipc/publisher.hpp>
 #include <shmlink/ipc/subscriber.hpp>
 
+#include "tests/support/messages.hpp"
 #include "tests/support/samples.hpp"
 
 #include <unistd.h>
@@ -133,7 +137,7 @@ int scribble(Segment& segment, const std::string& topic, int rounds)
     return 0;
 }
 
-int publish(const std::string& path, const std::string& topic, std::uint64_t count)
+int publish(const std::string& path, const std::string& topic, std::uint64_t count, bool wake)
 {
     SegmentOptions options;
     options.max_size_bytes = std::size_t {256} << 20;
@@ -144,7 +148,11 @@ int publish(const std::string& path, const std::string& topic, std::uint64_t cou
     std::string line;
     if (!std::getline(std::cin, line) || line != "go")
         return 2;
+    if (wake && !publisher.set_wake_fd(0, UniqueFd(test::kWakeFd)))
+        return 2;
     for (std::uint64_t seq = 0; seq < count; ++seq) {
+        if (wake && seq % 10 == 0)
+            std::this_thread::sleep_for(1ms);
         Loan<> loan = publisher.loan(test::sample_size(seq));
         if (!loan) {
             say(std::string("bad loan ") + to_string(loan.status()));
@@ -155,6 +163,8 @@ int publish(const std::string& path, const std::string& topic, std::uint64_t cou
         if ((seq + 1) % 1000 == 0)
             say("published " + std::to_string(seq + 1));
     }
+    if (wake)
+        publisher = Publisher<>(); // says closed, and signals the eventfd
     say("published " + std::to_string(count));
     while (std::getline(std::cin, line)) {
     }
@@ -168,7 +178,7 @@ int main(int argc, char** argv)
     const std::vector<std::string> args(argv + 1, argv + argc);
     try {
         if (args.size() >= 4 && args[0] == "publish")
-            return publish(args[1], args[2], std::stoull(args[3]));
+            return publish(args[1], args[2], std::stoull(args[3]), args.size() >= 5 && args[4] == "wake");
         if (args.size() < 3) {
             std::fprintf(stderr, "usage: topic_peer subscribe|hold|scribble|publish PATH TOPIC ...\n");
             return 2;
