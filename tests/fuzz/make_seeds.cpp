@@ -1,15 +1,19 @@
 // Writes the seed corpus of the fuzz targets into DIR/segment, DIR/protocol
 // and DIR/rings: well-formed inputs for the fuzzer to start mutating from
-// (a real segment with one ring of each kind, one frame of each type, ...).
+// (a real segment with one ring of each kind, one frame of each type, a
+// topic with subscribers, ...).
 // The corpus in tests/fuzz/corpus was made with it:
 //   build-fuzz/tests/fuzz/make_seeds tests/fuzz/corpus
 #include <shmlink/core/segment.hpp>
 #include <shmlink/ipc/mpmc_queue.hpp>
 #include <shmlink/ipc/mpsc_ring.hpp>
+#include <shmlink/ipc/publisher.hpp>
 #include <shmlink/ipc/spsc_ring.hpp>
+#include <shmlink/ipc/subscriber.hpp>
 #include <shmlink/transport/protocol.hpp>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
@@ -87,5 +91,23 @@ int main(int argc, char** argv)
         write(dir / "rings" / names[kind],
             with_flags(static_cast<std::uint8_t>(kind + 3 * 4), full.subspan(object.offset, std::min<std::size_t>(object.length, 1024))));
     }
+
+    // rings, the topic case (flag 3 mod 4): a topic of the fuzz target's
+    // options with two subscribers, samples queued, taken and held.
+    Segment pubsub = Segment::create_anonymous(64 << 10, {.max_size_bytes = 256 << 10});
+    auto publisher = Publisher<>::create(pubsub, "topic", {.max_subscribers = 3, .queue_depth = 4, .max_held = 2,
+        .history = 1});
+    auto dropping = Subscriber<>::open(pubsub, "topic");
+    auto blocking = Subscriber<>::open(pubsub, "topic", {.overflow = Overflow::block_publisher});
+    for (int i = 0; i < 3; ++i) {
+        Loan<> loan = publisher.loan(40);
+        std::copy_n(message.begin(), message.size(), loan.bytes().begin());
+        (void)publisher.publish(std::move(loan), std::chrono::nanoseconds(0));
+    }
+    Sample<> held = dropping.take();
+    Sample<> released = blocking.take();
+    released = {};
+    const ObjectInfo topic = pubsub.find("topic");
+    write(dir / "rings" / "topic", with_flags(3 + 3 * 4, pubsub.subspan(topic.offset, std::min<std::size_t>(topic.length, 4096))));
     return 0;
 }
