@@ -45,9 +45,20 @@ struct Guest::State {
     MpscProducer outbox;
     SpscRing inbox;
     std::error_code host_error;
+    std::string context;                  // "guest /run/x.sock", for messages
+    std::chrono::milliseconds timeout {}; // GuestOptions::timeout, for requests
+    std::uint32_t late_answers = 0;       // answers to requests that timed out, still to come
 
     /// Handles the control frames that arrived (Guest::poll()).
     std::error_code poll();
+    /// What a frame the host sent of its own accord (grown, goodbye) does;
+    /// `late` is an answer to a request that timed out, skipped.
+    std::error_code follow(const protocol::Frame& frame);
+    /// Sends a request (offer, find) and waits up to `timeout` for its
+    /// answer (topic, answer), following grows meanwhile. The error, with
+    /// `why`, when the host answered with one or could not be asked.
+    std::error_code request(const protocol::Frame& frame, std::span<const BorrowedFd> fds, ReceivedFrame& reply,
+        std::string& why);
 
     /// Takes a free lane of host.inbox (a guest joined by path) and opens
     /// guest.<lane>. A lane its last guest just left is free again within
@@ -116,6 +127,8 @@ Guest Guest::connect(const std::filesystem::path& socket_path, const GuestOption
     const std::string context = "guest " + socket_path.string();
     const auto deadline = deadline_after(options.timeout);
     auto state = std::make_unique<State>();
+    state->context = context;
+    state->timeout = options.timeout;
     // Close-on-exec (a child of ours must not keep the host's connection
     // alive) and non-blocking: a host whose backlog is full makes connect()
     // answer EAGAIN, which we retry until the timeout rather than block.
@@ -220,8 +233,9 @@ Guest Guest::attach(const std::filesystem::path& segment_path, std::error_code& 
 Guest Guest::attach(const std::filesystem::path& segment_path)
 {
     auto state = std::make_unique<State>();
+    state->context = "guest " + segment_path.string();
     state->segment = Segment::attach(segment_path, {.map = {.guard_truncation = true}});
-    state->join("guest " + segment_path.string(), deadline_after(kLaneWait));
+    state->join(state->context, deadline_after(kLaneWait));
     return Guest(std::move(state));
 }
 
@@ -260,23 +274,144 @@ std::error_code Guest::State::poll()
             logger().warn("guest: the host is gone: {}", reason.empty() ? ec.message() : reason);
             return ec;
         }
-        if (const auto* grown = std::get_if<protocol::Grown>(&received.frame)) {
-            std::error_code refresh_error;
-            segment.refresh_to(grown->size_bytes, refresh_error); // the host's word, not the header's
-            if (refresh_error) {
-                host_error = refresh_error;
-                logger().warn("guest: cannot follow the host's grow: {}", refresh_error.message());
-                return refresh_error;
+        if (const auto followed = follow(received.frame))
+            return followed;
+    }
+}
+
+std::error_code Guest::State::follow(const protocol::Frame& frame)
+{
+    if (const auto* grown = std::get_if<protocol::Grown>(&frame)) {
+        std::error_code refresh_error;
+        segment.refresh_to(grown->size_bytes, refresh_error); // the host's word, not the header's
+        if (refresh_error) {
+            host_error = refresh_error;
+            logger().warn("guest: cannot follow the host's grow: {}", refresh_error.message());
+        }
+        return refresh_error;
+    }
+    if (std::holds_alternative<protocol::Goodbye>(frame)) {
+        host_error = Errc::peer_closed;
+        return host_error;
+    }
+    const bool an_answer = std::holds_alternative<protocol::Answer>(frame) || std::holds_alternative<protocol::Topic>(frame);
+    if (an_answer && late_answers > 0) {
+        --late_answers; // to a request that gave up waiting; its fd, if any, is closed with it
+        return {};
+    }
+    host_error = Errc::bad_frame;
+    logger().warn("guest: the host sent a frame out of turn");
+    return host_error;
+}
+
+std::error_code Guest::State::request(const protocol::Frame& frame, std::span<const BorrowedFd> fds,
+    ReceivedFrame& reply, std::string& why)
+{
+    if (!control) {
+        why = "joined by path: there is no socket to the host";
+        return std::make_error_code(std::errc::not_connected);
+    }
+    if (host_error) {
+        why = "the host is gone";
+        return host_error;
+    }
+    if (const auto sent = control->send(frame, fds)) {
+        why = "send the request: " + sent.message();
+        return sent;
+    }
+    const auto deadline = deadline_after(timeout);
+    for (;;) {
+        ReceivedFrame received;
+        std::string reason;
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+        const std::error_code ec = control->receive(received, std::max(left, std::chrono::milliseconds(0)), reason);
+        if (ec == Errc::timed_out) {
+            ++late_answers;
+            why = "no answer within " + std::to_string(timeout.count()) + " ms";
+            return ec;
+        }
+        if (ec) {
+            host_error = ec;
+            why = reason.empty() ? "the host is gone" : reason;
+            return ec;
+        }
+        const bool an_answer = std::holds_alternative<protocol::Answer>(received.frame)
+            || std::holds_alternative<protocol::Topic>(received.frame);
+        if (an_answer && late_answers == 0) {
+            if (const auto* answer = std::get_if<protocol::Answer>(&received.frame); answer && answer->code != 0) {
+                why = answer->text;
+                return make_error_code(static_cast<Errc>(answer->code));
             }
-        } else if (std::holds_alternative<protocol::Goodbye>(received.frame)) {
-            host_error = Errc::peer_closed;
-            return host_error;
-        } else {
-            host_error = Errc::bad_frame;
-            logger().warn("guest: the host sent a frame out of turn");
-            return host_error;
+            reply = std::move(received);
+            return {};
+        }
+        if (const auto followed = follow(received.frame)) {
+            why = "the host is gone";
+            return followed;
         }
     }
+}
+
+void Guest::offer_topic(Segment& segment, std::string_view name)
+{
+    State& s = state();
+    const std::string what = "offer topic '" + std::string(name) + "'";
+    if (name.empty() || name.size() > protocol::kMaxTopicNameBytes || name.find('\0') != std::string_view::npos)
+        throw Error(Errc::invalid_argument, s.context, Error::Reason {what + ": a topic's name is 1 to 39 bytes, with no NUL"});
+    ReceivedFrame reply;
+    std::string why;
+    const BorrowedFd fds[] = {segment.fd()};
+    if (const auto ec = s.request(protocol::Offer {std::string(name)}, fds, reply, why))
+        throw Error(ec, s.context, Error::Reason {what + ": " + why});
+    if (!std::holds_alternative<protocol::Answer>(reply.frame))
+        throw Error(Errc::bad_frame, s.context, Error::Reason {what + ": the host answered an offer with a topic"});
+}
+
+void Guest::offer_topic(Segment& segment, std::string_view name, std::error_code& ec) noexcept
+{
+    try {
+        ec.clear();
+        offer_topic(segment, name);
+    } catch (const std::system_error& e) {
+        ec = e.code();
+    } catch (const std::bad_alloc&) {
+        ec = std::make_error_code(std::errc::not_enough_memory);
+    }
+}
+
+Segment Guest::find_topic(std::string_view name)
+{
+    State& s = state();
+    const std::string what = "find topic '" + std::string(name) + "'";
+    if (name.empty() || name.size() > protocol::kMaxTopicNameBytes || name.find('\0') != std::string_view::npos)
+        throw Error(Errc::invalid_argument, s.context, Error::Reason {what + ": a topic's name is 1 to 39 bytes, with no NUL"});
+    ReceivedFrame reply;
+    std::string why;
+    if (const auto ec = s.request(protocol::Find {std::string(name)}, {}, reply, why))
+        throw Error(ec, s.context, Error::Reason {what + ": " + why});
+    const auto* topic = std::get_if<protocol::Topic>(&reply.frame);
+    if (topic == nullptr || topic->name != name || reply.fds.size() != 1)
+        throw Error(Errc::bad_frame, s.context, Error::Reason {what + ": the host answered with another topic or none"});
+    // Checked as any attach is: the offering guest wrote its header, and may
+    // cut its file under us.
+    std::error_code ec;
+    Segment segment = Segment::attach(std::move(reply.fds.front()), {.map = {.guard_truncation = true}}, ec);
+    if (ec)
+        throw Error(ec, s.context, what + ": attach the segment the host passed");
+    return segment;
+}
+
+Segment Guest::find_topic(std::string_view name, std::error_code& ec) noexcept
+{
+    try {
+        ec.clear();
+        return find_topic(name);
+    } catch (const std::system_error& e) {
+        ec = e.code();
+    } catch (const std::bad_alloc&) {
+        ec = std::make_error_code(std::errc::not_enough_memory);
+    }
+    return Segment();
 }
 
 template <typename Attempt, typename WaitSlice>

@@ -16,6 +16,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <string_view>
 #include <system_error>
 
 namespace shmlink {
@@ -81,6 +82,29 @@ public:
     /// does: ok, too_large, corrupt, or timed_out (with `host_error` set
     /// when the host has gone: a full ring it will never read again).
     RingStatus send(std::span<const std::byte> message, std::chrono::nanoseconds timeout, std::error_code& host_error);
+
+    /// Offers the topic `name` that this guest publishes in `segment`, a
+    /// segment of its own (Segment::create_anonymous(), with
+    /// Publisher::create() in it), to the host's other guests: the host
+    /// hands a guest that asks for the topic by name (find_topic()) the
+    /// segment's fd, for as long as this guest stays. Waits for the host's
+    /// answer up to GuestOptions::timeout. Throws shmlink::Error
+    /// ("guest /run/x.sock: offer topic 'frames': ..."): Errc::name_taken
+    /// (another offers that name), Errc::directory_full (the host holds 64
+    /// offers, or 16 of this guest's), Errc::invalid_argument (not a
+    /// topic's name), Errc::timed_out, Errc::peer_closed, ENOTCONN (joined
+    /// by path: there is no socket).
+    void offer_topic(Segment& segment, std::string_view name);
+    void offer_topic(Segment& segment, std::string_view name, std::error_code& ec) noexcept;
+    /// The segment that holds the topic `name` another guest (or the host)
+    /// offers, attached from the fd the host passed (its header checked as
+    /// any attach's, mapped with guard_truncation); join the topic with
+    /// Subscriber::open(segment, name), and keep the Segment for as long as
+    /// the Subscriber. A topic in the host's own segment needs no find:
+    /// open it in segment(). Errors as offer_topic()'s, and Errc::not_found
+    /// (nobody offers it), and those of Segment::attach.
+    Segment find_topic(std::string_view name);
+    Segment find_topic(std::string_view name, std::error_code& ec) noexcept;
 
 private:
     struct State;

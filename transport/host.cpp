@@ -6,6 +6,7 @@
 #include <shmlink/transport/frame_socket.hpp>
 #include <shmlink/transport/layout.hpp>
 
+#include <fcntl.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -41,6 +42,10 @@ std::uint32_t unguessable_token() noexcept
 
 /// A connection that has said nothing for this long may give way to a newcomer.
 constexpr auto kSilentAge = std::chrono::milliseconds(250);
+/// Topics offered at once (docs/protocol.md), in all and by one guest: a
+/// guest's offers hold fds in the host, and one guest must not take them all.
+constexpr std::size_t kMaxOffers = 64;
+constexpr std::size_t kMaxOffersPerGuest = 16;
 
 std::string guest_ring_name(std::uint32_t lane) { return "guest." + std::to_string(lane); }
 
@@ -150,6 +155,15 @@ struct Host::State : std::enable_shared_from_this<Host::State> {
     bool guarded = false;          // a path-backed segment mapped with guard_truncation: its file is checked too
     std::list<ConnectionPtr> connections; // in the order they came
     std::uint64_t next_connection = 1;
+    /// A topic offered for guests to find: the segment's fd, held until
+    /// whoever offered it leaves (connection 0: the host itself).
+    struct Offered {
+        std::string name;
+        UniqueFd fd;
+        std::uint64_t connection = 0;
+        std::string by; // for messages
+    };
+    std::vector<Offered> offers;
     ino_t socket_inode = 0;
     bool stopped = false;
 
@@ -359,6 +373,18 @@ struct Host::State : std::enable_shared_from_this<Host::State> {
             } else if (std::holds_alternative<protocol::Goodbye>(received.frame) && c->stage == Stage::joined) {
                 self->drop(c, "said goodbye");
                 return;
+            } else if (const auto* offer = std::get_if<protocol::Offer>(&received.frame);
+                       offer && c->stage == Stage::joined) {
+                std::string why;
+                const std::error_code ec = self->add_offer(c->info.connection,
+                    "guest '" + c->info.name + "' (pid " + std::to_string(c->info.peer.pid) + ")", offer->name,
+                    std::move(received.fds.front()), why);
+                if (!self->answer(c, ec, why))
+                    return;
+            } else if (const auto* find = std::get_if<protocol::Find>(&received.frame);
+                       find && c->stage == Stage::joined) {
+                if (!self->find_topic(c, find->name))
+                    return;
             } else {
                 self->drop(c, "sent a frame out of turn");
                 return;
@@ -466,6 +492,66 @@ struct Host::State : std::enable_shared_from_this<Host::State> {
             h->on_join(c->info); // last: it may destroy the Host (stopped is then set)
     }
 
+    /// Records an offered topic; an error, with `why`, when it cannot be.
+    std::error_code add_offer(std::uint64_t connection, const std::string& by, const std::string& name, UniqueFd fd,
+        std::string& why)
+    {
+        // Kept and passed on, never mapped here nor read: what a guest offers
+        // is checked by those that attach it. Only its type is the host's to
+        // check, so that nobody is handed a pipe or a socket for a segment.
+        struct stat st {};
+        if (::fstat(fd.get(), &st) != 0) {
+            why = "fstat of the fd offered for topic '" + name + "': " + errno_code().message();
+            return Errc::not_a_segment; // an answer carries shmlink::Errc values only
+        }
+        if (!S_ISREG(st.st_mode)) {
+            why = "the fd offered for topic '" + name + "' is " + file_type_name(st.st_mode) + ", not a segment's file";
+            return Errc::not_a_segment;
+        }
+        const auto same = std::find_if(offers.begin(), offers.end(), [&](const Offered& o) { return o.name == name; });
+        if (same != offers.end()) {
+            why = "topic '" + name + "' is offered already, by " + same->by;
+            return Errc::name_taken;
+        }
+        const auto own = static_cast<std::size_t>(std::count_if(offers.begin(), offers.end(),
+            [&](const Offered& o) { return o.connection == connection; }));
+        if (offers.size() >= kMaxOffers || (connection != 0 && own >= kMaxOffersPerGuest)) {
+            why = "the host holds " + std::to_string(offers.size()) + " offered topics (" + std::to_string(own)
+                + " of this offerer's); at most " + std::to_string(kMaxOffers) + ", " + std::to_string(kMaxOffersPerGuest)
+                + " a guest";
+            return Errc::directory_full;
+        }
+        logger().info("host {}: {} offers topic '{}'", options.socket_path.string(), by, name);
+        offers.push_back(Offered {name, std::move(fd), connection, by});
+        return {};
+    }
+
+    /// Answers an offer (or a find that found nothing); false when the
+    /// guest had to be dropped for not reading its socket.
+    bool answer(const ConnectionPtr& c, const std::error_code& ec, const std::string& why)
+    {
+        const protocol::Answer frame {static_cast<std::uint32_t>(ec ? ec.value() : 0), ec ? why : std::string()};
+        if (const auto sent = c->socket.send(frame)) {
+            drop(c, "cannot be answered (" + sent.message() + "): it stopped reading its socket");
+            return false;
+        }
+        return true;
+    }
+
+    /// Answers a find: the segment's fd, or not_found.
+    bool find_topic(const ConnectionPtr& c, const std::string& name)
+    {
+        const auto found = std::find_if(offers.begin(), offers.end(), [&](const Offered& o) { return o.name == name; });
+        if (found == offers.end())
+            return answer(c, Errc::not_found, "nobody offers topic '" + name + "'");
+        const BorrowedFd fds[] = {found->fd};
+        if (const auto sent = c->socket.send(protocol::Topic {name}, fds)) {
+            drop(c, "cannot be answered (" + sent.message() + "): it stopped reading its socket");
+            return false;
+        }
+        return true;
+    }
+
     void refuse(const ConnectionPtr& c, const std::string& why)
     {
         logger().warn("host {}: refused pid {}: {}", options.socket_path.string(), c->info.peer.pid, why);
@@ -503,6 +589,8 @@ struct Host::State : std::enable_shared_from_this<Host::State> {
             inbox.unhold_lane(c->info.lane, c->token);
         c->token = 0;
         c->closed = true;
+        // Its offers end with it: no guest is handed a topic of one that left.
+        std::erase_if(offers, [&](const Offered& o) { return o.connection == c->info.connection; });
         c->handshake.cancel();
         c->socket.close();
         connections.remove(c);
@@ -605,6 +693,20 @@ RingStatus Host::send(std::uint32_t lane, std::span<const std::byte> message) no
 }
 
 std::size_t Host::guest_count() const noexcept { return state_->count(State::Stage::joined); }
+
+void Host::offer_topic(Segment& segment, std::string_view name)
+{
+    State& s = *state_;
+    const std::string context = "host " + s.options.socket_path.string() + ": offer topic '" + std::string(name) + "'";
+    if (name.empty() || name.size() > protocol::kMaxTopicNameBytes || name.find('\0') != std::string_view::npos)
+        throw Error(Errc::invalid_argument, context, Error::Reason {"a topic's name is 1 to 39 bytes, with no NUL"});
+    UniqueFd fd(::fcntl(segment.fd().get(), F_DUPFD_CLOEXEC, 0));
+    if (!fd)
+        throw Error(errno_code(), context, "duplicate the segment's fd");
+    std::string why;
+    if (const std::error_code ec = s.add_offer(0, "the host", std::string(name), std::move(fd), why))
+        throw Error(ec, context, Error::Reason {why});
+}
 
 void Host::grow(std::size_t new_size_bytes)
 {

@@ -25,6 +25,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 
 namespace shmlink {
 
@@ -103,6 +104,16 @@ public:
     RingStatus send(std::uint32_t lane, std::span<const std::byte> message) noexcept;
     /// Guests joined through the socket now.
     [[nodiscard]] std::size_t guest_count() const noexcept;
+
+    /// Offers the topic `name` in `segment` (this host's own, or another
+    /// segment it created) to guests that ask for it by name
+    /// (Guest::find_topic()): they get a duplicate of the segment's fd.
+    /// Guests offer theirs the same way (Guest::offer_topic()); a guest's
+    /// offers end when it leaves, the host's when it is destroyed. Throws
+    /// shmlink::Error: Errc::invalid_argument (not a name a topic can
+    /// have), Errc::name_taken (offered already), Errc::directory_full
+    /// (64 topics are offered).
+    void offer_topic(Segment& segment, std::string_view name);
 
     /// Grows the segment (Segment::grow) and sends every joined guest a
     /// grown frame, so that it refreshes before it touches the new extent.

@@ -95,13 +95,22 @@ std::error_code fail(std::string& reason, const char* why) noexcept
     return bad_frame();
 }
 
+/// A topic's name as a frame carries it: what an object's name may be.
+bool topic_name_ok(const std::string& name) noexcept
+{
+    return !name.empty() && name.size() <= kMaxTopicNameBytes && name.find('\0') == std::string::npos;
+}
+
 } // namespace
 
 std::error_code bad_frame() noexcept { return Errc::bad_frame; }
 
 FrameType type_of(const Frame& frame) noexcept { return static_cast<FrameType>(frame.index() + 1); }
 
-std::size_t fds_of(FrameType type) noexcept { return type == FrameType::welcome ? 1 : 0; }
+std::size_t fds_of(FrameType type) noexcept
+{
+    return type == FrameType::welcome || type == FrameType::offer || type == FrameType::topic ? 1 : 0;
+}
 
 std::vector<std::byte> encode(const Frame& frame)
 {
@@ -139,6 +148,15 @@ std::vector<std::byte> encode(const Frame& frame)
         w.put_string(error->text, kMaxErrorText);
     } else if (const auto* joined = std::get_if<Joined>(&frame)) {
         w.put32(joined->lane);
+    } else if (const auto* offer = std::get_if<Offer>(&frame)) {
+        w.put_string(offer->name, kMaxTopicNameBytes);
+    } else if (const auto* find = std::get_if<Find>(&frame)) {
+        w.put_string(find->name, kMaxTopicNameBytes);
+    } else if (const auto* topic = std::get_if<Topic>(&frame)) {
+        w.put_string(topic->name, kMaxTopicNameBytes);
+    } else if (const auto* answer = std::get_if<Answer>(&frame)) {
+        w.put32(answer->code);
+        w.put_string(answer->text, kMaxErrorText);
     }
     return w.finish();
 }
@@ -159,7 +177,7 @@ std::error_code decode_header(std::span<const std::byte> bytes, Header& header, 
         reason = "protocol version " + std::to_string(version) + " (this side speaks " + std::to_string(kVersion) + ")";
         return Errc::protocol_mismatch;
     }
-    if (type < static_cast<std::uint16_t>(FrameType::hello) || type > static_cast<std::uint16_t>(FrameType::joined))
+    if (type < static_cast<std::uint16_t>(FrameType::hello) || type > static_cast<std::uint16_t>(FrameType::answer))
         return fail(reason, "unknown frame type");
     header.type = static_cast<FrameType>(type);
     if (header.body_bytes > kMaxFrameBytes - kHeaderBytes)
@@ -239,6 +257,27 @@ std::error_code decode(std::span<const std::byte> bytes, std::size_t fds_receive
     case FrameType::joined:
         frame = Joined {r.get<std::uint32_t>()};
         break;
+    case FrameType::offer:
+    case FrameType::find:
+    case FrameType::topic: {
+        std::string name = r.get_string(kMaxTopicNameBytes);
+        if (r.complete() && !topic_name_ok(name))
+            return fail(reason, "frame names a topic with an empty name or a NUL byte");
+        if (header.type == FrameType::offer)
+            frame = Offer {std::move(name)};
+        else if (header.type == FrameType::find)
+            frame = Find {std::move(name)};
+        else
+            frame = Topic {std::move(name)};
+        break;
+    }
+    case FrameType::answer: {
+        Answer answer;
+        answer.code = r.get<std::uint32_t>();
+        answer.text = r.get_string(kMaxErrorText);
+        frame = std::move(answer);
+        break;
+    }
     }
     if (!r.complete())
         return fail(reason, "frame body does not match its type's layout");

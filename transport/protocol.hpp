@@ -16,11 +16,14 @@
 namespace shmlink::protocol {
 
 inline constexpr std::uint32_t kMagic = 0x50434c53; ///< "SLCP" read as a little-endian integer
-inline constexpr std::uint16_t kVersion = 2; ///< 2: the welcome names the guest's lane; the guest answers joined
+/// 2: the welcome names the guest's lane; the guest answers joined.
+/// 3: guests offer and find topics (frames offer, find, topic, answer).
+inline constexpr std::uint16_t kVersion = 3;
 inline constexpr std::size_t kHeaderBytes = 16;
 inline constexpr std::size_t kMaxFrameBytes = 4096; ///< header included
 inline constexpr std::size_t kMaxNameBytes = 64;
 inline constexpr std::size_t kMaxDirectoryEntries = 60;
+inline constexpr std::size_t kMaxTopicNameBytes = 39; ///< a topic's name is an object's: 1..39 bytes, no NUL
 
 enum class FrameType : std::uint16_t {
     hello = 1,   ///< guest -> host: who connects
@@ -29,6 +32,10 @@ enum class FrameType : std::uint16_t {
     goodbye = 4, ///< either way: the sender leaves
     error = 5,   ///< host -> guest: why the host refuses or drops it, before closing
     joined = 6,  ///< guest -> host: it took the lane the welcome held for it and opened its rings
+    offer = 7,   ///< guest -> host, with a segment's fd: a topic in it, for other guests to find
+    find = 8,    ///< guest -> host: which segment holds the topic of this name?
+    topic = 9,   ///< host -> guest, with the segment's fd: the answer to a find
+    answer = 10, ///< host -> guest: the answer to an offer, or to a find that found nothing
 };
 
 struct Hello {
@@ -63,11 +70,28 @@ struct Joined {
     std::uint32_t lane = 0; ///< the lane the guest took: the welcome's
 };
 
-using Frame = std::variant<Hello, Welcome, Grown, Goodbye, ErrorReport, Joined>;
-static_assert(std::variant_size_v<Frame> == 6, "type_of() maps the variant's index to FrameType: keep them in order");
+struct Offer {
+    std::string name {}; ///< the topic's, 1..39 bytes, no NUL
+};
+
+struct Find {
+    std::string name {}; ///< 1..39 bytes, no NUL
+};
+
+struct Topic {
+    std::string name {}; ///< the find's
+};
+
+struct Answer {
+    std::uint32_t code = 0; ///< 0: done; else a shmlink::Errc value
+    std::string text {};    ///< 0..256 bytes, for people
+};
+
+using Frame = std::variant<Hello, Welcome, Grown, Goodbye, ErrorReport, Joined, Offer, Find, Topic, Answer>;
+static_assert(std::variant_size_v<Frame> == 10, "type_of() maps the variant's index to FrameType: keep them in order");
 
 FrameType type_of(const Frame& frame) noexcept;
-/// How many fds travel with a frame of this type (welcome: the segment; others: none).
+/// How many fds travel with a frame of this type (welcome, offer, topic: a segment; others: none).
 std::size_t fds_of(FrameType type) noexcept;
 
 /// The frame's bytes, header included.

@@ -45,12 +45,33 @@
 //                                        truncates it to BYTES; then, unless FILLER is "-", writes the
 //                                        file FILLER until its file system is full;
 //                                        "ok filled=F" or "error <what>: <errno>"
+//   endpoint topic-publisher SOCKET TOPIC COUNT
+//                                        joins, creates a memfd segment of its own with the topic TOPIC
+//                                        in it and offers it (Guest::offer_topic); "ok offered"; on the
+//                                        line "go" publishes COUNT samples (tests/support/samples.hpp),
+//                                        "ok published=N extents=E"; then leaves at the end of stdin
+//   endpoint topic-subscriber SOCKET TOPIC
+//                                        joins, finds TOPIC (Guest::find_topic), subscribes (blocking
+//                                        its publisher), "ok joined slot=S", takes and checks every sample
+//                                        until the publisher is gone, and prints take_all()'s line;
+//                                        "error <what>" when it cannot find or join the topic
+//   endpoint topic-offers SOCKET         joins, then offers and finds what must be refused: the same
+//                                        name twice, a name nobody offers, and (by a raw frame on its
+//                                        socket) a pipe for a segment; "ok twice=<errc> missing=<errc>
+//                                        pipe=<errc>" with each refusal's shmlink::Errc value
 #include <shmlink/transport/guest.hpp>
 #include <shmlink/transport/host.hpp>
 
 #include "tests/support/leaks.hpp"
 #include "tests/support/messages.hpp"
+#include "tests/support/samples.hpp"
+#include "tests/support/take_all.hpp"
 
+#include <shmlink/ipc/publisher.hpp>
+#include <shmlink/transport/fd_socket.hpp>
+#include <shmlink/transport/protocol.hpp>
+
+#include <dirent.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <poll.h>
@@ -296,6 +317,128 @@ int send_host(const std::string& socket_path)
     }
 }
 
+int topic_publisher(const std::string& socket_path, const std::string& topic, std::uint64_t count)
+{
+    Guest guest = Guest::connect(socket_path, {.name = "publisher"});
+    Segment own = Segment::create_anonymous(std::size_t {1} << 20, {.max_size_bytes = std::size_t {256} << 20});
+    Publisher<> publisher = Publisher<>::create(own, topic);
+    guest.offer_topic(own, topic);
+    std::printf("ok offered\n");
+    std::fflush(stdout);
+    std::string line;
+    if (!std::getline(std::cin, line) || line != "go")
+        return 2;
+    for (std::uint64_t seq = 0; seq < count; ++seq) {
+        Loan<> loan = publisher.loan(test::sample_size(seq));
+        if (!loan) {
+            std::printf("error loan %s\n", to_string(loan.status()));
+            return 1;
+        }
+        test::fill_sample(loan.bytes(), seq);
+        // timed_out: a subscriber starved past the block timeout missed it, counted in its missed.
+        if (const TopicStatus status = publisher.publish(std::move(loan)); status != TopicStatus::ok
+            && status != TopicStatus::timed_out) {
+            std::printf("error publish %s\n", to_string(status));
+            return 1;
+        }
+    }
+    std::printf("ok published=%llu extents=%llu\n", static_cast<unsigned long long>(count),
+        static_cast<unsigned long long>(publisher.stats().extents));
+    std::fflush(stdout);
+    while (std::getline(std::cin, line)) {
+    }
+    return 0;
+}
+
+int topic_subscriber(const std::string& socket_path, const std::string& topic)
+{
+    Guest guest = Guest::connect(socket_path, {.name = "subscriber"});
+    Segment segment;
+    Subscriber<> subscriber;
+    try {
+        segment = guest.find_topic(topic);
+        subscriber = Subscriber<>::open(segment, topic, {.overflow = Overflow::block_publisher});
+    } catch (const Error& e) {
+        std::printf("error %s\n", e.what());
+        return 3;
+    }
+    std::printf("ok joined slot=%u\n", subscriber.slot());
+    std::fflush(stdout);
+    const test::TakeAll seen = test::take_all(subscriber, segment);
+    std::printf("%s\n", seen.line.c_str());
+    return seen.ok ? 0 : 1;
+}
+
+/// The code of the Error that `call` throws; 0 when it throws none.
+template <typename Call>
+int refusal(Call&& call)
+{
+    try {
+        call();
+    } catch (const Error& e) {
+        return e.code().value();
+    }
+    return 0;
+}
+
+int topic_offers(const std::string& socket_path)
+{
+    Guest guest = Guest::connect(socket_path, {.name = "offers"});
+    Segment own = Segment::create_anonymous(std::size_t {1} << 20);
+    Publisher<> publisher = Publisher<>::create(own, "t");
+    guest.offer_topic(own, "t");
+    const int twice = refusal([&] { guest.offer_topic(own, "t"); });
+    const int missing = refusal([&] { (void)guest.find_topic("nobody"); });
+    // A hostile guest's offer of a pipe, written past the Guest onto its
+    // socket (the only one this process has): the host must refuse it, not
+    // hand it to another guest as a segment.
+    int socket_fd = -1;
+    if (DIR* fds = ::opendir("/proc/self/fd")) {
+        while (const dirent* entry = ::readdir(fds)) {
+            struct stat st {};
+            const int fd = std::atoi(entry->d_name);
+            if (entry->d_name[0] != '.' && fd != ::dirfd(fds) && ::fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode))
+                socket_fd = fd;
+        }
+        ::closedir(fds);
+    }
+    int pipe_fds[2];
+    if (socket_fd < 0 || ::pipe2(pipe_fds, O_CLOEXEC) != 0) {
+        std::printf("error no socket or pipe\n");
+        return 1;
+    }
+    const UniqueFd read_end(pipe_fds[0]), write_end(pipe_fds[1]);
+    const auto frame = protocol::encode(protocol::Offer {"piped"});
+    const BorrowedFd passed[] = {read_end};
+    if (const auto ec = send_with_fds(BorrowedFd::of(socket_fd), frame, passed)) {
+        std::printf("error send %s\n", ec.message().c_str());
+        return 1;
+    }
+    std::vector<std::byte> answer(protocol::kMaxFrameBytes);
+    std::size_t have = 0;
+    protocol::Frame decoded;
+    std::string reason;
+    for (;;) { // the answer, however the stream splits it
+        pollfd in {socket_fd, POLLIN, 0};
+        ReceivedMessage received;
+        if (::poll(&in, 1, 10000) != 1
+            || recv_with_fds(BorrowedFd::of(socket_fd), std::span(answer).subspan(have), received)) {
+            std::printf("error no answer to the raw offer\n");
+            return 1;
+        }
+        have += received.bytes;
+        if (!protocol::decode(std::span(answer).first(have), 0, decoded, reason))
+            break;
+        if (have >= protocol::kHeaderBytes + 2 + 256 + 4) {
+            std::printf("error bad answer: %s\n", reason.c_str());
+            return 1;
+        }
+    }
+    const auto* refused = std::get_if<protocol::Answer>(&decoded);
+    std::printf("ok twice=%d missing=%d pipe=%d\n", twice, missing, refused ? static_cast<int>(refused->code) : -1);
+    return 0;
+}
+
 int nofile_guest(const std::string& socket_path)
 {
     rlimit original {};
@@ -469,11 +612,17 @@ try {
         return wait_host(argv[2]);
     if (job == "guarded-toucher" && argc == 3)
         return guarded_toucher(argv[2]);
+    if (job == "topic-publisher" && argc == 5)
+        return topic_publisher(argv[2], argv[3], std::strtoull(argv[4], nullptr, 10));
+    if (job == "topic-subscriber" && argc == 4)
+        return topic_subscriber(argv[2], argv[3]);
+    if (job == "topic-offers" && argc == 3)
+        return topic_offers(argv[2]);
     if (job == "spoil" && argc == 6)
         return spoil(argv[2], argv[3], static_cast<off_t>(std::strtoll(argv[4], nullptr, 10)), argv[5]);
     std::fprintf(stderr,
         "usage: endpoint host|guest|stepped-guest|early-guest|path-guest|idle-guest|wait-host|truncate|soak-guest|stuck-guest|scribble"
-        "|linger-guest|send-host|nofile-guest|toucher|guarded-toucher|spoil ...\n");
+        "|linger-guest|send-host|nofile-guest|toucher|guarded-toucher|spoil|topic-publisher|topic-subscriber|topic-offers ...\n");
     return 2;
 } catch (const std::exception& e) {
     std::printf("error %s\n", e.what());

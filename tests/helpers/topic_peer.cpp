@@ -26,6 +26,7 @@
 
 #include "tests/support/messages.hpp"
 #include "tests/support/samples.hpp"
+#include "tests/support/take_all.hpp"
 
 #include <unistd.h>
 
@@ -58,35 +59,10 @@ int subscribe(Segment& segment, const std::string& topic, const std::string& pol
     options.queue_depth = depth;
     options.overflow = policy == "block" ? Overflow::block_publisher : Overflow::drop_oldest;
     Subscriber<> subscriber = Subscriber<>::open(segment, topic, options);
-    std::byte* const base = segment.base();
     say("joined slot=" + std::to_string(subscriber.slot()));
-    std::uint64_t taken = 0, gaps = 0;
-    std::int64_t last = -1;
-    for (;;) {
-        Sample<> sample = subscriber.take(60s);
-        if (sample.status() == TopicStatus::closed)
-            break;
-        if (!sample) {
-            say(std::string("bad status ") + to_string(sample.status()) + " after " + std::to_string(taken));
-            return 1;
-        }
-        const std::uint64_t seq = sample.sequence();
-        if (static_cast<std::int64_t>(seq) <= last || !test::check_sample(sample.bytes(), seq)) {
-            say("bad seq=" + std::to_string(seq) + " after=" + std::to_string(last) + " size="
-                + std::to_string(sample.bytes().size()));
-            return 1;
-        }
-        gaps += seq - static_cast<std::uint64_t>(last + 1);
-        last = static_cast<std::int64_t>(seq);
-        ++taken;
-        if (slow_us > 0)
-            std::this_thread::sleep_for(std::chrono::microseconds(slow_us));
-    }
-    const SubscriberStats stats = subscriber.stats();
-    say("ok taken=" + std::to_string(taken) + " gaps=" + std::to_string(gaps) + " missed=" + std::to_string(stats.missed)
-        + " reclaimed=" + std::to_string(stats.reclaimed) + " last=" + std::to_string(last)
-        + " base_moved=" + std::to_string(segment.base() != base ? 1 : 0));
-    return 0;
+    const test::TakeAll seen = test::take_all(subscriber, segment, slow_us);
+    say(seen.line);
+    return seen.ok ? 0 : 1;
 }
 
 int hold(Segment& segment, const std::string& topic, int count)

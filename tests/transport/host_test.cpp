@@ -3,6 +3,7 @@
 // is tests/helpers/endpoint in a process of its own.
 #include <shmlink/core/error.hpp>
 #include <shmlink/ipc/inspect.hpp>
+#include <shmlink/ipc/publisher.hpp>
 #include <shmlink/transport/fd_socket.hpp>
 #include <shmlink/transport/guest.hpp>
 #include <shmlink/transport/host.hpp>
@@ -11,6 +12,7 @@
 #include "tests/support/child.hpp"
 #include "tests/support/leaks.hpp"
 #include "tests/support/ring_peer.hpp"
+#include "tests/support/samples.hpp"
 
 #include <doctest/doctest.h>
 
@@ -925,4 +927,98 @@ TEST_CASE("a peer that says joined without taking its lane is dropped, and the l
     CHECK(answer.find("ok lane=0 echoed=50") == 0);
     CHECK(guest.wait() == 0);
     CHECK(joins == 1);
+}
+
+TEST_CASE("a guest subscribes by name to a topic another guest publishes in a segment of its own; the host passes its fd")
+{
+    const test::ResourceCount before;
+    const std::string sock = socket_path("topic");
+    {
+        boost::asio::io_context io;
+        Host host(io, {.socket_path = sock});
+        // Samples of 0 B to 4 MiB: the publisher's pool grows its own segment
+        // while the subscribers are attached to it.
+        const std::uint64_t count = 3000;
+        Child publisher = start_endpoint({"topic-publisher", sock, "frames", std::to_string(count)});
+        REQUIRE(answer_of(io, host, publisher) == "ok offered");
+        std::vector<Child> subscribers;
+        for (int i = 0; i < 2; ++i) {
+            subscribers.push_back(start_endpoint({"topic-subscriber", sock, "frames"}));
+            const std::string joined = answer_of(io, host, subscribers.back());
+            INFO(joined);
+            REQUIRE(joined.rfind("ok joined", 0) == 0);
+        }
+        publisher.send("go");
+        const std::string published = answer_of(io, host, publisher);
+        INFO(published);
+        CHECK(published.rfind("ok published=" + std::to_string(count), 0) == 0);
+        CHECK(test::field(published, "extents") >= 3); // at least one per size class used, and a 4 MiB one
+        CHECK(publisher.wait() == 0);                  // its publisher says closed, its offer goes with it
+        for (Child& subscriber : subscribers) {
+            const std::string seen = answer_of(io, host, subscriber);
+            INFO(seen);
+            REQUIRE(seen.rfind("ok taken=", 0) == 0);
+            // Blocking subscribers miss a sample only when starved past the
+            // publisher's block timeout; what they miss is counted, and is
+            // exactly the gaps in what they saw.
+            CHECK(test::field(seen, "taken") + test::field(seen, "missed") == static_cast<double>(count));
+            CHECK(test::field(seen, "gaps") == test::field(seen, "missed"));
+            CHECK(test::field(seen, "base_moved") == 0);
+            CHECK(subscriber.wait() == 0);
+        }
+        // The offer ended with the guest that made it.
+        serve(io, host, [&] { return host.guest_count() == 0; }, 10s);
+        Child late = start_endpoint({"topic-subscriber", sock, "frames"});
+        const std::string refused = answer_of(io, host, late);
+        INFO(refused);
+        CHECK(refused.find("nobody offers topic 'frames'") != std::string::npos);
+        CHECK(test::exit_code(late.wait()) == 3);
+        serve(io, host, [&] { return host.guest_count() == 0; }, 10s);
+    }
+    CHECK_FALSE(std::filesystem::exists(sock));
+    SHMLINK_CHECK_NO_LEAKS(before);
+}
+
+TEST_CASE("the host offers a topic of its own; offers it must refuse are refused with the reason, and it goes on")
+{
+    const std::string sock = socket_path("offers");
+    boost::asio::io_context io;
+    Host host(io, {.socket_path = sock});
+    const int fds_before = test::count_open_fds();
+    {
+        Child offers = start_endpoint({"topic-offers", sock});
+        const std::string answer = answer_of(io, host, offers);
+        CHECK(answer == "ok twice=" + std::to_string(static_cast<int>(Errc::name_taken)) + " missing="
+                + std::to_string(static_cast<int>(Errc::not_found)) + " pipe="
+                + std::to_string(static_cast<int>(Errc::not_a_segment)));
+        CHECK(offers.wait() == 0);
+    }
+    {
+        Publisher<> publisher = Publisher<>::create(host.segment(), "status");
+        host.offer_topic(host.segment(), "status");
+        CHECK_THROWS_WITH_AS(host.offer_topic(host.segment(), "status"), doctest::Contains("offered already, by the host"),
+            Error);
+        CHECK_THROWS_AS(host.offer_topic(host.segment(), ""), Error);
+        CHECK_THROWS_AS(host.offer_topic(host.segment(), std::string(40, 'n')), Error);
+        Child subscriber = start_endpoint({"topic-subscriber", sock, "status"});
+        const std::string joined = answer_of(io, host, subscriber);
+        INFO(joined);
+        REQUIRE(joined.rfind("ok joined", 0) == 0);
+        // The host publishes once the subscriber has joined, then leaves: the
+        // subscriber drains, and reads closed.
+        for (std::uint64_t seq = 0; seq < 100; ++seq) {
+            Loan<> loan = publisher.loan(test::sample_size(seq));
+            REQUIRE(loan);
+            test::fill_sample(loan.bytes(), seq);
+            REQUIRE(publisher.publish(std::move(loan)) == TopicStatus::ok);
+            io.poll();
+        }
+        publisher = Publisher<>();
+        const std::string seen = answer_of(io, host, subscriber);
+        INFO(seen);
+        CHECK(seen.rfind("ok taken=100 gaps=0 missed=0", 0) == 0);
+        CHECK(subscriber.wait() == 0);
+    }
+    serve(io, host, [&] { return host.guest_count() == 0 && test::count_open_fds() == fds_before + 1; }, 10s);
+    CHECK_MESSAGE(test::count_open_fds() == fds_before + 1, "fd leak in the host (the one more: its own offer's)");
 }

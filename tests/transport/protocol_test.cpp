@@ -69,6 +69,16 @@ TEST_CASE("every frame type survives encode and decode")
     CHECK(error.code == 13);
     CHECK(error.text == "not your uid");
     CHECK(std::get<Joined>(round_trip(Joined {5})).lane == 5);
+    CHECK(std::get<Offer>(round_trip(Offer {"frames"})).name == "frames");
+    CHECK(std::get<Find>(round_trip(Find {std::string(39, 'f')})).name == std::string(39, 'f'));
+    CHECK(std::get<Topic>(round_trip(Topic {"frames"})).name == "frames");
+    const auto answer = std::get<Answer>(round_trip(Answer {31, "offered already"}));
+    CHECK(answer.code == 31);
+    CHECK(answer.text == "offered already");
+    CHECK(fds_of(FrameType::offer) == 1);
+    CHECK(fds_of(FrameType::topic) == 1);
+    CHECK(fds_of(FrameType::find) == 0);
+    CHECK(fds_of(FrameType::answer) == 0);
 
     // A full directory still fits in one frame.
     Welcome full;
@@ -91,12 +101,31 @@ TEST_CASE("malformed frames are refused with a reason")
         CHECK(decode_bytes(bytes, 0, reason) == Errc::bad_frame);
         CHECK(reason.find("magic") != std::string::npos);
     }
-    SUBCASE("another protocol version: version 1, before the welcome named a lane, is refused")
+    SUBCASE("another protocol version: 1 (no lane in the welcome) and 2 (no topics) are refused")
     {
         auto bytes = good;
         poke<std::uint16_t>(bytes, 4, 1);
         CHECK(decode_bytes(bytes, 0, reason) == Errc::protocol_mismatch);
-        CHECK(reason == "protocol version 1 (this side speaks 2)");
+        CHECK(reason == "protocol version 1 (this side speaks 3)");
+        poke<std::uint16_t>(bytes, 4, 2);
+        CHECK(decode_bytes(bytes, 0, reason) == Errc::protocol_mismatch);
+        CHECK(reason == "protocol version 2 (this side speaks 3)");
+    }
+    SUBCASE("a topic frame's name: empty, too long or with a NUL; an offer or topic without its fd")
+    {
+        auto empty = encode(Find {""});
+        CHECK(decode_bytes(empty, 0, reason) == Errc::bad_frame);
+        CHECK(reason.find("topic") != std::string::npos);
+        auto nul = encode(Offer {std::string("a\0b", 3)});
+        CHECK(decode_bytes(nul, 1, reason) == Errc::bad_frame);
+        auto long_name = encode(Topic {"abc"});
+        poke<std::uint16_t>(long_name, kHeaderBytes, 40);
+        long_name.resize(kHeaderBytes + 2 + 40, std::byte {'x'});
+        poke<std::uint32_t>(long_name, 8, 42);
+        CHECK(decode_bytes(long_name, 1, reason) == Errc::bad_frame);
+        CHECK(decode_bytes(encode(Offer {"frames"}), 0, reason) == Errc::bad_frame);
+        CHECK(decode_bytes(encode(Topic {"frames"}), 0, reason) == Errc::bad_frame);
+        CHECK(decode_bytes(encode(Find {"frames"}), 1, reason) == Errc::bad_frame);
     }
     SUBCASE("unknown type")
     {
