@@ -74,6 +74,10 @@ int main(int argc, char** argv)
         protocol::Goodbye {},
         protocol::ErrorReport {13, "seed refusal"},
         protocol::Joined {1},
+        protocol::Offer {"frames"},
+        protocol::Find {"frames"},
+        protocol::Topic {"frames"},
+        protocol::Answer {17, "seed refusal"},
     };
     int n = 0;
     for (const auto& frame : frames) {
