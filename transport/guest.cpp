@@ -356,7 +356,7 @@ void Guest::offer_topic(Segment& segment, std::string_view name)
 {
     State& s = state();
     const std::string what = "offer topic '" + std::string(name) + "'";
-    if (name.empty() || name.size() > protocol::kMaxTopicNameBytes || name.find('\0') != std::string_view::npos)
+    if (!protocol::topic_name_ok(name))
         throw Error(Errc::invalid_argument, s.context, Error::Reason {what + ": a topic's name is 1 to 39 bytes, with no NUL"});
     ReceivedFrame reply;
     std::string why;
@@ -383,7 +383,7 @@ Segment Guest::find_topic(std::string_view name)
 {
     State& s = state();
     const std::string what = "find topic '" + std::string(name) + "'";
-    if (name.empty() || name.size() > protocol::kMaxTopicNameBytes || name.find('\0') != std::string_view::npos)
+    if (!protocol::topic_name_ok(name))
         throw Error(Errc::invalid_argument, s.context, Error::Reason {what + ": a topic's name is 1 to 39 bytes, with no NUL"});
     ReceivedFrame reply;
     std::string why;

@@ -698,7 +698,7 @@ void Host::offer_topic(Segment& segment, std::string_view name)
 {
     State& s = *state_;
     const std::string context = "host " + s.options.socket_path.string() + ": offer topic '" + std::string(name) + "'";
-    if (name.empty() || name.size() > protocol::kMaxTopicNameBytes || name.find('\0') != std::string_view::npos)
+    if (!protocol::topic_name_ok(name))
         throw Error(Errc::invalid_argument, context, Error::Reason {"a topic's name is 1 to 39 bytes, with no NUL"});
     UniqueFd fd(::fcntl(segment.fd().get(), F_DUPFD_CLOEXEC, 0));
     if (!fd)

@@ -95,15 +95,17 @@ std::error_code fail(std::string& reason, const char* why) noexcept
     return bad_frame();
 }
 
-/// A topic's name as a frame carries it: what an object's name may be.
-bool topic_name_ok(const std::string& name) noexcept
-{
-    return !name.empty() && name.size() <= kMaxTopicNameBytes && name.find('\0') == std::string::npos;
-}
+
 
 } // namespace
 
 std::error_code bad_frame() noexcept { return Errc::bad_frame; }
+
+bool topic_name_ok(std::string_view name) noexcept
+{
+    // What an object's name may be: a topic is found in its segment's directory.
+    return !name.empty() && name.size() <= kMaxTopicNameBytes && name.find('\0') == std::string_view::npos;
+}
 
 FrameType type_of(const Frame& frame) noexcept { return static_cast<FrameType>(frame.index() + 1); }
 

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <string_view>
 #include <system_error>
 #include <variant>
 #include <vector>
@@ -93,6 +94,9 @@ static_assert(std::variant_size_v<Frame> == 10, "type_of() maps the variant's in
 FrameType type_of(const Frame& frame) noexcept;
 /// How many fds travel with a frame of this type (welcome, offer, topic: a segment; others: none).
 std::size_t fds_of(FrameType type) noexcept;
+
+/// Whether `name` is one a topic frame may carry: 1..39 bytes, no NUL.
+bool topic_name_ok(std::string_view name) noexcept;
 
 /// The frame's bytes, header included.
 std::vector<std::byte> encode(const Frame& frame);
