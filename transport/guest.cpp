@@ -26,6 +26,12 @@ constexpr auto kWatchInterval = std::chrono::milliseconds(50);
 /// How long a guest that attaches by path waits for a free lane.
 constexpr auto kLaneWait = std::chrono::seconds(2);
 
+/// A frame that answers a guest's request (offer, find).
+bool is_answer(const protocol::Frame& frame) noexcept
+{
+    return std::holds_alternative<protocol::Answer>(frame) || std::holds_alternative<protocol::Topic>(frame);
+}
+
 /// ": PATH is a regular file, not a socket" when something else than a
 /// socket is at the path, for the message of a failed connect; "" otherwise.
 std::string what_is_there(const std::filesystem::path& path)
@@ -59,6 +65,10 @@ struct Guest::State {
     /// `why`, when the host answered with one or could not be asked.
     std::error_code request(const protocol::Frame& frame, std::span<const BorrowedFd> fds, ReceivedFrame& reply,
         std::string& why);
+    /// request() for the topic `name` (offer, find), throwing
+    /// "<context>: <what> '<name>': <why>" on a bad name or a refusal.
+    ReceivedFrame ask(const char* what, std::string_view name, const protocol::Frame& frame,
+        std::span<const BorrowedFd> fds);
 
     /// Takes a free lane of host.inbox (a guest joined by path) and opens
     /// guest.<lane>. A lane its last guest just left is free again within
@@ -202,13 +212,16 @@ Guest Guest::connect(const std::filesystem::path& socket_path, const GuestOption
     return Guest(std::move(state));
 }
 
-/// The error_code form of a throwing join.
-template <typename Join>
-Guest Guest::or_error(std::error_code& ec, Join&& join) noexcept
+namespace {
+
+/// The error_code form of a throwing call: its result, or `failed` with
+/// `ec` set to why it threw.
+template <typename Result, typename Call>
+Result into_error_code(std::error_code& ec, Result failed, Call&& call) noexcept
 {
     try {
         ec.clear();
-        return join();
+        return call();
     } catch (const std::system_error& e) {
         ec = e.code();
     } catch (const std::bad_alloc&) {
@@ -216,7 +229,16 @@ Guest Guest::or_error(std::error_code& ec, Join&& join) noexcept
     } catch (const std::exception&) {
         ec = std::make_error_code(std::errc::io_error);
     }
-    return Guest(nullptr);
+    return failed;
+}
+
+} // namespace
+
+/// The error_code form of a throwing join.
+template <typename Join>
+Guest Guest::or_error(std::error_code& ec, Join&& join) noexcept
+{
+    return into_error_code(ec, Guest(nullptr), std::forward<Join>(join));
 }
 
 Guest Guest::connect(const std::filesystem::path& socket_path, const GuestOptions& options,
@@ -294,8 +316,7 @@ std::error_code Guest::State::follow(const protocol::Frame& frame)
         host_error = Errc::peer_closed;
         return host_error;
     }
-    const bool an_answer = std::holds_alternative<protocol::Answer>(frame) || std::holds_alternative<protocol::Topic>(frame);
-    if (an_answer && late_answers > 0) {
+    if (is_answer(frame) && late_answers > 0) {
         --late_answers; // to a request that gave up waiting; its fd, if any, is closed with it
         return {};
     }
@@ -335,9 +356,7 @@ std::error_code Guest::State::request(const protocol::Frame& frame, std::span<co
             why = reason.empty() ? "the host is gone" : reason;
             return ec;
         }
-        const bool an_answer = std::holds_alternative<protocol::Answer>(received.frame)
-            || std::holds_alternative<protocol::Topic>(received.frame);
-        if (an_answer && late_answers == 0) {
+        if (is_answer(received.frame) && late_answers == 0) {
             if (const auto* answer = std::get_if<protocol::Answer>(&received.frame); answer && answer->code != 0) {
                 why = answer->text;
                 return make_error_code(static_cast<Errc>(answer->code));
@@ -352,66 +371,55 @@ std::error_code Guest::State::request(const protocol::Frame& frame, std::span<co
     }
 }
 
-void Guest::offer_topic(Segment& segment, std::string_view name)
+ReceivedFrame Guest::State::ask(const char* what, std::string_view name, const protocol::Frame& frame,
+    std::span<const BorrowedFd> fds)
 {
-    State& s = state();
-    const std::string what = "offer topic '" + std::string(name) + "'";
+    const std::string doing = std::string(what) + " '" + std::string(name) + "'";
     if (!protocol::topic_name_ok(name))
-        throw Error(Errc::invalid_argument, s.context, Error::Reason {what + ": a topic's name is 1 to 39 bytes, with no NUL"});
+        throw Error(Errc::invalid_argument, context, Error::Reason {doing + ": a topic's name is 1 to 39 bytes, with no NUL"});
     ReceivedFrame reply;
     std::string why;
+    if (const auto ec = request(frame, fds, reply, why))
+        throw Error(ec, context, Error::Reason {doing + ": " + why});
+    return reply;
+}
+
+void Guest::offer_topic(Segment& segment, std::string_view name)
+{
     const BorrowedFd fds[] = {segment.fd()};
-    if (const auto ec = s.request(protocol::Offer {std::string(name)}, fds, reply, why))
-        throw Error(ec, s.context, Error::Reason {what + ": " + why});
+    const ReceivedFrame reply = state().ask("offer topic", name, protocol::Offer {std::string(name)}, fds);
     if (!std::holds_alternative<protocol::Answer>(reply.frame))
-        throw Error(Errc::bad_frame, s.context, Error::Reason {what + ": the host answered an offer with a topic"});
+        throw Error(Errc::bad_frame, state_->context,
+            Error::Reason {"offer topic '" + std::string(name) + "': the host answered an offer with a topic"});
 }
 
 void Guest::offer_topic(Segment& segment, std::string_view name, std::error_code& ec) noexcept
 {
-    try {
-        ec.clear();
+    into_error_code(ec, false, [&] {
         offer_topic(segment, name);
-    } catch (const std::system_error& e) {
-        ec = e.code();
-    } catch (const std::bad_alloc&) {
-        ec = std::make_error_code(std::errc::not_enough_memory);
-    }
+        return true;
+    });
 }
 
 Segment Guest::find_topic(std::string_view name)
 {
-    State& s = state();
-    const std::string what = "find topic '" + std::string(name) + "'";
-    if (!protocol::topic_name_ok(name))
-        throw Error(Errc::invalid_argument, s.context, Error::Reason {what + ": a topic's name is 1 to 39 bytes, with no NUL"});
-    ReceivedFrame reply;
-    std::string why;
-    if (const auto ec = s.request(protocol::Find {std::string(name)}, {}, reply, why))
-        throw Error(ec, s.context, Error::Reason {what + ": " + why});
+    ReceivedFrame reply = state().ask("find topic", name, protocol::Find {std::string(name)}, {});
+    const std::string doing = "find topic '" + std::string(name) + "'";
     const auto* topic = std::get_if<protocol::Topic>(&reply.frame);
     if (topic == nullptr || topic->name != name || reply.fds.size() != 1)
-        throw Error(Errc::bad_frame, s.context, Error::Reason {what + ": the host answered with another topic or none"});
+        throw Error(Errc::bad_frame, state_->context, Error::Reason {doing + ": the host answered with another topic or none"});
     // Checked as any attach is: the offering guest wrote its header, and may
     // cut its file under us.
     std::error_code ec;
     Segment segment = Segment::attach(std::move(reply.fds.front()), {.map = {.guard_truncation = true}}, ec);
     if (ec)
-        throw Error(ec, s.context, what + ": attach the segment the host passed");
+        throw Error(ec, state_->context, doing + ": attach the segment the host passed");
     return segment;
 }
 
 Segment Guest::find_topic(std::string_view name, std::error_code& ec) noexcept
 {
-    try {
-        ec.clear();
-        return find_topic(name);
-    } catch (const std::system_error& e) {
-        ec = e.code();
-    } catch (const std::bad_alloc&) {
-        ec = std::make_error_code(std::errc::not_enough_memory);
-    }
-    return Segment();
+    return into_error_code(ec, Segment(), [&] { return find_topic(name); });
 }
 
 template <typename Attempt, typename WaitSlice>
