@@ -50,6 +50,7 @@ enum class Advice : int {
     nohugepage = MADV_NOHUGEPAGE,
     dontdump = MADV_DONTDUMP,
     dodump = MADV_DODUMP,
+    populate_write = MADV_POPULATE_WRITE, ///< Linux 5.14; older kernels answer EINVAL
 };
 
 enum class Sync : int {

@@ -114,6 +114,7 @@ Segment& Segment::operator=(Segment&& other) noexcept
         owner_ = std::exchange(other.owner_, false);
         owner_pid_ = other.owner_pid_;
         writable_ = std::exchange(other.writable_, false);
+        mapped_ahead_ = std::exchange(other.mapped_ahead_, false);
         cleanup_ = std::exchange(other.cleanup_, Cleanup::keep);
         allocate_backing_ = other.allocate_backing_;
         map_ = other.map_;
@@ -170,6 +171,11 @@ Segment Segment::create_at(const std::filesystem::path& path, std::size_t size_b
 {
     return guarded(ec, [&]() -> Segment {
         ec.clear();
+        if (options.peers_read_only) {
+            ec = Errc::invalid_argument;
+            detail = "peers_read_only needs an anonymous segment (a file at a path cannot be sealed)";
+            return {};
+        }
         UniqueFd fd;
         bool linked = false;
         if (options.cleanup == Cleanup::unlink_now) {
@@ -238,8 +244,18 @@ Segment Segment::create_memfd(std::size_t size_bytes, const SegmentOptions& opti
         if (ec)
             return {};
         // No peer may shrink the file under the others (SIGBUS), nor add seals of
-        // its own (F_SEAL_GROW would stop the host from growing).
-        if (::fcntl(segment.fd_.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_SEAL) != 0) {
+        // its own (F_SEAL_GROW would stop the host from growing). Sealed against
+        // writes, the file keeps only the mapping we made before (all of it).
+        // Sealed for its peers, the file is its maximum length at once (sparse:
+        // grow() allocates, or only announces) and sealed against growing, so
+        // that a peer can neither extend it nor make the creator's extension fail.
+        if (options.peers_read_only && ::ftruncate(segment.fd_.get(), static_cast<off_t>(segment.max_size_bytes())) != 0) {
+            ec = errno_code();
+            return {};
+        }
+        const int seals = F_SEAL_SHRINK | F_SEAL_SEAL
+            | (options.peers_read_only ? F_SEAL_FUTURE_WRITE | F_SEAL_GROW : 0);
+        if (::fcntl(segment.fd_.get(), F_ADD_SEALS, seals) != 0) {
             ec = errno_code();
             return {};
         }
@@ -301,6 +317,12 @@ Segment Segment::finish_create(UniqueFd fd, std::filesystem::path path, std::siz
     segment.allocate_backing_ = options.allocate_backing;
     segment.map_ = options.map;
     segment.reservation_ = reserve_address_space(max_size, ec);
+    if (!ec && options.peers_read_only) {
+        // The file will be sealed against new writable mappings: map all it can
+        // grow to now. Pages past its end are never touched before grow() extends it.
+        ec = map_fixed(segment.reservation_, 0, max_size, Prot::read | Prot::write, Map::shared, segment.fd_, 0);
+        segment.mapped_ahead_ = !ec;
+    }
     if (ec || (ec = segment.map_extent(0, size)))
         return {};
     segment.mapped_bytes_.store(size, std::memory_order_relaxed);
@@ -473,6 +495,12 @@ Segment Segment::attach_fd(UniqueFd fd, std::filesystem::path path, const Attach
             detail = "the file is not open for reading and writing (attach read_only instead)";
             return {};
         }
+        const int seals = ::fcntl(fd.get(), F_GET_SEALS); // -1 (EINVAL) for a file that takes no seals
+        if (!options.read_only && seals > 0 && (seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE)) != 0) {
+            ec = std::make_error_code(std::errc::permission_denied);
+            detail = "its creator sealed it against writes by its peers (attach read_only instead)";
+            return {};
+        }
 
         // Validate a private copy of the header before mapping anything: a
         // short or foreign file must never be touched through a mapping.
@@ -591,16 +619,24 @@ std::error_code Segment::map_extent(std::size_t from, std::size_t to) noexcept
 {
     const ProtFlags prot = writable_ ? Prot::read | Prot::write : ProtFlags(Prot::read);
     const MapFlags flags = map_.populate ? Map::shared | Map::populate : MapFlags(Map::shared);
-    if (auto ec = map_fixed(reservation_, from, to - from, prot, flags, fd_, static_cast<off_t>(from)))
-        return ec;
     const auto extent = reservation_.bytes().subspan(from, to - from);
+    if (mapped_ahead_) {
+        if (map_.populate)
+            (void)advise(extent, Advice::populate_write); // a hint, as MAP_POPULATE is
+    } else if (auto ec = map_fixed(reservation_, from, to - from, prot, flags, fd_, static_cast<off_t>(from))) {
+        return ec;
+    }
     if (map_.huge_pages)
         (void)advise(extent, Advice::hugepage); // a hint: tmpfs without THP declines, and that is fine
     if (map_.lock_memory) {
         if (auto ec = lock(extent)) {
-            // Give the extent back to the reservation so the segment stays as it was.
-            (void)map_fixed(reservation_, from, to - from, Prot::none, Map::private_ | Map::anonymous | Map::noreserve,
-                UniqueFd{}, 0);
+            // Give the extent back to the reservation so the segment stays as it
+            // was; mapped ahead, the file's mapping cannot be made again: keep it.
+            if (mapped_ahead_)
+                (void)unlock(extent);
+            else
+                (void)map_fixed(reservation_, from, to - from, Prot::none,
+                    Map::private_ | Map::anonymous | Map::noreserve, UniqueFd{}, 0);
             return ec;
         }
     }
@@ -643,12 +679,15 @@ void Segment::grow(std::size_t new_size_bytes, std::error_code& ec) noexcept
             ec = Errc::exceeds_maximum;
             return;
         }
-        if ((ec = extend_file(fd_, old_size, new_size, allocate_backing_)))
+        // Sealed for its peers, the file is already its maximum length: only
+        // allocate (the length is not ours to change any more).
+        if ((!mapped_ahead_ || allocate_backing_) && (ec = extend_file(fd_, old_size, new_size, allocate_backing_)))
             return;
         if ((ec = map_extent(old_size, new_size))) {
             // Give the file back its old length where the seals allow; the header
             // still says old_size, which is what every process trusts.
-            (void)::ftruncate(fd_.get(), static_cast<off_t>(old_size));
+            if (!mapped_ahead_)
+                (void)::ftruncate(fd_.get(), static_cast<off_t>(old_size));
             return;
         }
         detail::guard_resize(guard_slot_, new_size); // guarded before any thread can touch it

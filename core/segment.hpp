@@ -70,6 +70,17 @@ struct SegmentOptions {
     bool allocate_backing = true;
     MapOptions map {};
     std::string memfd_name = "shmlink"; ///< create_anonymous(): the name /proc shows
+    /// create_anonymous() only: seal the memfd against writes by anyone but
+    /// this mapping (F_SEAL_FUTURE_WRITE), so that every process it is passed
+    /// to, whatever the fd's mode, can map it for reading only
+    /// (AttachOptions::read_only), and none can resize it: the file is
+    /// max_size_bytes long at once (sparse) and sealed against growing and
+    /// shrinking. The creator maps all of it at create (address space only);
+    /// grow() then allocates the new pages (allocate_backing) and announces
+    /// the size.
+    /// For topics whose subscribers keep their slots apart
+    /// (SubscriberOptions::own_slot); a ring needs its peers' writes.
+    bool peers_read_only = false;
 };
 
 struct AttachOptions {
@@ -247,6 +258,8 @@ public:
 
     [[nodiscard]] bool valid() const noexcept { return fd_.valid(); }
     [[nodiscard]] bool is_owner() const noexcept { return owner_; }
+    /// Mapped for writing (not attached read_only).
+    [[nodiscard]] bool is_writable() const noexcept { return writable_; }
     [[nodiscard]] std::byte* base() const noexcept { return reservation_.data(); }
     /// Bytes mapped in this process (the creator's size as of the last grow/refresh).
     [[nodiscard]] std::size_t size_bytes() const noexcept
@@ -325,6 +338,7 @@ private:
     bool owner_ = false;
     pid_t owner_pid_ = 0; // the creator's process: a forked child's copy never unlinks
     bool writable_ = false;
+    bool mapped_ahead_ = false; // SegmentOptions::peers_read_only: the whole reservation is mapped
     Cleanup cleanup_ = Cleanup::keep;
     bool allocate_backing_ = true;
     MapOptions map_;

@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -410,8 +411,14 @@ Segment Guest::find_topic(std::string_view name)
         throw Error(Errc::bad_frame, state_->context, Error::Reason {doing + ": the host answered with another topic or none"});
     // Checked as any attach is: the offering guest wrote its header, and may
     // cut its file under us.
+    // A segment its creator sealed against its peers' writes
+    // (SegmentOptions::peers_read_only) is attached read-only: a subscriber
+    // of it keeps its slot apart (SubscriberOptions::own_slot).
+    const int seals = ::fcntl(reply.fds.front().get(), F_GET_SEALS);
+    const bool read_only = seals > 0 && (seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE)) != 0;
     std::error_code ec;
-    Segment segment = Segment::attach(std::move(reply.fds.front()), {.map = {.guard_truncation = true}}, ec);
+    Segment segment = Segment::attach(std::move(reply.fds.front()),
+        {.read_only = read_only, .map = {.guard_truncation = !read_only}}, ec);
     if (ec)
         throw Error(ec, state_->context, doing + ": attach the segment the host passed");
     return segment;
