@@ -150,9 +150,10 @@ ObjectState inspect(const Segment& segment, const ObjectInfo& object)
                 continue;
             TopicSlotState s;
             s.index = i;
-            static const char* const names[] = {"free", "joining", "joined", "leaving"};
+            // apart: the slot is in its subscriber's own file (its queue is not here to show).
+            static const char* const names[] = {"free", "joining", "joined", "leaving", "apart"};
             const auto slot_state = static_cast<std::uint32_t>(owner);
-            s.state = slot_state < 4 ? names[slot_state] : "invalid";
+            s.state = slot_state < 5 ? names[slot_state] : "invalid";
             s.pid = static_cast<pid_t>(owner >> 32);
             s.depth = load(slot.depth);
             s.overflow = load(slot.overflow) == 0 ? "drop oldest" : "block publisher";

@@ -62,7 +62,7 @@ struct MpmcState {
 /// One subscriber slot of a topic.
 struct TopicSlotState {
     std::uint32_t index = 0;
-    std::string state {}; ///< "free", "joining", "joined", "leaving", or "invalid"
+    std::string state {}; ///< "free", "joining", "joined", "leaving", "apart" (its queue is in its own slot file), or "invalid"
     pid_t pid = 0;
     std::uint32_t depth = 0;
     std::string overflow {}; ///< "drop oldest" or "block publisher"

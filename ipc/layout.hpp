@@ -27,7 +27,7 @@ inline constexpr std::uint16_t kMpmcQueueVersion = 2;
 /// 2: a release ring holds max_held + 2 queues (the publisher reads it a
 /// queue's worth of deliveries apart, not at every one); version 1 topics
 /// are refused.
-inline constexpr std::uint16_t kTopicVersion = 2;
+inline constexpr std::uint16_t kTopicVersion = 3;
 
 /// Separates what two sides write: a cache line pair (adjacent-line
 /// prefetch pulls lines in twos on x86), so neither side's stores evict the
@@ -194,6 +194,10 @@ enum class SlotState : std::uint32_t {
     joining = 1, ///< a subscriber took it and is writing its options
     joined = 2,  ///< the publisher delivers to it once it has seen it
     leaving = 3, ///< its subscriber left; the publisher takes its samples back and frees it
+    /// In the topic's table only: the publisher admitted a subscriber whose
+    /// slot is in memory of the subscriber's own (Publisher::admit()), and
+    /// delivers there; this entry only keeps the index taken.
+    apart = 4,
 };
 
 /// One subscriber's slot. The publisher writes the delivery block and the
@@ -212,7 +216,7 @@ struct TopicSlot {
     WaitWord readable;      ///< the subscriber sleeps here while its queue is empty
     std::uint64_t missed;   ///< samples this subscriber lost (dropped oldest, or a blocked publish timed out); atomic
     std::uint64_t reclaimed; ///< samples taken back beyond its hold limit, or named twice; atomic
-    std::uint64_t reserved2;
+    std::uint64_t admitted;  ///< in a slot of the subscriber's own: its index in the table plus 1, once admitted; atomic
     std::uint64_t release_head; ///< release entries the publisher has read; atomic
     std::uint8_t reserved3[kFalseSharingRange - 48];
     // The subscriber's block.
@@ -299,6 +303,7 @@ static_assert(offsetof(TopicSlot, tail) == 128);
 static_assert(offsetof(TopicSlot, readable) == 136);
 static_assert(offsetof(TopicSlot, missed) == 144);
 static_assert(offsetof(TopicSlot, reclaimed) == 152);
+static_assert(offsetof(TopicSlot, admitted) == 160);
 static_assert(offsetof(TopicSlot, release_head) == 168);
 static_assert(offsetof(TopicSlot, head) == 256);
 static_assert(offsetof(TopicSlot, writable) == 264);

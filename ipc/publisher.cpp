@@ -1,11 +1,17 @@
 #include <shmlink/ipc/publisher.hpp>
+#include <shmlink/ipc/subscriber.hpp>
 
 #include <shmlink/core/log.hpp>
+#include <shmlink/core/mmap.hpp>
 #include <shmlink/ipc/detail/liveness.hpp>
 #include <shmlink/ipc/detail/object.hpp>
 #include <shmlink/ipc/detail/topic.hpp>
 #include <shmlink/ipc/wait.hpp>
 
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -102,6 +108,10 @@ struct SlotBook {
     std::vector<std::uint32_t> queued; // chunk of position p at p % queue_depth, for p in [head, tail)
     std::vector<Held> held;            // taken, not released yet
     UniqueFd wake_fd;                  // the subscriber's eventfd (set_wake_fd()), until the slot is freed
+    // A slot file of the subscriber's own (admit()), mapped, and the file: its
+    // lock byte says whether that subscriber lives. Empty for a slot of the table.
+    Mapping own;
+    UniqueFd own_fd;
 };
 
 } // namespace
@@ -125,6 +135,14 @@ struct PublisherCore {
     std::uint64_t bogus_releases = 0;
 
     std::uint32_t queue_depth() const noexcept { return view.geometry.queue_depth; }
+    /// Where slot `index` lies: in the table, or in its subscriber's own file.
+    std::byte* slot_base(std::uint32_t index) const noexcept
+    {
+        return books[index].own.valid() ? books[index].own.data() : view.slot_bytes(index);
+    }
+    ipc::TopicSlot& slot(std::uint32_t index) const noexcept { return slot_at(slot_base(index)); }
+    ipc::TopicDelivery* queue(std::uint32_t index) const noexcept { return queue_at(slot_base(index)); }
+    std::uint64_t* releases(std::uint32_t index) const noexcept { return releases_at(slot_base(index), view.geometry); }
 
     void unref(std::uint32_t chunk) noexcept
     {
@@ -150,6 +168,7 @@ struct PublisherCore {
     }
     void look_for_joins(bool always) noexcept;
     void adopt(std::uint32_t index, std::uint64_t owner) noexcept;
+    std::uint32_t admit(UniqueFd file, std::error_code& ec, std::string& why) noexcept;
     void free_slot(std::uint32_t index) noexcept;
     void drop_everything(SlotBook& book) noexcept;
     void quarantine(std::uint32_t index, const char* why) noexcept;
@@ -218,7 +237,7 @@ void PublisherCore::quarantine(std::uint32_t index, const char* why) noexcept
     drop_everything(book);
     book.use = SlotUse::quarantined;
     ++corrupt_slots;
-    ipc::TopicSlot& slot = view.slot(index);
+    ipc::TopicSlot& slot = this->slot(index);
     // release: pairs with the acquire load of flags in the subscriber's take().
     shared(slot.flags).fetch_or(ipc::kSlotQuarantined, std::memory_order_release);
     notify_sole(slot.readable, book.wake_fd.get());
@@ -232,6 +251,8 @@ void PublisherCore::free_slot(std::uint32_t index) noexcept
     book.use = SlotUse::idle;
     book.owner = 0;
     book.wake_fd.reset(); // the next subscriber of the slot brings its own
+    book.own.reset();     // a slot file goes with its subscriber; the table entry is what is freed
+    book.own_fd.reset();
     ipc::TopicSlot& slot = view.slot(index);
     // Every word but the owner's back to zero (whatever a peer wrote there),
     // as a new subscriber expects, before the owner word says free.
@@ -245,7 +266,7 @@ void PublisherCore::free_slot(std::uint32_t index) noexcept
 void PublisherCore::adopt(std::uint32_t index, std::uint64_t owner) noexcept
 {
     SlotBook& book = books[index];
-    ipc::TopicSlot& slot = view.slot(index);
+    ipc::TopicSlot& slot = this->slot(index);
     // relaxed: written before the owner word said joined (acquire in look_for_joins()).
     const std::uint32_t depth = shared(slot.depth).load(std::memory_order_relaxed);
     const std::uint32_t max_held = shared(slot.max_held).load(std::memory_order_relaxed);
@@ -279,6 +300,8 @@ void PublisherCore::look_for_joins(bool always) noexcept
     joins_seen = joins;
     for (std::uint32_t i = 0; i < view.geometry.slot_count; ++i) {
         SlotBook& book = books[i];
+        if (book.own.valid())
+            continue; // its entry only says `apart`; reap() watches the slot file
         // acquire: pairs with the subscriber's release store of joined or leaving.
         const std::uint64_t owner = shared(view.slot(i).owner).load(std::memory_order_acquire);
         const ipc::SlotState state = slot_state(owner);
@@ -293,12 +316,88 @@ void PublisherCore::look_for_joins(bool always) noexcept
     }
 }
 
+std::uint32_t PublisherCore::admit(UniqueFd file, std::error_code& ec, std::string& why) noexcept
+{
+    const std::size_t bytes = own_slot_file_bytes(view.geometry);
+    struct stat st {};
+    if (!file || ::fstat(file.get(), &st) != 0) {
+        ec = file ? errno_code() : std::make_error_code(std::errc::bad_file_descriptor);
+        return Subscriber<>::kNoSlot;
+    }
+    // A memfd of tmpfs, not of hugetlbfs: the subscriber could punch holes in
+    // that one and fault us, seals or not.
+    struct statfs fs {};
+    if (!S_ISREG(st.st_mode) || ::fstatfs(file.get(), &fs) != 0 || fs.f_type != TMPFS_MAGIC) {
+        ec = Errc::not_a_segment;
+        return Subscriber<>::kNoSlot;
+    }
+    // A file its subscriber could shrink would fault us on its next delivery.
+    const int seals = ::fcntl(file.get(), F_GET_SEALS);
+    if (static_cast<std::uint64_t>(st.st_size) != bytes || seals < 0 || (seals & F_SEAL_SHRINK) == 0) {
+        ec = Errc::invalid_argument;
+        why = "not a slot file of this topic: " + std::to_string(st.st_size) + " bytes, not " + std::to_string(bytes)
+            + (seals < 0 || (seals & F_SEAL_SHRINK) == 0 ? ", not sealed against shrinking" : "");
+        return Subscriber<>::kNoSlot;
+    }
+    for (const SlotBook& book : books) {
+        struct stat other {};
+        if (book.own_fd && ::fstat(book.own_fd.get(), &other) == 0 && other.st_ino == st.st_ino
+            && other.st_dev == st.st_dev) {
+            ec = Errc::invalid_argument;
+            why = "its slot file is admitted already, as slot " + std::to_string(&book - books.data());
+            return Subscriber<>::kNoSlot;
+        }
+    }
+    Mapping mapped = map(bytes, Prot::read | Prot::write, MapFlags(Map::shared), file, 0, ec);
+    if (!mapped.valid())
+        return Subscriber<>::kNoSlot;
+    // acquire: pairs with the subscriber's release store of joined, after its options.
+    const std::uint64_t owner = shared(slot_at(mapped.data()).owner).load(std::memory_order_acquire);
+    if (slot_state(owner) != ipc::SlotState::joined) {
+        ec = Errc::invalid_argument;
+        why = "its slot file does not say joined";
+        return Subscriber<>::kNoSlot;
+    }
+    if (!byte_locked(file, kOwnSlotLockByte)) {
+        ec = Errc::peer_closed; // its subscriber is gone
+        return Subscriber<>::kNoSlot;
+    }
+    for (std::uint32_t i = 0; i < view.geometry.slot_count; ++i) {
+        if (books[i].use != SlotUse::idle)
+            continue;
+        std::uint64_t free = 0;
+        // relaxed: only the index is taken; nobody reads more of an `apart` entry.
+        // It competes with a subscriber of the table that takes the same entry.
+        if (!shared(view.slot(i).owner).compare_exchange_strong(free,
+                owner_word(static_cast<pid_t>(owner >> 32), ipc::SlotState::apart), std::memory_order_relaxed))
+            continue;
+        books[i].own = std::move(mapped);
+        books[i].own_fd = std::move(file);
+        shared(slot(i).admitted).store(i + 1, std::memory_order_relaxed); // relaxed: a number for the subscriber
+        adopt(i, owner);
+        return i;
+    }
+    ec = Errc::no_free_lane;
+    return Subscriber<>::kNoSlot;
+}
+
 std::size_t PublisherCore::reap() noexcept
 {
     next_reap = std::chrono::steady_clock::now() + options.reap_interval;
     look_for_joins(true); // a scribbled joins counter must not hide a join for ever
     std::size_t freed = 0;
     for (std::uint32_t i = 0; i < view.geometry.slot_count; ++i) {
+        if (books[i].own.valid()) {
+            // acquire: pairs with the subscriber's release store of leaving, after its releases.
+            const bool left = slot_state(shared(slot(i).owner).load(std::memory_order_acquire))
+                == ipc::SlotState::leaving;
+            if (!left && byte_locked(books[i].own_fd, kOwnSlotLockByte))
+                continue;
+            dead_subscribers += !left;
+            free_slot(i);
+            ++freed;
+            continue;
+        }
         // relaxed: the lock, not the word, says whether its subscriber lives.
         const std::uint64_t owner = shared(view.slot(i).owner).load(std::memory_order_relaxed);
         if (books[i].use == SlotUse::idle && owner == 0)
@@ -317,7 +416,7 @@ std::size_t PublisherCore::reap() noexcept
 bool PublisherCore::drain_releases(std::uint32_t index) noexcept
 {
     SlotBook& book = books[index];
-    ipc::TopicSlot& slot = view.slot(index);
+    ipc::TopicSlot& slot = this->slot(index);
     const std::uint32_t capacity = view.geometry.release_capacity;
     // acquire: pairs with the subscriber's release store in release(); it read
     // the samples it names before.
@@ -330,7 +429,7 @@ bool PublisherCore::drain_releases(std::uint32_t index) noexcept
         quarantine(index, "wrote a release ring position out of range");
         return false;
     }
-    const std::uint64_t* entries = view.releases(index);
+    const std::uint64_t* entries = releases(index);
     for (std::uint64_t r = book.release_head; r != tail; ++r) {
         // relaxed: ordered by the acquire load of release_tail.
         const std::uint64_t position = std::atomic_ref(const_cast<std::uint64_t&>(entries[r & (capacity - 1)]))
@@ -363,7 +462,7 @@ bool PublisherCore::drain_releases(std::uint32_t index) noexcept
 bool PublisherCore::sync(std::uint32_t index) noexcept
 {
     SlotBook& book = books[index];
-    ipc::TopicSlot& slot = view.slot(index);
+    ipc::TopicSlot& slot = this->slot(index);
     // acquire: pairs with the subscriber's compare-and-swap in take().
     const std::uint64_t head = shared(slot.head).load(std::memory_order_acquire);
     if (head < book.head || head > book.tail) {
@@ -392,7 +491,7 @@ bool PublisherCore::deliver(std::uint32_t index, std::uint32_t chunk, std::uint6
     LazyDeadline& deadline) noexcept
 {
     SlotBook& book = books[index];
-    ipc::TopicSlot& slot = view.slot(index);
+    ipc::TopicSlot& slot = this->slot(index);
     // The subscriber's lines are read only when its queue looks full (by the
     // head we last saw, which is never ahead of the real one) or a queue's
     // worth of deliveries after we last read its releases: its release ring
@@ -441,7 +540,7 @@ bool PublisherCore::deliver(std::uint32_t index, std::uint32_t chunk, std::uint6
         }
     }
     const std::uint64_t position = book.tail;
-    ipc::TopicDelivery& d = view.queue(index)[position & mask];
+    ipc::TopicDelivery& d = queue(index)[position & mask];
     // relaxed: published by the release store of the mark.
     shared(d.offset).store(chunks[chunk].offset, std::memory_order_relaxed);
     shared(d.size).store(size, std::memory_order_relaxed);
@@ -517,7 +616,7 @@ Publisher<void>::~Publisher()
     detail::shared(control.publisher)
         .store(detail::owner_word(getpid(), ipc::PublisherState::closed), std::memory_order_release);
     for (std::uint32_t i = 0; i < core_->view.geometry.slot_count; ++i)
-        notify_sole(core_->view.slot(i).readable, core_->books[i].wake_fd.get());
+        notify_sole(core_->slot(i).readable, core_->books[i].wake_fd.get());
 }
 
 Publisher<void> Publisher<void>::create(Segment& segment, std::string_view name, const TopicOptions& options)
@@ -683,6 +782,35 @@ TopicStatus Publisher<void>::publish(Loan<>&& loan, std::chrono::nanoseconds tim
 }
 
 std::size_t Publisher<void>::reap() noexcept { return core_ ? core_->reap() : 0; }
+
+std::uint32_t Publisher<void>::admit(UniqueFd slot_file)
+{
+    std::string why;
+    return detail::or_throw("admit a subscriber to topic", core_ ? std::string_view(core_->name) : "",
+        [&](std::error_code& ec) { return admit(std::move(slot_file), ec, why); }, [&] { return why; });
+}
+
+std::uint32_t Publisher<void>::admit(UniqueFd slot_file, std::error_code& ec) noexcept
+{
+    std::string why;
+    return admit(std::move(slot_file), ec, why);
+}
+
+std::uint32_t Publisher<void>::admit(UniqueFd slot_file, std::error_code& ec, std::string& why) noexcept
+{
+    ec.clear();
+    if (!core_) {
+        ec = Errc::invalid_argument;
+        why = "the publisher is empty";
+        return Subscriber<>::kNoSlot;
+    }
+    try {
+        return core_->admit(std::move(slot_file), ec, why);
+    } catch (const std::bad_alloc&) {
+        ec = std::make_error_code(std::errc::not_enough_memory);
+        return Subscriber<>::kNoSlot;
+    }
+}
 
 bool Publisher<void>::set_wake_fd(std::uint32_t slot, UniqueFd wake_fd) noexcept
 {

@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 #include <string_view>
 #include <system_error>
 #include <type_traits>
@@ -123,9 +124,24 @@ public:
     /// set_wake_fd() replaces it. False, and the fd closed, for a slot out
     /// of range.
     bool set_wake_fd(std::uint32_t slot, UniqueFd wake_fd) noexcept;
+    /// Admits a subscriber whose slot is a file of its own
+    /// (SubscriberOptions::own_slot, Subscriber::share_slot()), passed to this
+    /// process over a Unix socket; returns the slot index it takes. The
+    /// history is delivered to it at once, and every publish from then on.
+    /// The file is mapped here and nowhere but in its subscriber, so what
+    /// that subscriber writes reaches no other. Its slot is freed when it
+    /// leaves or dies (found by reap(), as for any slot). Who may take a
+    /// slot is the caller's policy: each admit takes one. Errors:
+    /// Errc::not_a_segment (not a regular file or memfd of tmpfs),
+    /// invalid_argument (not a slot file of this topic: its size, no seal
+    /// against shrinking, or not joined), peer_closed (its subscriber is
+    /// gone), no_free_lane (every slot is taken), errno from mmap.
+    std::uint32_t admit(UniqueFd slot_file);
+    std::uint32_t admit(UniqueFd slot_file, std::error_code& ec) noexcept;
     [[nodiscard]] PublisherStats stats() const;
 
 private:
+    std::uint32_t admit(UniqueFd slot_file, std::error_code& ec, std::string& why) noexcept;
     std::unique_ptr<detail::PublisherCore> core_;
 };
 
@@ -171,6 +187,8 @@ public:
     }
     std::size_t reap() noexcept { return raw_.reap(); }
     bool set_wake_fd(std::uint32_t slot, UniqueFd wake_fd) noexcept { return raw_.set_wake_fd(slot, std::move(wake_fd)); }
+    std::uint32_t admit(UniqueFd slot_file) { return raw_.admit(std::move(slot_file)); }
+    std::uint32_t admit(UniqueFd slot_file, std::error_code& ec) noexcept { return raw_.admit(std::move(slot_file), ec); }
     [[nodiscard]] PublisherStats stats() const { return raw_.stats(); }
     Publisher<void>& raw() noexcept { return raw_; }
 

@@ -2,10 +2,12 @@
 
 #include <shmlink/core/layout.hpp>
 #include <shmlink/core/log.hpp>
+#include <shmlink/core/mmap.hpp>
 #include <shmlink/ipc/detail/liveness.hpp>
 #include <shmlink/ipc/detail/object.hpp>
 #include <shmlink/ipc/detail/topic.hpp>
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -35,6 +37,12 @@ struct SubscriberCore {
     std::chrono::milliseconds liveness_interval {};
     std::chrono::steady_clock::time_point next_probe {};
     UniqueFd lock; // our own description: holds the slot's byte, probes the publisher's
+    // SubscriberOptions::own_slot: the slot file, mapped; the file (share_slot()
+    // hands out copies; `lock` is a description of its own); and a read-only
+    // description of the segment to probe the publisher's lock through.
+    Mapping own;
+    UniqueFd own_fd;
+    UniqueFd probe;
     std::string name;
 
     bool publisher_gone() noexcept
@@ -48,7 +56,7 @@ struct SubscriberCore {
     void probe_publisher() noexcept
     {
         next_probe = std::chrono::steady_clock::now() + liveness_interval;
-        if (!publisher_dead && !byte_locked(lock, view.publisher_lock_byte())) {
+        if (!publisher_dead && !byte_locked(own.valid() ? probe : lock, view.publisher_lock_byte())) {
             publisher_dead = true;
             logger().info("topic '{}': its publisher is gone", name);
         }
@@ -101,6 +109,47 @@ struct SubscriberCore {
         shared(slot->release_tail).store(release_tail, std::memory_order_release);
     }
 };
+
+namespace {
+
+/// A slot file of our own (SubscriberOptions::own_slot): created, mapped,
+/// locked, sealed against any change of size (so that the publisher that maps
+/// it can never fault on it) and against further seals, and marked joined.
+template <typename WriteOptions>
+bool open_own_slot(SubscriberCore& core, const WriteOptions& write_options, std::error_code& ec) noexcept
+{
+    const std::size_t bytes = own_slot_file_bytes(core.view.geometry);
+    core.own_fd = memfd_create("shmlink-topic-slot", Memfd::cloexec | Memfd::allow_sealing, ec);
+    if (!core.own_fd)
+        return false;
+    if (::ftruncate(core.own_fd.get(), static_cast<off_t>(bytes)) != 0
+        || ::fcntl(core.own_fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
+        ec = errno_code();
+        return false;
+    }
+    core.own = map(bytes, Prot::read | Prot::write, MapFlags(Map::shared), core.own_fd, 0, ec);
+    if (!core.own.valid())
+        return false;
+    // Our lock, through a description the publisher never holds (it gets the
+    // file itself), taken before the slot says joined: the publisher admits
+    // only a slot whose subscriber holds it.
+    core.lock = reopen(core.own_fd, O_RDWR, ec);
+    if (!core.lock || !lock_byte(core.lock, kOwnSlotLockByte, ec))
+        return false;
+    core.probe = reopen(core.segment->fd(), O_RDONLY, ec);
+    if (!core.probe)
+        return false;
+    std::byte* at = core.own.data();
+    core.slot = &slot_at(at);
+    core.queue = queue_at(at);
+    core.releases = releases_at(at, core.view.geometry);
+    write_options(*core.slot);
+    // release: pairs with the publisher's acquire load of owner in admit().
+    shared(core.slot->owner).store(owner_word(getpid(), ipc::SlotState::joined), std::memory_order_release);
+    return true;
+}
+
+} // namespace
 
 } // namespace detail
 
@@ -155,8 +204,10 @@ Subscriber<void>::~Subscriber()
     detail::shared(core.slot->owner)
         .compare_exchange_strong(joined, detail::owner_word(getpid(), ipc::SlotState::leaving),
             std::memory_order_release, std::memory_order_relaxed);
-    // release: pairs with the publisher's acquire load of joins.
-    detail::shared(core.view.control->joins).fetch_add(1, std::memory_order_release);
+    // release: pairs with the publisher's acquire load of joins. A slot of our
+    // own is seen leaving at the publisher's next reap: the table is not ours to write.
+    if (!core.own.valid())
+        detail::shared(core.view.control->joins).fetch_add(1, std::memory_order_release);
     notify_sole(core.slot->writable); // a publisher blocked on our queue stops waiting for us
     core.lock.reset(); // after the owner word: the publisher never sees joined and unlocked from us
 }
@@ -166,6 +217,9 @@ Subscriber<void> Subscriber<void>::open(Segment& segment, std::string_view name,
     return detail::or_throw("subscribe to topic", name,
         [&](std::error_code& ec) { return open(segment, name, options, ec); },
         [&] {
+            if (!segment.is_writable() && !options.own_slot)
+                return std::string("the segment is attached read-only: the subscriber's slot must be its own "
+                                   "(SubscriberOptions::own_slot)");
             return std::string("queue_depth and max_held must be 0 (the topic's) or at most the topic's, and "
                                "liveness_interval positive");
         });
@@ -188,12 +242,37 @@ Subscriber<void> Subscriber<void>::open(Segment& segment, std::string_view name,
             ec = Errc::invalid_argument;
             return {};
         }
+        if (!segment.is_writable() && !options.own_slot) {
+            ec = Errc::invalid_argument;
+            return {};
+        }
         detail::register_waker(); // before this process's first notify() (ipc/wait.hpp)
         auto core = std::make_unique<detail::SubscriberCore>();
+        core->segment = &segment;
+        core->view = view;
+        core->depth = depth;
+        core->max_held = max_held;
+        core->blocks_publisher = options.overflow == Overflow::block_publisher;
+        core->liveness_interval = options.liveness_interval;
+        core->next_probe = std::chrono::steady_clock::now() + options.liveness_interval;
+        core->name = std::string(name);
+        const pid_t pid = getpid();
+        const auto write_options = [&](ipc::TopicSlot& slot) {
+            // relaxed: published by the release store of joined.
+            detail::shared(slot.depth).store(depth, std::memory_order_relaxed);
+            detail::shared(slot.max_held).store(max_held, std::memory_order_relaxed);
+            detail::shared(slot.overflow).store(static_cast<std::uint32_t>(options.overflow), std::memory_order_relaxed);
+        };
+        Subscriber subscriber;
+        if (options.own_slot) {
+            if (!detail::open_own_slot(*core, write_options, ec))
+                return {};
+            subscriber.core_ = std::move(core);
+            return subscriber;
+        }
         core->lock = detail::reopen_segment(segment, ec);
         if (!core->lock)
             return {};
-        const pid_t pid = getpid();
         for (std::uint32_t i = 0; i < g.slot_count; ++i) {
             ipc::TopicSlot& slot = view.slot(i);
             // relaxed: the compare-and-swap decides; this only skips taken slots without touching their locks.
@@ -211,27 +290,15 @@ Subscriber<void> Subscriber<void>::open(Segment& segment, std::string_view name,
                 detail::unlock_byte(core->lock, view.slot_lock_byte(i));
                 continue;
             }
-            // relaxed: published by the release store of joined.
-            detail::shared(slot.depth).store(depth, std::memory_order_relaxed);
-            detail::shared(slot.max_held).store(max_held, std::memory_order_relaxed);
-            detail::shared(slot.overflow).store(static_cast<std::uint32_t>(options.overflow), std::memory_order_relaxed);
+            write_options(slot);
             // release: pairs with the publisher's acquire load of owner in look_for_joins().
             detail::shared(slot.owner).store(detail::owner_word(pid, ipc::SlotState::joined), std::memory_order_release);
             // release: pairs with the publisher's acquire load of joins.
             detail::shared(view.control->joins).fetch_add(1, std::memory_order_release);
-            core->segment = &segment;
-            core->view = view;
             core->slot = &slot;
             core->queue = view.queue(i);
             core->releases = view.releases(i);
             core->index = i;
-            core->depth = depth;
-            core->max_held = max_held;
-            core->blocks_publisher = options.overflow == Overflow::block_publisher;
-            core->liveness_interval = options.liveness_interval;
-            core->next_probe = std::chrono::steady_clock::now() + options.liveness_interval;
-            core->name = std::string(name);
-            Subscriber subscriber;
             subscriber.core_ = std::move(core);
             return subscriber;
         }
@@ -243,7 +310,39 @@ Subscriber<void> Subscriber<void>::open(Segment& segment, std::string_view name,
     }
 }
 
-std::uint32_t Subscriber<void>::slot() const noexcept { return core_ ? core_->index : 0; }
+std::uint32_t Subscriber<void>::slot() const noexcept
+{
+    if (!core_)
+        return 0;
+    if (!core_->own.valid())
+        return core_->index;
+    // relaxed: a number for the caller; what the publisher delivers is ordered by the marks.
+    const std::uint64_t admitted = detail::shared(core_->slot->admitted).load(std::memory_order_relaxed);
+    return admitted != 0 && admitted <= detail::kMaxTopicSlots ? static_cast<std::uint32_t>(admitted - 1) : kNoSlot;
+}
+
+UniqueFd Subscriber<void>::share_slot()
+{
+    std::error_code ec;
+    UniqueFd copy = share_slot(ec);
+    if (ec)
+        throw Error(ec, "share the slot file of a subscriber to topic '" + (core_ ? core_->name : std::string()) + "'",
+            ec == Errc::invalid_argument ? "it has no slot of its own (SubscriberOptions::own_slot)" : "");
+    return copy;
+}
+
+UniqueFd Subscriber<void>::share_slot(std::error_code& ec) const noexcept
+{
+    ec.clear();
+    if (!core_ || !core_->own.valid()) {
+        ec = Errc::invalid_argument;
+        return {};
+    }
+    UniqueFd copy(::fcntl(core_->own_fd.get(), F_DUPFD_CLOEXEC, 3));
+    if (!copy)
+        ec = errno_code();
+    return copy;
+}
 
 Sample<> Subscriber<void>::take() noexcept
 {

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <shmlink/core/segment.hpp>
+#include <shmlink/core/unique_fd.hpp>
 #include <shmlink/ipc/topic.hpp>
 #include <shmlink/ipc/wait.hpp>
 
@@ -75,19 +76,30 @@ public:
     ~Subscriber();
 
     /// Joins the topic `name` in `segment` (attached or created; read access
-    /// to the payload is all it needs, but its slot is written). Errors:
+    /// to the payload is all it needs, but its slot is written: in the
+    /// topic's table, or in a slot file of its own, SubscriberOptions::own_slot,
+    /// which a segment attached read-only requires). Errors:
     /// Errc::not_found, wrong_kind, version_unsupported, corrupt_object (the
     /// topic's fixed fields are broken), invalid_argument (options out of the
-    /// topic's range), no_free_lane (every slot is taken; a dead
-    /// subscriber's is free again at the publisher's next reap), and errno
-    /// when the segment cannot be reopened through /proc for the slot's lock.
+    /// topic's range, or a read-only segment without own_slot), no_free_lane
+    /// (every slot is taken; a dead subscriber's is free again at the
+    /// publisher's next reap), and errno when the segment or the slot file
+    /// cannot be reopened through /proc for the locks, or the slot file made.
     static Subscriber open(Segment& segment, std::string_view name, const SubscriberOptions& options = {});
     static Subscriber open(Segment& segment, std::string_view name, const SubscriberOptions& options,
         std::error_code& ec) noexcept;
 
     [[nodiscard]] bool valid() const noexcept { return core_ != nullptr; }
-    /// Which slot of the topic this subscriber holds (0 .. max_subscribers - 1).
+    /// Which slot of the topic this subscriber holds (0 .. max_subscribers - 1);
+    /// kNoSlot for one with a slot of its own that no publisher admitted yet.
     [[nodiscard]] std::uint32_t slot() const noexcept;
+    static constexpr std::uint32_t kNoSlot = UINT32_MAX;
+    /// SubscriberOptions::own_slot: a copy of the slot file's fd, for the
+    /// publisher's process (Publisher::admit()), passed over a Unix socket.
+    /// Errors:
+    /// Errc::invalid_argument (the slot is in the topic's table), errno.
+    UniqueFd share_slot();
+    UniqueFd share_slot(std::error_code& ec) const noexcept;
 
     /// The oldest sample queued to this subscriber; never waits, never makes
     /// a syscall unless the sample lies beyond this process's mapping (one
@@ -164,6 +176,8 @@ public:
     TopicStatus arm_readable() noexcept { return raw_.arm_readable(); }
     void disarm_readable() noexcept { raw_.disarm_readable(); }
     [[nodiscard]] std::uint32_t slot() const noexcept { return raw_.slot(); }
+    UniqueFd share_slot() { return raw_.share_slot(); }
+    UniqueFd share_slot(std::error_code& ec) const noexcept { return raw_.share_slot(ec); }
     [[nodiscard]] SubscriberStats stats() const noexcept { return raw_.stats(); }
     Subscriber<void>& raw() noexcept { return raw_; }
 

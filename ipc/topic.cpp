@@ -2,6 +2,7 @@
 
 #include <shmlink/core/error.hpp>
 #include <shmlink/core/log.hpp>
+#include <shmlink/core/mmap.hpp>
 #include <shmlink/ipc/detail/object.hpp>
 #include <shmlink/ipc/detail/topic.hpp>
 
@@ -107,6 +108,11 @@ bool read_geometry(const ipc::TopicControl& control, std::uint64_t object_length
     }
     out = g;
     return true;
+}
+
+std::size_t own_slot_file_bytes(const TopicGeometry& geometry) noexcept
+{
+    return round_up_to_pages(geometry.slot_bytes);
 }
 
 TopicView open_topic(Segment& segment, std::string_view name, std::error_code& ec) noexcept

@@ -54,6 +54,16 @@ struct SubscriberOptions {
     /// While it waits, how often the subscriber asks the kernel whether the
     /// publisher lives (a publisher that was killed cannot say it left).
     std::chrono::milliseconds liveness_interval {100};
+    /// Keep this subscriber's slot (its queue, head and release ring) in a
+    /// slot file of its own, a sealed memfd that only it and the publisher
+    /// map, instead of in the topic's table where every subscriber could
+    /// write it. The publisher must be handed the file
+    /// (Subscriber::share_slot(), Publisher::admit()); until then nothing is
+    /// delivered. Needed on a segment attached read-only; with a segment
+    /// sealed against its peers' writes (SegmentOptions::peers_read_only),
+    /// what makes a subscriber unable to touch anything another subscriber
+    /// reads or releases.
+    bool own_slot = false;
 };
 
 /// One size class of the publisher's pool: chunks of 2^class_log2 bytes.

@@ -44,24 +44,40 @@ struct TopicGeometry {
 bool read_geometry(const ipc::TopicControl& control, std::uint64_t object_length, TopicGeometry& out,
     std::string& why) noexcept;
 
+/// A slot's three parts, from where its TopicSlot lies: in the topic's
+/// table, or in a slot file of the subscriber's own.
+inline ipc::TopicSlot& slot_at(std::byte* at) noexcept { return *reinterpret_cast<ipc::TopicSlot*>(at); }
+inline ipc::TopicDelivery* queue_at(std::byte* at) noexcept
+{
+    return reinterpret_cast<ipc::TopicDelivery*>(at + sizeof(ipc::TopicSlot));
+}
+inline std::uint64_t* releases_at(std::byte* at, const TopicGeometry& geometry) noexcept
+{
+    return reinterpret_cast<std::uint64_t*>(queue_at(at) + geometry.queue_depth);
+}
+
+/// A slot file's length (SubscriberOptions::own_slot): one slot, in whole pages.
+std::size_t own_slot_file_bytes(const TopicGeometry& geometry) noexcept;
+/// The byte of its slot file that a subscriber with a slot of its own locks.
+inline constexpr std::uint64_t kOwnSlotLockByte = 0;
+
 /// A topic's object seen through its geometry.
 struct TopicView {
     ipc::TopicControl* control = nullptr;
     TopicGeometry geometry {};
     std::uint64_t object_offset = 0; ///< from the segment's start: where the lock bytes are
 
-    [[nodiscard]] ipc::TopicSlot& slot(std::uint32_t index) const noexcept
+    /// Where slot `index` of the table starts.
+    [[nodiscard]] std::byte* slot_bytes(std::uint32_t index) const noexcept
     {
-        auto* first = reinterpret_cast<std::byte*>(control) + sizeof(ipc::TopicControl);
-        return *reinterpret_cast<ipc::TopicSlot*>(first + std::size_t {index} * geometry.slot_bytes);
+        return reinterpret_cast<std::byte*>(control) + sizeof(ipc::TopicControl)
+            + std::size_t {index} * geometry.slot_bytes;
     }
-    [[nodiscard]] ipc::TopicDelivery* queue(std::uint32_t index) const noexcept
-    {
-        return reinterpret_cast<ipc::TopicDelivery*>(reinterpret_cast<std::byte*>(&slot(index)) + sizeof(ipc::TopicSlot));
-    }
+    [[nodiscard]] ipc::TopicSlot& slot(std::uint32_t index) const noexcept { return slot_at(slot_bytes(index)); }
+    [[nodiscard]] ipc::TopicDelivery* queue(std::uint32_t index) const noexcept { return queue_at(slot_bytes(index)); }
     [[nodiscard]] std::uint64_t* releases(std::uint32_t index) const noexcept
     {
-        return reinterpret_cast<std::uint64_t*>(queue(index) + geometry.queue_depth);
+        return releases_at(slot_bytes(index), geometry);
     }
     /// The publisher's lock byte, then one per slot (docs/pubsub.md).
     [[nodiscard]] std::uint64_t publisher_lock_byte() const noexcept { return object_offset; }

@@ -11,6 +11,7 @@
 #include "tests/support/leaks.hpp"
 #include "tests/support/ring_peer.hpp"
 #include "tests/support/samples.hpp"
+#include "tests/support/topic.hpp"
 
 #include <doctest/doctest.h>
 
@@ -29,7 +30,9 @@
 using namespace shmlink;
 using namespace std::chrono_literals;
 using shmlink::test::Child;
+using shmlink::test::chunks_in_use;
 using shmlink::test::field;
+using shmlink::test::publish_sample;
 
 namespace {
 
@@ -42,24 +45,6 @@ std::uint64_t env_count(const char* name, std::uint64_t fallback)
 {
     const char* value = std::getenv(name);
     return value != nullptr ? std::strtoull(value, nullptr, 10) : fallback;
-}
-
-/// Publishes sample `sequence` (tests/support/samples.hpp).
-TopicStatus publish_sample(Publisher<>& publisher, std::uint64_t sequence)
-{
-    Loan<> loan = publisher.loan(test::sample_size(sequence));
-    REQUIRE_MESSAGE(loan, "loan: " << to_string(loan.status()));
-    test::fill_sample(loan.bytes(), sequence);
-    return publisher.publish(std::move(loan));
-}
-
-/// Chunks not free in any class: loaned, queued, held or kept.
-std::uint64_t chunks_in_use(const Publisher<>& publisher)
-{
-    std::uint64_t used = 0;
-    for (const PoolClass& c : publisher.stats().classes)
-        used += c.chunks - c.free;
-    return used;
 }
 
 std::string text(std::span<const std::byte> bytes)

@@ -13,6 +13,10 @@ namespace shmlink::test {
 
 /// Where a helper finds an eventfd its test passed down (Child::PassFd).
 inline constexpr int kWakeFd = 3;
+/// Where a topic helper finds a segment its test passed down, and a Unix
+/// socket to hand its slot file back over (topic_peer apart ...).
+inline constexpr int kSegmentFd = 3;
+inline constexpr int kSocketFd = 4;
 
 inline std::uint64_t mix(std::uint64_t x) noexcept
 {
