@@ -14,6 +14,7 @@
 #include <cstring>
 
 #include <algorithm>
+#include <deque>
 #include <optional>
 #include <thread>
 
@@ -26,6 +27,9 @@ namespace {
 constexpr auto kWatchInterval = std::chrono::milliseconds(50);
 /// How long a guest that attaches by path waits for a free lane.
 constexpr auto kLaneWait = std::chrono::seconds(2);
+/// Joins of subscribers to this guest's topics (admit frames) kept until
+/// take_join(): a publisher that never takes them holds no more fds than this.
+constexpr std::size_t kMaxPendingJoins = 64;
 
 /// A frame that answers a guest's request (offer, find).
 bool is_answer(const protocol::Frame& frame) noexcept
@@ -55,12 +59,13 @@ struct Guest::State {
     std::string context;                  // "guest /run/x.sock", for messages
     std::chrono::milliseconds timeout {}; // GuestOptions::timeout, for requests
     std::uint32_t late_answers = 0;       // answers to requests that timed out, still to come
+    std::deque<TopicJoin> joins;          // admit frames not taken yet (take_join())
 
     /// Handles the control frames that arrived (Guest::poll()).
     std::error_code poll();
     /// What a frame the host sent of its own accord (grown, goodbye) does;
     /// `late` is an answer to a request that timed out, skipped.
-    std::error_code follow(const protocol::Frame& frame);
+    std::error_code follow(ReceivedFrame& received);
     /// Sends a request (offer, find) and waits up to `timeout` for its
     /// answer (topic, answer), following grows meanwhile. The error, with
     /// `why`, when the host answered with one or could not be asked.
@@ -297,13 +302,23 @@ std::error_code Guest::State::poll()
             logger().warn("guest: the host is gone: {}", reason.empty() ? ec.message() : reason);
             return ec;
         }
-        if (const auto followed = follow(received.frame))
+        if (const auto followed = follow(received))
             return followed;
     }
 }
 
-std::error_code Guest::State::follow(const protocol::Frame& frame)
+std::error_code Guest::State::follow(ReceivedFrame& received)
 {
+    const protocol::Frame& frame = received.frame;
+    if (const auto* admit = std::get_if<protocol::Admit>(&frame)) {
+        if (joins.size() >= kMaxPendingJoins) {
+            logger().warn("guest: {} joins wait to be taken; a subscriber's join to topic '{}' is dropped",
+                joins.size(), admit->name); // its slot file is closed: it is never admitted
+            return {};
+        }
+        joins.push_back(TopicJoin {admit->name, std::move(received.fds.front())});
+        return {};
+    }
     if (const auto* grown = std::get_if<protocol::Grown>(&frame)) {
         std::error_code refresh_error;
         segment.refresh_to(grown->size_bytes, refresh_error); // the host's word, not the header's
@@ -365,7 +380,7 @@ std::error_code Guest::State::request(const protocol::Frame& frame, std::span<co
             reply = std::move(received);
             return {};
         }
-        if (const auto followed = follow(received.frame)) {
+        if (const auto followed = follow(received)) {
             why = "the host is gone";
             return followed;
         }
@@ -427,6 +442,36 @@ Segment Guest::find_topic(std::string_view name)
 Segment Guest::find_topic(std::string_view name, std::error_code& ec) noexcept
 {
     return into_error_code(ec, Segment(), [&] { return find_topic(name); });
+}
+
+void Guest::join_topic(std::string_view name, UniqueFd slot_file)
+{
+    const BorrowedFd fds[] = {slot_file};
+    const ReceivedFrame reply = state().ask("join topic", name, protocol::Join {std::string(name)}, fds);
+    if (!std::holds_alternative<protocol::Answer>(reply.frame))
+        throw Error(Errc::bad_frame, state_->context,
+            Error::Reason {"join topic '" + std::string(name) + "': the host answered a join with a topic"});
+}
+
+void Guest::join_topic(std::string_view name, UniqueFd slot_file, std::error_code& ec) noexcept
+{
+    into_error_code(ec, false, [&] {
+        join_topic(name, std::move(slot_file));
+        return true;
+    });
+}
+
+std::optional<TopicJoin> Guest::take_join()
+{
+    State& s = state();
+    if (s.joins.empty()) {
+        (void)s.poll(); // what arrived since; an error stays in poll()'s answer
+        if (s.joins.empty())
+            return std::nullopt;
+    }
+    TopicJoin join = std::move(s.joins.front());
+    s.joins.pop_front();
+    return join;
 }
 
 template <typename Attempt, typename WaitSlice>

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <shmlink/core/segment.hpp>
+#include <shmlink/core/unique_fd.hpp>
 #include <shmlink/ipc/mpsc_ring.hpp>
 #include <shmlink/ipc/spsc_ring.hpp>
 
@@ -14,12 +15,19 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
 #include <system_error>
 
 namespace shmlink {
+
+/// A subscriber's request to join a topic this guest offered: its slot file.
+struct TopicJoin {
+    std::string topic;
+    UniqueFd slot_file;
+};
 
 struct GuestOptions {
     std::string name = "guest"; ///< sent in the hello, for the host's logs (0..64 bytes)
@@ -98,13 +106,32 @@ public:
     void offer_topic(Segment& segment, std::string_view name, std::error_code& ec) noexcept;
     /// The segment that holds the topic `name` another guest (or the host)
     /// offers, attached from the fd the host passed (its header checked as
-    /// any attach's, mapped with guard_truncation); join the topic with
-    /// Subscriber::open(segment, name), and keep the Segment for as long as
-    /// the Subscriber. A topic in the host's own segment needs no find:
+    /// any attach's, mapped with guard_truncation; read-only when its creator
+    /// sealed it against its peers' writes, SegmentOptions::peers_read_only:
+    /// then join with a slot of your own and join_topic()); join the topic
+    /// with Subscriber::open(segment, name), and keep the Segment for as
+    /// long as the Subscriber. A topic in the host's own segment needs no find:
     /// open it in segment(). Errors as offer_topic()'s, and Errc::not_found
     /// (nobody offers it), and those of Segment::attach.
     Segment find_topic(std::string_view name);
     Segment find_topic(std::string_view name, std::error_code& ec) noexcept;
+    /// Hands the topic's publisher the slot file of a subscriber of it that
+    /// keeps its slot apart (SubscriberOptions::own_slot,
+    /// Subscriber::share_slot()): the host passes it to the guest that
+    /// offered the topic, whose take_join() gives it to its
+    /// Publisher::admit(), or to its own on_topic_join. Returns once the
+    /// host passed it on; the subscriber is admitted when its slot() says
+    /// so. Errors as find_topic()'s, and Errc::timed_out (the publisher is
+    /// not reading its socket), Errc::refused (the host admits nobody to
+    /// its own topic), Errc::not_a_segment (not a file).
+    void join_topic(std::string_view name, UniqueFd slot_file);
+    void join_topic(std::string_view name, UniqueFd slot_file, std::error_code& ec) noexcept;
+    /// The next subscriber that asked through the host to join a topic this
+    /// guest offered (join_topic()), reading what the host sent meanwhile
+    /// without waiting; pass its slot file to that topic's Publisher::admit().
+    /// Up to 64 wait to be taken; beyond, the host's next ones are dropped
+    /// (logged). Empty when none waits.
+    std::optional<TopicJoin> take_join();
 
 private:
     struct State;

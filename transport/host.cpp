@@ -385,6 +385,10 @@ struct Host::State : std::enable_shared_from_this<Host::State> {
                        find && c->stage == Stage::joined) {
                 if (!self->find_topic(c, find->name))
                     return;
+            } else if (const auto* join = std::get_if<protocol::Join>(&received.frame);
+                       join && c->stage == Stage::joined) {
+                if (!self->relay_join(c, join->name, std::move(received.fds.front())))
+                    return;
             } else {
                 self->drop(c, "sent a frame out of turn");
                 return;
@@ -550,6 +554,39 @@ struct Host::State : std::enable_shared_from_this<Host::State> {
             return false;
         }
         return true;
+    }
+
+    /// Passes a subscriber's slot file to the publisher of `name` (an admit
+    /// frame to the guest that offered it, or on_topic_join), and answers
+    /// the subscriber; false when it had to be dropped.
+    bool relay_join(const ConnectionPtr& c, const std::string& name, UniqueFd slot_file)
+    {
+        const auto found = std::find_if(offers.begin(), offers.end(), [&](const Offered& o) { return o.name == name; });
+        if (found == offers.end())
+            return answer(c, Errc::not_found, "nobody offers topic '" + name + "'");
+        // As for an offer, only the type is the host's to check; the publisher checks the rest.
+        struct stat st {};
+        if (::fstat(slot_file.get(), &st) != 0 || !S_ISREG(st.st_mode))
+            return answer(c, Errc::not_a_segment, "the slot file sent to join topic '" + name + "' is not a file");
+        if (found->connection == 0) {
+            Host* h = host_ptr();
+            if (h == nullptr || !h->on_topic_join)
+                return answer(c, Errc::refused, "the host admits no subscriber apart to topic '" + name + "'");
+            h->on_topic_join(name, std::move(slot_file));
+            return !stopped && answer(c, {}, {});
+        }
+        const auto publisher = std::find_if(connections.begin(), connections.end(),
+            [&](const ConnectionPtr& p) { return p->info.connection == found->connection && !p->closed; });
+        if (publisher == connections.end())
+            return answer(c, Errc::not_found, "the guest that offers topic '" + name + "' is leaving");
+        // Written without waiting: a publisher whose socket is full gets no
+        // more joins until it reads it, and the joiner is told so; one guest
+        // that joins often cannot have the publisher dropped.
+        const BorrowedFd fds[] = {slot_file};
+        if (const auto sent = (*publisher)->socket.send(protocol::Admit {name}, fds))
+            return answer(c, Errc::timed_out,
+                "the publisher of topic '" + name + "' is not reading its socket (" + sent.message() + ")");
+        return answer(c, {}, {});
     }
 
     void refuse(const ConnectionPtr& c, const std::string& why)

@@ -144,6 +144,11 @@ public:
     /// (The host checks the page every reap_interval on any segment; a
     /// path-backed one without guard_truncation must not be cut under it.)
     std::function<void(const std::error_code&, const std::string&)> on_damage;
+    /// Called on the io_context's thread when a guest asks to join a topic
+    /// the host offered (Guest::join_topic()), with that subscriber's slot
+    /// file: pass it to the topic's Publisher::admit(). Unset, such joins
+    /// are refused (Errc::refused). Must not throw.
+    std::function<void(const std::string& topic, UniqueFd slot_file)> on_topic_join;
 
 private:
     struct State;

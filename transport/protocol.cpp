@@ -111,7 +111,10 @@ FrameType type_of(const Frame& frame) noexcept { return static_cast<FrameType>(f
 
 std::size_t fds_of(FrameType type) noexcept
 {
-    return type == FrameType::welcome || type == FrameType::offer || type == FrameType::topic ? 1 : 0;
+    return type == FrameType::welcome || type == FrameType::offer || type == FrameType::topic
+            || type == FrameType::join || type == FrameType::admit
+        ? 1
+        : 0;
 }
 
 std::vector<std::byte> encode(const Frame& frame)
@@ -156,6 +159,10 @@ std::vector<std::byte> encode(const Frame& frame)
         w.put_string(find->name, kMaxTopicNameBytes);
     } else if (const auto* topic = std::get_if<Topic>(&frame)) {
         w.put_string(topic->name, kMaxTopicNameBytes);
+    } else if (const auto* join = std::get_if<Join>(&frame)) {
+        w.put_string(join->name, kMaxTopicNameBytes);
+    } else if (const auto* admit = std::get_if<Admit>(&frame)) {
+        w.put_string(admit->name, kMaxTopicNameBytes);
     } else if (const auto* answer = std::get_if<Answer>(&frame)) {
         w.put32(answer->code);
         w.put_string(answer->text, kMaxErrorText);
@@ -179,7 +186,7 @@ std::error_code decode_header(std::span<const std::byte> bytes, Header& header, 
         reason = "protocol version " + std::to_string(version) + " (this side speaks " + std::to_string(kVersion) + ")";
         return Errc::protocol_mismatch;
     }
-    if (type < static_cast<std::uint16_t>(FrameType::hello) || type > static_cast<std::uint16_t>(FrameType::answer))
+    if (type < static_cast<std::uint16_t>(FrameType::hello) || type > static_cast<std::uint16_t>(FrameType::admit))
         return fail(reason, "unknown frame type");
     header.type = static_cast<FrameType>(type);
     if (header.body_bytes > kMaxFrameBytes - kHeaderBytes)
@@ -261,16 +268,29 @@ std::error_code decode(std::span<const std::byte> bytes, std::size_t fds_receive
         break;
     case FrameType::offer:
     case FrameType::find:
-    case FrameType::topic: {
+    case FrameType::topic:
+    case FrameType::join:
+    case FrameType::admit: {
         std::string name = r.get_string(kMaxTopicNameBytes);
         if (r.complete() && !topic_name_ok(name))
             return fail(reason, "frame names a topic with an empty name or a NUL byte");
-        if (header.type == FrameType::offer)
+        switch (header.type) {
+        case FrameType::offer:
             frame = Offer {std::move(name)};
-        else if (header.type == FrameType::find)
+            break;
+        case FrameType::find:
             frame = Find {std::move(name)};
-        else
+            break;
+        case FrameType::topic:
             frame = Topic {std::move(name)};
+            break;
+        case FrameType::join:
+            frame = Join {std::move(name)};
+            break;
+        default:
+            frame = Admit {std::move(name)};
+            break;
+        }
         break;
     }
     case FrameType::answer: {

@@ -19,7 +19,8 @@ namespace shmlink::protocol {
 inline constexpr std::uint32_t kMagic = 0x50434c53; ///< "SLCP" read as a little-endian integer
 /// 2: the welcome names the guest's lane; the guest answers joined.
 /// 3: guests offer and find topics (frames offer, find, topic, answer).
-inline constexpr std::uint16_t kVersion = 3;
+/// 4: a subscriber's slot file goes to the topic's publisher (join, admit).
+inline constexpr std::uint16_t kVersion = 4;
 inline constexpr std::size_t kHeaderBytes = 16;
 inline constexpr std::size_t kMaxFrameBytes = 4096; ///< header included
 inline constexpr std::size_t kMaxNameBytes = 64;
@@ -37,6 +38,8 @@ enum class FrameType : std::uint16_t {
     find = 8,    ///< guest -> host: which segment holds the topic of this name?
     topic = 9,   ///< host -> guest, with the segment's fd: the answer to a find
     answer = 10, ///< host -> guest: the answer to an offer, or to a find that found nothing
+    join = 11,   ///< guest -> host, with a subscriber's slot file: for the publisher of this topic to admit
+    admit = 12,  ///< host -> guest, with a slot file: a subscriber of a topic this guest offered
 };
 
 struct Hello {
@@ -88,11 +91,20 @@ struct Answer {
     std::string text {};    ///< 0..256 bytes, for people
 };
 
-using Frame = std::variant<Hello, Welcome, Grown, Goodbye, ErrorReport, Joined, Offer, Find, Topic, Answer>;
-static_assert(std::variant_size_v<Frame> == 10, "type_of() maps the variant's index to FrameType: keep them in order");
+struct Join {
+    std::string name {}; ///< the topic's, 1..39 bytes, no NUL
+};
+
+struct Admit {
+    std::string name {}; ///< the topic's: one the receiving guest offered
+};
+
+using Frame = std::variant<Hello, Welcome, Grown, Goodbye, ErrorReport, Joined, Offer, Find, Topic, Answer, Join, Admit>;
+static_assert(std::variant_size_v<Frame> == 12, "type_of() maps the variant's index to FrameType: keep them in order");
 
 FrameType type_of(const Frame& frame) noexcept;
-/// How many fds travel with a frame of this type (welcome, offer, topic: a segment; others: none).
+/// How many fds travel with a frame of this type (welcome, offer, topic: a
+/// segment; join, admit: a slot file; others: none).
 std::size_t fds_of(FrameType type) noexcept;
 
 /// Whether `name` is one a topic frame may carry: 1..39 bytes, no NUL.

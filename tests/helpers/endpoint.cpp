@@ -45,16 +45,21 @@
 //                                        truncates it to BYTES; then, unless FILLER is "-", writes the
 //                                        file FILLER until its file system is full;
 //                                        "ok filled=F" or "error <what>: <errno>"
-//   endpoint topic-publisher SOCKET TOPIC COUNT
+//   endpoint topic-publisher SOCKET TOPIC COUNT [apart N]
 //                                        joins, creates a memfd segment of its own with the topic TOPIC
 //                                        in it and offers it (Guest::offer_topic); "ok offered"; on the
 //                                        line "go" publishes COUNT samples (tests/support/samples.hpp),
-//                                        "ok published=N extents=E"; then leaves at the end of stdin
-//   endpoint topic-subscriber SOCKET TOPIC
+//                                        "ok published=N extents=E"; then leaves at the end of stdin.
+//                                        With "apart N": the segment is sealed for its peers
+//                                        (peers_read_only), and after "go" it admits the first N joins
+//                                        (Guest::take_join) before it publishes
+//   endpoint topic-subscriber SOCKET TOPIC [apart]
 //                                        joins, finds TOPIC (Guest::find_topic), subscribes (blocking
-//                                        its publisher), "ok joined slot=S", takes and checks every sample
-//                                        until the publisher is gone, and prints take_all()'s line;
-//                                        "error <what>" when it cannot find or join the topic
+//                                        its publisher), "ok joined slot=S read_only=0|1", takes and
+//                                        checks every sample until the publisher is gone, and prints
+//                                        take_all()'s line; "error <what>" when it cannot find or join
+//                                        the topic. With "apart": with a slot of its own, sent to the
+//                                        publisher through the host (Guest::join_topic)
 //   endpoint topic-offers SOCKET         joins, then offers and finds what must be refused: the same
 //                                        name twice, a name nobody offers, and (by a raw frame on its
 //                                        socket) a pipe for a segment; "ok twice=<errc> missing=<errc>
@@ -87,7 +92,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
+#include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 using namespace shmlink;
@@ -317,10 +324,11 @@ int send_host(const std::string& socket_path)
     }
 }
 
-int topic_publisher(const std::string& socket_path, const std::string& topic, std::uint64_t count)
+int topic_publisher(const std::string& socket_path, const std::string& topic, std::uint64_t count, int apart)
 {
     Guest guest = Guest::connect(socket_path, {.name = "publisher"});
-    Segment own = Segment::create_anonymous(std::size_t {1} << 20, {.max_size_bytes = std::size_t {256} << 20});
+    Segment own = Segment::create_anonymous(std::size_t {1} << 20,
+        {.max_size_bytes = std::size_t {256} << 20, .peers_read_only = apart > 0});
     Publisher<> publisher = Publisher<>::create(own, topic);
     guest.offer_topic(own, topic);
     std::printf("ok offered\n");
@@ -328,6 +336,22 @@ int topic_publisher(const std::string& socket_path, const std::string& topic, st
     std::string line;
     if (!std::getline(std::cin, line) || line != "go")
         return 2;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    for (int admitted = 0; admitted < apart;) {
+        if (std::optional<TopicJoin> join = guest.take_join()) {
+            if (join->topic != topic) {
+                std::printf("error join of topic '%s'\n", join->topic.c_str());
+                return 1;
+            }
+            (void)publisher.admit(std::move(join->slot_file));
+            ++admitted;
+        } else if (std::chrono::steady_clock::now() > deadline) {
+            std::printf("error admitted %d of %d\n", admitted, apart);
+            return 1;
+        } else {
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
+    }
     for (std::uint64_t seq = 0; seq < count; ++seq) {
         Loan<> loan = publisher.loan(test::sample_size(seq));
         if (!loan) {
@@ -350,19 +374,21 @@ int topic_publisher(const std::string& socket_path, const std::string& topic, st
     return 0;
 }
 
-int topic_subscriber(const std::string& socket_path, const std::string& topic)
+int topic_subscriber(const std::string& socket_path, const std::string& topic, bool apart)
 {
     Guest guest = Guest::connect(socket_path, {.name = "subscriber"});
     Segment segment;
     Subscriber<> subscriber;
     try {
         segment = guest.find_topic(topic);
-        subscriber = Subscriber<>::open(segment, topic, {.overflow = Overflow::block_publisher});
+        subscriber = Subscriber<>::open(segment, topic, {.overflow = Overflow::block_publisher, .own_slot = apart});
+        if (apart)
+            guest.join_topic(topic, subscriber.share_slot());
     } catch (const Error& e) {
         std::printf("error %s\n", e.what());
         return 3;
     }
-    std::printf("ok joined slot=%u\n", subscriber.slot());
+    std::printf("ok joined slot=%u read_only=%d\n", subscriber.slot(), segment.is_writable() ? 0 : 1);
     std::fflush(stdout);
     const test::TakeAll seen = test::take_all(subscriber, segment);
     std::printf("%s\n", seen.line.c_str());
@@ -612,10 +638,10 @@ try {
         return wait_host(argv[2]);
     if (job == "guarded-toucher" && argc == 3)
         return guarded_toucher(argv[2]);
-    if (job == "topic-publisher" && argc == 5)
-        return topic_publisher(argv[2], argv[3], std::strtoull(argv[4], nullptr, 10));
-    if (job == "topic-subscriber" && argc == 4)
-        return topic_subscriber(argv[2], argv[3]);
+    if (job == "topic-publisher" && (argc == 5 || (argc == 7 && std::string(argv[5]) == "apart")))
+        return topic_publisher(argv[2], argv[3], std::strtoull(argv[4], nullptr, 10), argc == 7 ? std::atoi(argv[6]) : 0);
+    if (job == "topic-subscriber" && (argc == 4 || (argc == 5 && std::string(argv[4]) == "apart")))
+        return topic_subscriber(argv[2], argv[3], argc == 5);
     if (job == "topic-offers" && argc == 3)
         return topic_offers(argv[2]);
     if (job == "spoil" && argc == 6)

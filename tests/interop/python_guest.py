@@ -44,7 +44,7 @@ import time
 
 # docs/protocol.md
 FRAME_MAGIC = 0x50434C53
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 FRAME_HEADER = struct.Struct("<IHHII")  # magic, version, type, body_bytes, fd_count
 MAX_BODY = 4096 - FRAME_HEADER.size
 HELLO, WELCOME, GROWN, GOODBYE, ERROR, JOINED = 1, 2, 3, 4, 5, 6

@@ -4,6 +4,7 @@
 #include <shmlink/core/error.hpp>
 #include <shmlink/ipc/inspect.hpp>
 #include <shmlink/ipc/publisher.hpp>
+#include <shmlink/ipc/subscriber.hpp>
 #include <shmlink/transport/fd_socket.hpp>
 #include <shmlink/transport/guest.hpp>
 #include <shmlink/transport/host.hpp>
@@ -931,6 +932,12 @@ TEST_CASE("a peer that says joined without taking its lane is dropped, and the l
 
 TEST_CASE("a guest subscribes by name to a topic another guest publishes in a segment of its own; the host passes its fd")
 {
+    // Apart: the publisher's segment is sealed for its peers, and each
+    // subscriber's slot file goes to the publisher through the host.
+    bool apart = false;
+    SUBCASE("slots in the topic's table") {}
+    SUBCASE("slots apart") { apart = true; }
+    CAPTURE(apart);
     const test::ResourceCount before;
     const std::string sock = socket_path("topic");
     {
@@ -939,14 +946,21 @@ TEST_CASE("a guest subscribes by name to a topic another guest publishes in a se
         // Samples of 0 B to 4 MiB: the publisher's pool grows its own segment
         // while the subscribers are attached to it.
         const std::uint64_t count = 3000;
-        Child publisher = start_endpoint({"topic-publisher", sock, "frames", std::to_string(count)});
+        std::vector<std::string> publishing {"topic-publisher", sock, "frames", std::to_string(count)};
+        if (apart)
+            publishing.insert(publishing.end(), {"apart", "2"});
+        Child publisher = start_endpoint(publishing);
         REQUIRE(answer_of(io, host, publisher) == "ok offered");
         std::vector<Child> subscribers;
         for (int i = 0; i < 2; ++i) {
-            subscribers.push_back(start_endpoint({"topic-subscriber", sock, "frames"}));
+            std::vector<std::string> subscribing {"topic-subscriber", sock, "frames"};
+            if (apart)
+                subscribing.emplace_back("apart");
+            subscribers.push_back(start_endpoint(subscribing));
             const std::string joined = answer_of(io, host, subscribers.back());
             INFO(joined);
             REQUIRE(joined.rfind("ok joined", 0) == 0);
+            CHECK(test::field(joined, "read_only") == (apart ? 1 : 0));
         }
         publisher.send("go");
         const std::string published = answer_of(io, host, publisher);
@@ -1019,6 +1033,40 @@ TEST_CASE("the host offers a topic of its own; offers it must refuse are refused
         CHECK(seen.rfind("ok taken=100 gaps=0 missed=0", 0) == 0);
         CHECK(subscriber.wait() == 0);
     }
-    serve(io, host, [&] { return host.guest_count() == 0 && test::count_open_fds() == fds_before + 1; }, 10s);
-    CHECK_MESSAGE(test::count_open_fds() == fds_before + 1, "fd leak in the host (the one more: its own offer's)");
+    {
+        // A subscriber apart sends its slot file: refused while the host has
+        // no on_topic_join, admitted by the host's publisher once it has one.
+        Publisher<> publisher = Publisher<>::create(host.segment(), "apart");
+        host.offer_topic(host.segment(), "apart");
+        Child refused = start_endpoint({"topic-subscriber", sock, "apart", "apart"});
+        const std::string no = answer_of(io, host, refused);
+        INFO(no);
+        CHECK(no.find("admits no subscriber apart") != std::string::npos);
+        CHECK(test::exit_code(refused.wait()) == 3);
+        std::uint32_t admitted = Subscriber<>::kNoSlot;
+        host.on_topic_join = [&](const std::string& topic, UniqueFd file) {
+            std::error_code ec;
+            if (topic == "apart")
+                admitted = publisher.admit(std::move(file), ec);
+        };
+        Child subscriber = start_endpoint({"topic-subscriber", sock, "apart", "apart"});
+        const std::string joined = answer_of(io, host, subscriber);
+        INFO(joined);
+        REQUIRE(joined.rfind("ok joined slot=" + std::to_string(admitted) + " read_only=0", 0) == 0);
+        for (std::uint64_t seq = 0; seq < 100; ++seq) {
+            Loan<> loan = publisher.loan(test::sample_size(seq));
+            REQUIRE(loan);
+            test::fill_sample(loan.bytes(), seq);
+            REQUIRE(publisher.publish(std::move(loan)) == TopicStatus::ok);
+            io.poll();
+        }
+        publisher = Publisher<>();
+        host.on_topic_join = nullptr;
+        const std::string seen = answer_of(io, host, subscriber);
+        INFO(seen);
+        CHECK(seen.rfind("ok taken=100 gaps=0 missed=0", 0) == 0);
+        CHECK(subscriber.wait() == 0);
+    }
+    serve(io, host, [&] { return host.guest_count() == 0 && test::count_open_fds() == fds_before + 2; }, 10s);
+    CHECK_MESSAGE(test::count_open_fds() == fds_before + 2, "fd leak in the host (the two more: its own offers')");
 }

@@ -75,8 +75,12 @@ TEST_CASE("every frame type survives encode and decode")
     const auto answer = std::get<Answer>(round_trip(Answer {31, "offered already"}));
     CHECK(answer.code == 31);
     CHECK(answer.text == "offered already");
+    CHECK(std::get<Join>(round_trip(Join {"frames"})).name == "frames");
+    CHECK(std::get<Admit>(round_trip(Admit {"frames"})).name == "frames");
     CHECK(fds_of(FrameType::offer) == 1);
     CHECK(fds_of(FrameType::topic) == 1);
+    CHECK(fds_of(FrameType::join) == 1);
+    CHECK(fds_of(FrameType::admit) == 1);
     CHECK(fds_of(FrameType::find) == 0);
     CHECK(fds_of(FrameType::answer) == 0);
 
@@ -101,15 +105,14 @@ TEST_CASE("malformed frames are refused with a reason")
         CHECK(decode_bytes(bytes, 0, reason) == Errc::bad_frame);
         CHECK(reason.find("magic") != std::string::npos);
     }
-    SUBCASE("another protocol version: 1 (no lane in the welcome) and 2 (no topics) are refused")
+    SUBCASE("another protocol version: 1 (no lane in the welcome), 2 (no topics) and 3 (no joins) are refused")
     {
         auto bytes = good;
-        poke<std::uint16_t>(bytes, 4, 1);
-        CHECK(decode_bytes(bytes, 0, reason) == Errc::protocol_mismatch);
-        CHECK(reason == "protocol version 1 (this side speaks 3)");
-        poke<std::uint16_t>(bytes, 4, 2);
-        CHECK(decode_bytes(bytes, 0, reason) == Errc::protocol_mismatch);
-        CHECK(reason == "protocol version 2 (this side speaks 3)");
+        for (std::uint16_t old = 1; old <= 3; ++old) {
+            poke<std::uint16_t>(bytes, 4, old);
+            CHECK(decode_bytes(bytes, 0, reason) == Errc::protocol_mismatch);
+            CHECK(reason == "protocol version " + std::to_string(old) + " (this side speaks 4)");
+        }
     }
     SUBCASE("a topic frame's name: empty, too long or with a NUL; an offer or topic without its fd")
     {
@@ -126,6 +129,8 @@ TEST_CASE("malformed frames are refused with a reason")
         CHECK(decode_bytes(encode(Offer {"frames"}), 0, reason) == Errc::bad_frame);
         CHECK(decode_bytes(encode(Topic {"frames"}), 0, reason) == Errc::bad_frame);
         CHECK(decode_bytes(encode(Find {"frames"}), 1, reason) == Errc::bad_frame);
+        CHECK(decode_bytes(encode(Join {"frames"}), 0, reason) == Errc::bad_frame);
+        CHECK(decode_bytes(encode(Admit {""}), 1, reason) == Errc::bad_frame);
     }
     SUBCASE("unknown type")
     {
