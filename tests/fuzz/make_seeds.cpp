@@ -78,6 +78,8 @@ int main(int argc, char** argv)
         protocol::Find {"frames"},
         protocol::Topic {"frames"},
         protocol::Answer {17, "seed refusal"},
+        protocol::Join {"frames"},
+        protocol::Admit {"frames"},
     };
     int n = 0;
     for (const auto& frame : frames) {
