@@ -122,7 +122,11 @@ public:
     /// The publisher owns the fd and closes it when the slot's subscriber
     /// leaves or dies (its successor in the slot brings its own), or when
     /// set_wake_fd() replaces it. False, and the fd closed, for a slot out
-    /// of range.
+    /// of range. The signal is a write() to the fd: a subscriber that holds
+    /// its eventfd could hold that write up (a counter at its maximum, or a
+    /// blocking pipe in its place), so take wake fds only from subscribers
+    /// trusted not to stall the publisher (a subscriber apart's are not
+    /// passed through the host yet).
     bool set_wake_fd(std::uint32_t slot, UniqueFd wake_fd) noexcept;
     /// Admits a subscriber whose slot is a file of its own
     /// (SubscriberOptions::own_slot, Subscriber::share_slot()), passed to this
