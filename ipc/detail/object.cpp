@@ -8,6 +8,14 @@ namespace shmlink::detail {
 std::byte* open_object(Segment& segment, std::string_view name, ipc::ObjectKind kind, std::uint16_t version,
     std::size_t min_length, std::uint64_t& length, std::error_code& ec) noexcept
 {
+    // Every end of a ring writes its side of the control block: a segment
+    // mapped read-only would fault at the first write. A topic's subscriber
+    // may keep its slot apart, and decides for itself (Subscriber::open).
+    if (!segment.is_writable() && kind != ipc::ObjectKind::topic) {
+        ec = std::make_error_code(std::errc::permission_denied);
+        logger().warn("object '{}': the segment is attached read-only, and this end of it writes", name);
+        return nullptr;
+    }
     const auto object = segment.find(name, ec);
     if (!object)
         return nullptr;

@@ -17,7 +17,8 @@ namespace shmlink::detail {
 
 /// The object `name`, checked to be of `kind` and `version` and at least
 /// `min_length` bytes, and aligned for its control block. Null with `ec` set
-/// otherwise (Errc::not_found, wrong_kind, version_unsupported, corrupt_directory).
+/// otherwise (Errc::not_found, wrong_kind, version_unsupported, corrupt_directory;
+/// EACCES for a ring in a segment attached read-only).
 std::byte* open_object(Segment& segment, std::string_view name, ipc::ObjectKind kind, std::uint16_t version,
     std::size_t min_length, std::uint64_t& length, std::error_code& ec) noexcept;
 

@@ -6,7 +6,9 @@
 // segment's fd and hand their slot file back over a socket, as they would
 // through a host.
 #include <shmlink/core/segment.hpp>
+#include <shmlink/ipc/mpsc_ring.hpp>
 #include <shmlink/ipc/publisher.hpp>
+#include <shmlink/ipc/spsc_ring.hpp>
 #include <shmlink/ipc/subscriber.hpp>
 #include <shmlink/transport/fd_socket.hpp>
 
@@ -125,6 +127,13 @@ TEST_CASE("topic apart: a sealed segment is read-only to every process that gets
     (void)Subscriber<>::open(reader, "t", {}, ec);
     CHECK(ec == Errc::invalid_argument);
     CHECK_THROWS_WITH_AS(Subscriber<>::open(reader, "t"), doctest::Contains("own_slot"), Error);
+    // Every end of a ring writes: refused on a read-only mapping, not a fault.
+    (void)SpscRing::create(segment, "ring", 4096);
+    (void)SpscRing::open(reader, "ring", ec);
+    CHECK(ec == std::errc::permission_denied);
+    MpscRing consumer = MpscRing::create(segment, "mpsc", 4096, 2);
+    (void)MpscProducer::open(reader, "mpsc", ec);
+    CHECK(ec == std::errc::permission_denied);
 }
 
 TEST_CASE("topic apart: a subscriber with a slot of its own is admitted, gets history, and leaves")
