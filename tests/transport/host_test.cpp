@@ -14,6 +14,7 @@
 #include "tests/support/leaks.hpp"
 #include "tests/support/ring_peer.hpp"
 #include "tests/support/samples.hpp"
+#include "tests/support/topic.hpp"
 
 #include <doctest/doctest.h>
 
@@ -1021,10 +1022,7 @@ TEST_CASE("the host offers a topic of its own; offers it must refuse are refused
         // The host publishes once the subscriber has joined, then leaves: the
         // subscriber drains, and reads closed.
         for (std::uint64_t seq = 0; seq < 100; ++seq) {
-            Loan<> loan = publisher.loan(test::sample_size(seq));
-            REQUIRE(loan);
-            test::fill_sample(loan.bytes(), seq);
-            REQUIRE(publisher.publish(std::move(loan)) == TopicStatus::ok);
+            REQUIRE(test::publish_sample(publisher, seq) == TopicStatus::ok);
             io.poll();
         }
         publisher = Publisher<>();
@@ -1054,10 +1052,7 @@ TEST_CASE("the host offers a topic of its own; offers it must refuse are refused
         INFO(joined);
         REQUIRE(joined.rfind("ok joined slot=" + std::to_string(admitted) + " read_only=0", 0) == 0);
         for (std::uint64_t seq = 0; seq < 100; ++seq) {
-            Loan<> loan = publisher.loan(test::sample_size(seq));
-            REQUIRE(loan);
-            test::fill_sample(loan.bytes(), seq);
-            REQUIRE(publisher.publish(std::move(loan)) == TopicStatus::ok);
+            REQUIRE(test::publish_sample(publisher, seq) == TopicStatus::ok);
             io.poll();
         }
         publisher = Publisher<>();
