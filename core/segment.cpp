@@ -474,6 +474,12 @@ std::error_code validate_told(const ObjectInfo& object, std::uint32_t index, std
 
 } // namespace
 
+bool write_sealed(BorrowedFd fd) noexcept
+{
+    const int seals = ::fcntl(fd.get(), F_GET_SEALS); // -1 (EINVAL) for a file that takes no seals
+    return seals > 0 && (seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE)) != 0;
+}
+
 Segment Segment::attach_fd(UniqueFd fd, std::filesystem::path path, const AttachOptions& options,
     const SegmentLayout* told, std::error_code& ec, std::string& detail) noexcept
 {
@@ -495,8 +501,7 @@ Segment Segment::attach_fd(UniqueFd fd, std::filesystem::path path, const Attach
             detail = "the file is not open for reading and writing (attach read_only instead)";
             return {};
         }
-        const int seals = ::fcntl(fd.get(), F_GET_SEALS); // -1 (EINVAL) for a file that takes no seals
-        if (!options.read_only && seals > 0 && (seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE)) != 0) {
+        if (!options.read_only && write_sealed(fd)) {
             ec = std::make_error_code(std::errc::permission_denied);
             detail = "its creator sealed it against writes by its peers (attach read_only instead)";
             return {};

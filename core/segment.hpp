@@ -83,6 +83,11 @@ struct SegmentOptions {
     bool peers_read_only = false;
 };
 
+/// Whether the file behind `fd` is sealed against writes by anyone without
+/// a writable mapping made before (F_SEAL_WRITE, F_SEAL_FUTURE_WRITE: a
+/// segment created with peers_read_only): it can be attached read_only only.
+bool write_sealed(BorrowedFd fd) noexcept;
+
 struct AttachOptions {
     bool read_only = false; ///< map PROT_READ only (write_at fails, allocate refused)
     MapOptions map {};

@@ -429,8 +429,7 @@ Segment Guest::find_topic(std::string_view name)
     // A segment its creator sealed against its peers' writes
     // (SegmentOptions::peers_read_only) is attached read-only: a subscriber
     // of it keeps its slot apart (SubscriberOptions::own_slot).
-    const int seals = ::fcntl(reply.fds.front().get(), F_GET_SEALS);
-    const bool read_only = seals > 0 && (seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE)) != 0;
+    const bool read_only = write_sealed(reply.fds.front());
     std::error_code ec;
     Segment segment = Segment::attach(std::move(reply.fds.front()),
         {.read_only = read_only, .map = {.guard_truncation = !read_only}}, ec);
