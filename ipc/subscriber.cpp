@@ -37,12 +37,10 @@ struct SubscriberCore {
     std::chrono::milliseconds liveness_interval {};
     std::chrono::steady_clock::time_point next_probe {};
     UniqueFd lock; // our own description: holds the slot's byte, probes the publisher's
-    // SubscriberOptions::own_slot: the slot file, mapped; the file (share_slot()
-    // hands out copies; `lock` is a description of its own); and a read-only
-    // description of the segment to probe the publisher's lock through.
+    // SubscriberOptions::own_slot: the slot file, mapped, and the file
+    // (share_slot() hands out copies; `lock` is a description of its own).
     Mapping own;
     UniqueFd own_fd;
-    UniqueFd probe;
     std::string name;
 
     bool publisher_gone() noexcept
@@ -56,7 +54,9 @@ struct SubscriberCore {
     void probe_publisher() noexcept
     {
         next_probe = std::chrono::steady_clock::now() + liveness_interval;
-        if (!publisher_dead && !byte_locked(own.valid() ? probe : lock, view.publisher_lock_byte())) {
+        // Apart, `lock` is our slot file's: the segment's fd probes, a
+        // description the publisher never locks through (it locks its own).
+        if (!publisher_dead && !byte_locked(own.valid() ? segment->fd() : lock, view.publisher_lock_byte())) {
             publisher_dead = true;
             logger().info("topic '{}': its publisher is gone", name);
         }
@@ -135,9 +135,6 @@ bool open_own_slot(SubscriberCore& core, const WriteOptions& write_options, std:
     // only a slot whose subscriber holds it.
     core.lock = reopen(core.own_fd, O_RDWR, ec);
     if (!core.lock || !lock_byte(core.lock, kOwnSlotLockByte, ec))
-        return false;
-    core.probe = reopen(core.segment->fd(), O_RDONLY, ec);
-    if (!core.probe)
         return false;
     std::byte* at = core.own.data();
     core.slot = &slot_at(at);

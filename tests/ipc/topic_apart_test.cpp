@@ -24,6 +24,7 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -317,4 +318,35 @@ TEST_CASE("topic apart: subscribers killed while they hold samples give every ch
     }
     CHECK(publisher.stats().subscribers == 0);
     CHECK(chunks_in_use(publisher) == 0);
+}
+
+TEST_CASE("topic apart: a subscriber apart learns that a killed publisher is gone")
+{
+    // The publisher is a forked child; killed, it never says closed: the
+    // subscriber must find out from the publisher's lock, which it probes
+    // through the segment's fd.
+    Segment segment = sealed_segment();
+    Segment reader = Segment::attach(UniqueFd(::dup(segment.fd().get())), AttachOptions {.read_only = true});
+    int ready[2];
+    REQUIRE(::pipe2(ready, O_CLOEXEC) == 0);
+    const UniqueFd ready_read(ready[0]);
+    UniqueFd ready_write(ready[1]);
+    const pid_t publisher = ::fork();
+    REQUIRE(publisher >= 0);
+    if (publisher == 0) {
+        Publisher<> p = Publisher<>::create(segment, "t");
+        const char byte = 'r';
+        (void)!::write(ready_write.get(), &byte, 1); // created, and its lock taken
+        for (;;)
+            ::pause();
+    }
+    ready_write.reset();
+    char byte = 0;
+    REQUIRE(::read(ready_read.get(), &byte, 1) == 1);
+    Subscriber<> subscriber = Subscriber<>::open(reader, "t", SubscriberOptions {.liveness_interval = 10ms, .own_slot = true});
+    CHECK(subscriber.take(50ms).status() == TopicStatus::timed_out); // it lives: not closed
+    REQUIRE(::kill(publisher, SIGKILL) == 0);
+    int status = 0;
+    REQUIRE(::waitpid(publisher, &status, 0) == publisher);
+    CHECK(subscriber.take(5s).status() == TopicStatus::closed);
 }
